@@ -1,0 +1,83 @@
+"""Errors that modelci reports to a person.
+
+Every error says what went wrong and how to fix it. Each carries the exit code
+the CLI uses and the HTTP status the API uses, so the core raises these and
+only the edges (``cli``, the web layer) turn them into codes::
+
+    ModelCIError                     exit 2   something stopped the job
+    ├── ConfigError                  exit 2   modelci.yaml or settings are wrong
+    ├── CheckoutError                exit 2   git could not provide the commit
+    ├── EnvironmentBuildError        exit 2   uv could not build the environment
+    ├── SandboxUnavailable           exit 2   bubblewrap missing or unusable
+    ├── StoreError                   exit 2   the database could not be reached/used
+    ├── RunFailed                    exit 2   repository code failed (crash, timeout, OOM)
+    └── OutputError                  exit 2   a metrics/predictions file is unusable
+
+A gated metric that regressed is not an error: ``evaluate`` returns it as a
+verdict and the CLI exits 1 (``EXIT_REGRESSION``).
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_REGRESSION = 1
+EXIT_ERROR = 2
+
+
+class ModelCIError(Exception):
+    """Base of all errors modelci reports; ``str()`` gives cause and fix."""
+
+    exit_code: int = EXIT_ERROR
+    http_status: int = 500
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\nHow to fix: {self.hint}"
+        return self.message
+
+
+class ConfigError(ModelCIError):
+    """The repository's ``modelci.yaml``, a CLI option or a setting is invalid."""
+
+    http_status = 422
+
+
+class CheckoutError(ModelCIError):
+    """The repository or one of its commits could not be fetched."""
+
+    http_status = 422
+
+
+class EnvironmentBuildError(ModelCIError):
+    """The commit's Python environment could not be built."""
+
+    http_status = 422
+
+
+class SandboxUnavailable(ModelCIError):
+    """The sandbox cannot run on this machine."""
+
+    http_status = 503
+
+
+class StoreError(ModelCIError):
+    """The database could not be started, reached or migrated."""
+
+    http_status = 503
+
+
+class RunFailed(ModelCIError):
+    """Repository code ran in the sandbox and failed."""
+
+    http_status = 422
+
+
+class OutputError(ModelCIError):
+    """A file the repository's code wrote cannot be used as output."""
+
+    http_status = 422
