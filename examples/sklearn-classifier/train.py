@@ -1,0 +1,39 @@
+"""Train a random forest on scikit-learn's breast-cancer data set and evaluate it.
+
+Writes metrics.json (summary metrics) and predictions.json (labels and scores
+of every held-out row), which modelci compares between commits.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.datasets import load_breast_cancer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+from sklearn.model_selection import train_test_split
+
+params = json.loads(Path("params.json").read_text())
+
+X, y = load_breast_cancer(return_X_y=True)
+# A fixed split: head and base are evaluated on exactly the same rows.
+X_train, X_test, y_train, y_test = train_test_split(
+    X, y, test_size=0.4, random_state=42, stratify=y
+)
+
+model = RandomForestClassifier(**params, n_jobs=1)
+model.fit(X_train, y_train)
+
+scores = model.predict_proba(X_test)[:, 1]
+predicted = (scores >= 0.5).astype(int)
+metrics = {
+    "accuracy": accuracy_score(y_test, predicted),
+    "f1": f1_score(y_test, predicted),
+    "roc_auc": roc_auc_score(y_test, scores),
+    "log_loss": log_loss(y_test, np.clip(scores, 1e-6, 1 - 1e-6)),
+}
+Path("metrics.json").write_text(json.dumps(metrics, indent=2))
+Path("predictions.json").write_text(
+    json.dumps({"y_true": y_test.tolist(), "y_pred": predicted.tolist(), "scores": scores.tolist()})
+)
+print(json.dumps(metrics))

@@ -1,0 +1,212 @@
+"""Commits of a repository, from one persistent bare mirror per repository.
+
+The mirror is updated with ``git fetch`` only when a requested ref is not
+already known (a sha that is present never needs the network). Each run gets
+its own copy of the exact commit's tree, written by ``git read-tree -u`` with
+a private index, and removed afterwards whatever happens.
+
+git runs with the system and global configuration switched off, so no filter,
+hook or credential helper configured on the server runs against a
+repository's content.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelci.errors import CheckoutError
+
+__all__ = ["Mirror", "is_remote_url", "open_mirror", "repository_name"]
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_MAX_BLOB = 1024 * 1024
+
+
+def is_remote_url(repo: str) -> bool:
+    return "://" in repo or re.match(r"^[\w.-]+@[\w.-]+:", repo) is not None
+
+
+def repository_name(repo: str) -> str:
+    """A short human name: ``owner/name`` for URLs, the directory name for paths."""
+    if is_remote_url(repo):
+        tail = re.split(r"[:/]", repo.rstrip("/").removesuffix(".git"))
+        return "/".join(tail[-2:])
+    return Path(repo).resolve().name
+
+
+def _git_env() -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_TERMINAL_PROMPT": "0",
+        "LC_ALL": "C",
+    }
+    return env
+
+
+def _git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+         timeout: float = 600) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-c", "core.hooksPath=/dev/null", "-c", "protocol.file.allow=always", *args],
+            cwd=cwd,
+            env=env or _git_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise CheckoutError("git is not installed", hint="apt-get install git") from None
+    except subprocess.TimeoutExpired:
+        raise CheckoutError(
+            f"git {args[0]} took longer than {timeout:.0f} s",
+            hint="check the repository URL and the network, then retry",
+        ) from None
+    if done.returncode != 0:
+        raise _GitFailed(done.stderr.strip() or done.stdout.strip())
+    return done.stdout
+
+
+class _GitFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A bare mirror of one repository, kept under the data dir."""
+
+    url: str
+    path: Path
+
+    def _run(self, *args: str, timeout: float = 600) -> str:
+        return _git("--git-dir", str(self.path), *args, timeout=timeout)
+
+    def fetch(self) -> None:
+        try:
+            self._run("fetch", "--prune", "--quiet", "origin")
+        except _GitFailed as exc:
+            raise CheckoutError(
+                f"could not fetch {self.url}: {exc}",
+                hint="check that the repository exists and is readable from this machine",
+            ) from None
+
+    def _rev_parse(self, ref: str) -> str | None:
+        try:
+            return self._run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
+        except _GitFailed:
+            return None
+
+    def resolve(self, ref: str) -> str:
+        """The full sha of ``ref`` (a sha, branch, tag or expression such as HEAD~1)."""
+        if ref.startswith("-"):
+            raise CheckoutError(f"invalid ref {ref!r}", hint="give a branch, tag or commit sha")
+        if not _SHA.match(ref):
+            # Branch names move: always look at the remote's current state for them.
+            self.fetch()
+        sha = self._rev_parse(ref)
+        if sha is None and _SHA.match(ref):
+            self.fetch()
+            sha = self._rev_parse(ref)
+        if sha is None:
+            raise CheckoutError(
+                f"{ref!r} is not a commit of {self.url}",
+                hint="check the spelling; branches are resolved as in the source repository "
+                "(e.g. main, origin branches, tags or a full sha)",
+            )
+        return sha
+
+    def merge_base(self, a: str, b: str) -> str:
+        try:
+            return self._run("merge-base", a, b).strip()
+        except _GitFailed:
+            raise CheckoutError(
+                f"{a[:7]} and {b[:7]} have no common ancestor",
+                hint="pass --no-merge-base to compare the two commits as given",
+            ) from None
+
+    def read_file(self, sha: str, path: str) -> bytes | None:
+        """A file's content at a commit, or None when the commit has no such file."""
+        try:
+            size = int(self._run("cat-file", "-s", f"{sha}:{path}").strip())
+        except _GitFailed:
+            return None
+        if size > _MAX_BLOB:
+            raise CheckoutError(
+                f"{path} at {sha[:7]} is {size} bytes, over the {_MAX_BLOB} allowed",
+                hint=f"keep {path} small",
+            )
+        done = subprocess.run(
+            ["git", "--git-dir", str(self.path), "cat-file", "blob", f"{sha}:{path}"],
+            env=_git_env(), capture_output=True, check=False, stdin=subprocess.DEVNULL,
+        )
+        return done.stdout if done.returncode == 0 else None
+
+    @contextmanager
+    def checkout(self, sha: str, parent: Path) -> Iterator[Path]:
+        """The commit's files in a fresh directory under ``parent``, removed on exit."""
+        parent.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"{sha[:12]}-", dir=parent))
+        index = workdir.with_suffix(".index")
+        env = {**_git_env(), "GIT_INDEX_FILE": str(index)}
+        try:
+            _git("--git-dir", str(self.path), "--work-tree", str(workdir),
+                 "read-tree", "-u", "--reset", sha, env=env)
+        except _GitFailed as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise CheckoutError(f"could not check out {sha[:7]}: {exc}",
+                                hint="the commit may be corrupt; re-run to fetch again") from None
+        finally:
+            index.unlink(missing_ok=True)
+        try:
+            yield workdir
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_mirror(repo: str, mirrors_dir: Path) -> Mirror:
+    """The mirror of ``repo`` (a local path or git URL), cloned on first use."""
+    url = repo if is_remote_url(repo) else str(Path(repo).expanduser().resolve())
+    if not is_remote_url(repo) and not Path(url).exists():
+        raise CheckoutError(f"{repo} does not exist", hint="give a local git repository or a URL")
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    mirrors_dir.mkdir(parents=True, exist_ok=True)
+    path = mirrors_dir / f"{repository_name(repo).replace('/', '_')}-{key}.git"
+    mirror = Mirror(url=url, path=path)
+    with _locked(mirrors_dir / f"{path.name}.lock"):
+        if not (path / "HEAD").exists():
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                _git("clone", "--mirror", "--quiet", "--", url, str(tmp))
+            except _GitFailed as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise CheckoutError(
+                    f"could not clone {repo}: {exc}",
+                    hint="check the path or URL and that this machine can read it",
+                ) from None
+            tmp.rename(path)
+    return mirror

@@ -1,0 +1,283 @@
+"""The model repository's contract: ``modelci.yaml`` at the repository root.
+
+A minimal file::
+
+    train: python train.py
+    metrics: metrics.json
+
+Everything else has defaults. A repository without the file still works when
+the command and the metrics file come from the command line or the server's
+settings (the seed tutorial's layout: ``requirements.txt`` plus a script that
+writes ``result.txt``). Errors name the line and field and say how to fix them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modelci.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE",
+    "InstallConfig",
+    "LimitsConfig",
+    "MetricConfig",
+    "Overrides",
+    "RepoConfig",
+    "effective_config",
+    "parse_config",
+]
+
+CONFIG_FILE = "modelci.yaml"
+_MAX_CONFIG_BYTES = 256 * 1024
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?\s*$", re.IGNORECASE)
+
+
+def _parse_duration(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError("use seconds (600) or a duration such as 90s, 10m or 1h")
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _parse_megabytes(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError("use megabytes (2048) or a size such as 512MB or 4GB")
+    number, unit = float(match.group(1)), (match.group(2) or "mb").lower()[:1]
+    return int(number * {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}[unit])
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InstallConfig(_Strict):
+    """Where the commit's dependencies come from (wheels only, installed with uv).
+
+    With neither field set, modelci uses ``requirements.txt`` when the commit
+    has one, else ``uv.lock`` when it has that, else installs nothing.
+    """
+
+    requirements: str | None = Field(
+        default=None, description="A pip requirements file, e.g. requirements.txt"
+    )
+    uv_lock: bool = Field(
+        default=False, description="Install the locked dependencies of pyproject.toml + uv.lock"
+    )
+
+
+class MetricConfig(_Strict):
+    """How one metric is judged."""
+
+    direction: Literal["higher", "lower"] | None = None
+    tolerance: Annotated[float, Field(ge=0)] = 0.0
+    gate: bool = True
+
+
+class LimitsConfig(_Strict):
+    """Resources the repository's code may use in one run."""
+
+    timeout: Annotated[float, Field(gt=0, le=24 * 3600)] = 1800
+    memory_mb: Annotated[int, Field(ge=64)] = 4096
+    processes: Annotated[int, Field(ge=8, le=65536)] = 256
+    disk_mb: Annotated[int, Field(ge=16)] = 4096
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> float:
+        return _parse_duration(value)
+
+    @field_validator("memory_mb", "disk_mb", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int:
+        return _parse_megabytes(value)
+
+
+class RepoConfig(_Strict):
+    """The parsed ``modelci.yaml``."""
+
+    version: Literal[1] = 1
+    install: InstallConfig = InstallConfig()
+    train: str | list[str] = Field(description="Command(s) that train the model")
+    evaluate: str | list[str] | None = Field(
+        default=None, description="Command(s) run after training that write the metrics"
+    )
+    metrics: str = Field(description="JSON file of metrics, relative to the repository root")
+    predictions: str | None = Field(
+        default=None,
+        description="Optional JSON file with per-example y_true/y_pred(/scores) on the "
+        "evaluation rows, used for confidence intervals",
+    )
+    gates: dict[str, MetricConfig] = Field(default_factory=dict)
+    default_gate: bool = Field(
+        default=True,
+        description="Gate metrics not listed under gates whose direction modelci knows",
+    )
+    limits: LimitsConfig = LimitsConfig()
+
+    @field_validator("metrics", "predictions")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in value.split("/")):
+            raise ValueError("must be a path inside the repository, relative to its root")
+        return value
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `accuracy: higher` is accepted as a shorthand for {direction: higher}.
+        if isinstance(value, dict):
+            return {k: {"direction": v} if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    def commands(self) -> list[str]:
+        out: list[str] = []
+        for part in (self.train, self.evaluate):
+            if part is None:
+                continue
+            out.extend([part] if isinstance(part, str) else part)
+        return out
+
+    def digest(self) -> str:
+        """A stable hash of everything that changes a run's result."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Settings from the command line or the server for repositories without a config."""
+
+    command: str | None = None
+    metrics_file: str | None = None
+    predictions_file: str | None = None
+    timeout_s: float | None = None
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    node = root
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key]
+            if not match:
+                return node.start_mark.line + 1
+            node = match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _explain(err: dict[str, Any], root: yaml.Node | None, source: str) -> str:
+    loc = tuple(err["loc"])
+    # pydantic appends the union member tried ("str"/"list[str]"); drop it for the user.
+    loc = tuple(p for p in loc if p not in ("str", "list[str]", "function-after[_relative(), str]"))
+    dotted = ".".join(str(p) for p in loc) or "(top level)"
+    line = _line_of(root, loc)
+    where = f"{source}, line {line}" if line else source
+    if err["type"] == "extra_forbidden":
+        parent: type[BaseModel] = RepoConfig
+        sub = {"install": InstallConfig, "limits": LimitsConfig}
+        if len(loc) >= 2 and loc[0] in sub:
+            parent = sub[str(loc[0])]
+        elif len(loc) >= 2 and loc[0] == "gates":
+            parent = MetricConfig
+        guess = difflib.get_close_matches(str(loc[-1]), _field_names(parent), n=1)
+        fix = f"did you mean '{guess[0]}'?" if guess else (
+            "allowed: " + ", ".join(_field_names(parent))
+        )
+        return f"{where}: unknown field '{dotted}'; {fix}"
+    if err["type"] == "missing":
+        return f"{where}: required field '{dotted}' is missing"
+    return f"{where}: field '{dotted}': {err['msg']}"
+
+
+def parse_config(text: str | bytes, *, source: str = CONFIG_FILE) -> RepoConfig:
+    """Parse and validate a ``modelci.yaml``; every problem is reported with its line."""
+    if len(text) > _MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{source} is {len(text)} bytes, more than the {_MAX_CONFIG_BYTES} allowed",
+            hint="keep modelci.yaml small: it names commands and files, not data",
+        )
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"{source}{line}: not valid YAML ({problem})",
+            hint="fix the YAML syntax; `python -c 'import yaml,sys; yaml.safe_load(open(sys.argv[1]))' "
+            f"{source}` shows the same error locally",
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of settings, found {type(data).__name__}",
+            hint="start from the example: `train: python train.py` and `metrics: metrics.json`",
+        )
+    try:
+        return RepoConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [_explain(dict(e), root, source) for e in exc.errors()]
+        raise ConfigError(
+            "invalid configuration:\n  " + "\n  ".join(problems),
+            hint="see 'Writing modelci.yaml' in the README for every field and its meaning",
+        ) from None
+
+
+def effective_config(config_text: bytes | None, overrides: Overrides) -> RepoConfig:
+    """The configuration a run uses: the repository's file, else the overrides.
+
+    Overrides from the command line win over the file, so a user can try a
+    different command without committing it.
+    """
+    base = parse_config(config_text) if config_text is not None else None
+    command = overrides.command
+    if base is None:
+        if not overrides.command or not overrides.metrics_file:
+            missing = [
+                name
+                for name, value in (
+                    ("--command", overrides.command),
+                    ("--metrics-file", overrides.metrics_file),
+                )
+                if not value
+            ]
+            raise ConfigError(
+                f"the repository has no {CONFIG_FILE} and no {' or '.join(missing)} was given",
+                hint=f"add a {CONFIG_FILE} (see the README), or pass --command 'python train.py' "
+                "--metrics-file result.txt (server: MODELCI_DEFAULT_COMMAND and "
+                "MODELCI_DEFAULT_METRICS_FILE)",
+            )
+        base = RepoConfig(train=overrides.command, metrics=overrides.metrics_file)
+    updates: dict[str, Any] = {}
+    if command:
+        updates.update(train=command, evaluate=None)
+    if overrides.metrics_file:
+        updates["metrics"] = overrides.metrics_file
+    if overrides.predictions_file:
+        updates["predictions"] = overrides.predictions_file
+    if overrides.timeout_s:
+        updates["limits"] = base.limits.model_copy(update={"timeout": overrides.timeout_s})
+    return base.model_copy(update=updates) if updates else base

@@ -1,0 +1,301 @@
+"""Evaluate a change: train and evaluate head and base, then compare them.
+
+Each side (head, base) goes through: read its config from git, gather its
+requirements, find its environment key, and, for the base, reuse a stored
+result with the same cache key (sha, environment, config, sandbox). Otherwise
+build or reuse the environment, check the commit out, run its commands in the
+sandbox and read its outputs. The two sides run concurrently when the machine
+has the cores.
+
+The gates come from the *base* commit's configuration when it has one: a pull
+request must not be able to loosen the gates it is judged by.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from modelci import store
+from modelci.checkout import Mirror, open_mirror, repository_name
+from modelci.compare import Comparison, MetricRule, Predictions, compare, predictions_from_json
+from modelci.config import CONFIG_FILE, Overrides, RepoConfig, effective_config
+from modelci.db import Database
+from modelci.environments import EnvironmentManager, gather_requirements
+from modelci.errors import ModelCIError, OutputError, RunFailed
+from modelci.metrics import flatten_metrics
+from modelci.outputs import read_json_output
+from modelci.sandbox import Limits, Sandbox, SandboxSpec, acquire_slot
+from modelci.settings import Settings
+
+__all__ = ["EvaluationRequest", "EvaluationResult", "Evaluator", "Reporter", "SideResult"]
+
+# Bump when the meaning of a stored result changes, so old results are not reused.
+RESULT_VERSION = "1"
+_MAX_METRICS_BYTES = 10_000_000
+_MAX_PREDICTIONS_BYTES = 200_000_000
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI shows it, the server will store it."""
+
+    def update(self, role: str, message: str) -> None: ...
+
+
+class _Silent:
+    def update(self, role: str, message: str) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    repo: str
+    base: str
+    head: str
+    overrides: Overrides = Overrides()
+    merge_base: bool = False
+
+
+@dataclass
+class SideResult:
+    """What one commit's run produced (or why it produced nothing)."""
+
+    role: str
+    ref: str
+    sha: str = ""
+    run_id: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    predictions: Predictions | None = None
+    error: str | None = None
+    log_path: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    reused_from: int | None = None
+    config: RepoConfig | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class EvaluationResult:
+    repo: str
+    head: SideResult
+    base: SideResult
+    comparison: Comparison | None
+    evaluation_id: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def error(self) -> str | None:
+        problems = [f"{s.role} ({s.sha[:7] or s.ref}): {s.error}"
+                    for s in (self.head, self.base) if s.error]
+        return "\n".join(problems) or None
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison is not None and self.comparison.passed
+
+
+def _rules(config: RepoConfig) -> list[MetricRule]:
+    return [MetricRule(name=name, direction=rule.direction, tolerance=rule.tolerance,
+                       gate=rule.gate) for name, rule in config.gates.items()]
+
+
+def _cache_key(sha: str, env_key: str, config: RepoConfig, sandbox: Sandbox) -> str:
+    parts = [RESULT_VERSION, sha, env_key, config.digest(), type(sandbox).__name__]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _save_outputs(directory: Path, side: SideResult) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "metrics.json").write_text(json.dumps(side.metrics))
+    if side.predictions is not None:
+        (directory / "predictions.json").write_text(json.dumps(side.predictions.to_json()))
+
+
+def _load_outputs(directory: Path, side: SideResult, metrics: dict[str, float]) -> None:
+    side.metrics = dict(metrics)
+    path = directory / "predictions.json"
+    if path.exists():
+        side.predictions = predictions_from_json(json.loads(path.read_text()), source=str(path))
+
+
+class Evaluator:
+    """Runs evaluations; one instance serves many (the server keeps one)."""
+
+    def __init__(self, *, settings: Settings, database: Callable[[], Database], sandbox: Sandbox,
+                 environments: EnvironmentManager, reporter: Reporter | None = None) -> None:
+        self.settings = settings
+        self._database = database
+        self.sandbox = sandbox
+        self.environments = environments
+        self.reporter: Reporter = reporter or _Silent()
+
+    def evaluate(self, request: EvaluationRequest, *,
+                 cancel: threading.Event | None = None) -> EvaluationResult:
+        started = time.monotonic()
+        _prepare_dirs(self.settings)
+        self.reporter.update("head", "fetching")
+        self.reporter.update("base", "fetching")
+        mirror = open_mirror(request.repo, self.settings.mirrors_dir)
+        head_sha = mirror.resolve(request.head)
+        base_sha = mirror.resolve(request.base)
+        if request.merge_base:
+            base_sha = mirror.merge_base(base_sha, head_sha)
+        head = SideResult("head", request.head, head_sha)
+        base = SideResult("base", request.base, base_sha)
+        db = self._database()
+        with db.session() as session:
+            repo_id = store.get_or_create_repository(
+                session, url=mirror.url, name=repository_name(request.repo)).id
+        workers = 2 if self.settings.max_parallel_runs >= 2 else 1
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelci-run") as pool:
+            futures = [pool.submit(self._side, side, mirror, repo_id, request.overrides, cancel)
+                       for side in (base, head)]
+            for future in futures:
+                future.result()
+        comparison = None
+        if head.ok and base.ok:
+            gates_from = base.config or head.config
+            assert gates_from is not None
+            try:
+                comparison = compare(head.metrics, base.metrics, _rules(gates_from),
+                                     head_predictions=head.predictions,
+                                     base_predictions=base.predictions,
+                                     default_gate=gates_from.default_gate)
+            except ModelCIError as exc:
+                head.error = f"comparing predictions: {exc}"
+        result = EvaluationResult(request.repo, head, base, comparison,
+                                  seconds=time.monotonic() - started)
+        with db.session() as session:
+            evaluation = store.create_evaluation(
+                session, repository_id=repo_id, base_sha=base_sha, head_sha=head_sha,
+                base_run_id=base.run_id, head_run_id=head.run_id)
+            store.finish_evaluation(
+                session, evaluation_id=evaluation.id,
+                status="succeeded" if comparison is not None else "failed",
+                passed=None if comparison is None else comparison.passed,
+                report={"error": result.error, "seconds": result.seconds})
+            result.evaluation_id = evaluation.id
+        return result
+
+    def _side(self, side: SideResult, mirror: Mirror, repo_id: int, overrides: Overrides,
+              cancel: threading.Event | None) -> None:
+        try:
+            self._run_side(side, mirror, repo_id, overrides, cancel)
+        except ModelCIError as exc:
+            side.error = str(exc)
+            self.reporter.update(side.role, f"failed: {exc.message}")
+        if side.run_id is not None and side.reused_from is None:
+            with self._database().session() as session:
+                store.finish_run(
+                    session, run_id=side.run_id,
+                    status="succeeded" if side.ok else "failed",
+                    metrics=side.metrics if side.ok else None, error=side.error,
+                    timings=side.timings,
+                    log_path=str(side.log_path) if side.log_path else None,
+                    outputs_dir=str(self._outputs_dir(side.run_id)) if side.ok else None)
+
+    def _outputs_dir(self, run_id: int) -> Path:
+        return self.settings.data_dir / "outputs" / str(run_id)
+
+    def _run_side(self, side: SideResult, mirror: Mirror, repo_id: int, overrides: Overrides,
+                  cancel: threading.Event | None) -> None:
+        role, sha, t0 = side.role, side.sha, time.monotonic()
+        self.reporter.update(role, "reading configuration")
+
+        def read(path: str) -> bytes | None:
+            return mirror.read_file(sha, path)
+
+        side.config = config = effective_config(read(CONFIG_FILE), overrides)
+        requirements = gather_requirements(config.install, read,
+                                           uv_bin=self.environments.uv_bin)
+        self.reporter.update(role, "resolving requirements")
+        env_key = self.environments.key_for(requirements)
+        cache_key = _cache_key(sha, env_key, config, self.sandbox)
+        db = self._database()
+        if role == "base":
+            with db.session() as session:
+                previous = store.find_reusable_run(session, cache_key=cache_key)
+                if previous is not None and previous.outputs_dir:
+                    side.run_id = side.reused_from = previous.id
+                    side.log_path = Path(previous.log_path) if previous.log_path else None
+                    _load_outputs(Path(previous.outputs_dir), side, previous.metrics or {})
+                    side.timings = {"reused": 1.0}
+                    self.reporter.update(role, f"reused the result of run {previous.id}")
+                    return
+        with db.session() as session:
+            run = store.create_run(session, repository_id=repo_id, sha=sha, role=role,
+                                   cache_key=cache_key, env_key=env_key)
+            side.run_id = run.id
+        side.log_path = (self.settings.logs_dir / f"run-{side.run_id}-{role}-{sha[:12]}.log")
+        self.reporter.update(role, "building environment")
+        env = self.environments.ensure(requirements)
+        side.timings["env_s"] = env.seconds
+        self.reporter.update(role, "waiting for a sandbox slot")
+        with acquire_slot(self.settings.data_dir / "slots", self.settings.max_parallel_runs) \
+                as slot, mirror.checkout(sha, self.settings.runs_dir) as workdir:
+            side.timings["prepare_s"] = time.monotonic() - t0
+            self.reporter.update(role, "training and evaluating")
+            limits = Limits(timeout_s=config.limits.timeout, memory_mb=config.limits.memory_mb,
+                            max_processes=config.limits.processes,
+                            max_disk_mb=config.limits.disk_mb)
+            command = "set -e\n" + "\n".join(config.commands())
+            outcome = self.sandbox.run(
+                SandboxSpec(command=command, workdir=workdir, log_path=side.log_path,
+                            venv=env.path, limits=limits, slot=slot,
+                            env={"PYTHONPATH": f"{workdir}/src:{workdir}"}),
+                cancel=cancel)
+            side.timings["train_s"] = outcome.duration_s
+            if not outcome.ok:
+                raise RunFailed(f"the {role} commit's run {outcome.failure_reason()}",
+                                hint=f"read the log: {side.log_path}")
+            self.reporter.update(role, "reading outputs")
+            raw = read_json_output(workdir, config.metrics, max_bytes=_MAX_METRICS_BYTES)
+            side.metrics = flatten_metrics(raw, source=config.metrics)
+            if not side.metrics:
+                raise OutputError(f"{config.metrics} holds no numeric metric",
+                                  hint="write a JSON object such as {\"accuracy\": 0.93}")
+            if config.predictions:
+                data = read_json_output(workdir, config.predictions,
+                                        max_bytes=_MAX_PREDICTIONS_BYTES)
+                side.predictions = predictions_from_json(data, source=config.predictions)
+        _save_outputs(self._outputs_dir(side.run_id), side)
+        side.timings["total_s"] = time.monotonic() - t0
+        self.reporter.update(role, "done")
+
+
+def _prepare_dirs(settings: Settings) -> None:
+    # The sandbox runs as other uids: they must traverse (not list) the data dir
+    # down to their work dir and environment.
+    for path, mode in ((settings.data_dir, 0o711), (settings.runs_dir, 0o711),
+                       (settings.envs_dir, 0o755)):
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(mode)
+    for path in (settings.logs_dir, settings.mirrors_dir, settings.data_dir / "outputs"):
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def summary_json(result: EvaluationResult) -> dict[str, Any]:
+    """Context for reports: shas, timings and errors of both sides."""
+    return {
+        "repository": result.repo,
+        "evaluation_id": result.evaluation_id,
+        "seconds": round(result.seconds, 3),
+        "error": result.error,
+        "sides": {
+            side.role: {"ref": side.ref, "sha": side.sha, "run_id": side.run_id,
+                        "reused_from": side.reused_from, "error": side.error,
+                        "log": str(side.log_path) if side.log_path else None,
+                        "timings": {k: round(v, 3) for k, v in side.timings.items()}}
+            for side in (result.head, result.base)
+        },
+    }

@@ -1,0 +1,40 @@
+"""Wiring: builds the long-lived parts (database, sandbox, environments) from settings.
+
+The database starts in a background thread while git and uv work, because
+starting the embedded PostgreSQL server is the slowest part of a warm run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+
+import uv
+
+from modelci.db import Database, open_database
+from modelci.environments import EnvironmentManager
+from modelci.evaluation import Evaluator, Reporter
+from modelci.sandbox import make_sandbox
+from modelci.settings import Settings
+
+__all__ = ["evaluator_for"]
+
+
+@contextmanager
+def evaluator_for(settings: Settings, *, unsafe: bool = False,
+                  reporter: Reporter | None = None) -> Iterator[Evaluator]:
+    """An evaluator whose database is opened in the background and closed on exit."""
+    sandbox = make_sandbox(unsafe=unsafe, uid_base=settings.sandbox_uid_base)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelci-db")
+    future: Future[Database] = pool.submit(open_database, settings)
+    try:
+        environments = EnvironmentManager(
+            envs_dir=settings.envs_dir, python=settings.python, uv_bin=uv.find_uv_bin(),
+            resolution_ttl_s=settings.env_resolution_ttl_s)
+        yield Evaluator(settings=settings, database=future.result, sandbox=sandbox,
+                        environments=environments, reporter=reporter)
+    finally:
+        pool.shutdown(wait=True)
+        if future.exception() is None:
+            future.result().close()

@@ -1,0 +1,49 @@
+"""Shared fixtures: real git repositories built on the fly."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+GitRepo = Callable[..., Path]
+
+
+def git(path: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid",
+         "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
+        cwd=path, check=True, capture_output=True, text=True,
+    )
+    return done.stdout.strip()
+
+
+def commit_files(path: Path, files: dict[str, str | bytes], message: str = "change") -> str:
+    """Write files into the repository at ``path``, commit them, return the sha."""
+    for name, content in files.items():
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content)
+    git(path, "add", "--all")
+    git(path, "commit", "--quiet", "--allow-empty", "-m", message)
+    return git(path, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path) -> GitRepo:
+    """A factory of real git repositories with one commit of the given files."""
+    counter = iter(range(1000))
+
+    def make(files: dict[str, str | bytes]) -> Path:
+        path = tmp_path / f"repo{next(counter)}"
+        path.mkdir()
+        git(path, "init", "--quiet")
+        commit_files(path, files, "initial")
+        return path
+
+    return make
