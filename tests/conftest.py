@@ -13,9 +13,22 @@ GitRepo = Callable[..., Path]
 
 def git(path: Path, *args: str) -> str:
     done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid",
-         "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
-        cwd=path, check=True, capture_output=True, text=True,
+        [
+            "git",
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+            *args,
+        ],
+        cwd=path,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return done.stdout.strip()
 

@@ -29,8 +29,9 @@ def test_resolve_checkout_and_cleanup(make_repo: GitRepo, tmp_path: Path) -> Non
     assert list((tmp_path / "runs").iterdir()) == []
 
 
-def test_new_commits_are_fetched_into_the_existing_mirror(make_repo: GitRepo,
-                                                          tmp_path: Path) -> None:
+def test_new_commits_are_fetched_into_the_existing_mirror(
+    make_repo: GitRepo, tmp_path: Path
+) -> None:
     repo = make_repo({"a.txt": "one"})
     mirror = open_mirror(str(repo), tmp_path / "mirrors")
     mirror.resolve("main")
@@ -50,8 +51,7 @@ def test_checkout_is_removed_when_the_body_fails(make_repo: GitRepo, tmp_path: P
     assert not workdir.exists()
 
 
-def test_unknown_ref_and_missing_repo_are_clear_errors(make_repo: GitRepo,
-                                                       tmp_path: Path) -> None:
+def test_unknown_ref_and_missing_repo_are_clear_errors(make_repo: GitRepo, tmp_path: Path) -> None:
     repo = make_repo({"a.txt": "one"})
     mirror = open_mirror(str(repo), tmp_path / "mirrors")
     with pytest.raises(CheckoutError, match="is not a commit"):

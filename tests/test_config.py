@@ -66,12 +66,13 @@ def test_no_config_needs_command_and_metrics_file() -> None:
 
 
 def test_overrides_win_over_the_file() -> None:
-    config = effective_config(MINIMAL.encode(), Overrides(command="python other.py",
-                                                          timeout_s=5))
+    config = effective_config(MINIMAL.encode(), Overrides(command="python other.py", timeout_s=5))
     assert config.commands() == ["python other.py"]
     assert config.limits.timeout == 5
 
 
 def test_digest_is_stable_and_sensitive() -> None:
     assert parse_config(MINIMAL).digest() == parse_config(MINIMAL).digest()
-    assert parse_config(MINIMAL).digest() != parse_config(MINIMAL + "predictions: p.json\n").digest()
+    assert (
+        parse_config(MINIMAL).digest() != parse_config(MINIMAL + "predictions: p.json\n").digest()
+    )

@@ -56,8 +56,9 @@ def _git_env() -> dict[str, str]:
     return env
 
 
-def _git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-         timeout: float = 600) -> str:
+def _git(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
+) -> str:
     try:
         done = subprocess.run(
             ["git", "-c", "core.hooksPath=/dev/null", "-c", "protocol.file.allow=always", *args],
@@ -151,7 +152,10 @@ class Mirror:
             )
         done = subprocess.run(
             ["git", "--git-dir", str(self.path), "cat-file", "blob", f"{sha}:{path}"],
-            env=_git_env(), capture_output=True, check=False, stdin=subprocess.DEVNULL,
+            env=_git_env(),
+            capture_output=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
         )
         return done.stdout if done.returncode == 0 else None
 
@@ -163,12 +167,23 @@ class Mirror:
         index = workdir.with_suffix(".index")
         env = {**_git_env(), "GIT_INDEX_FILE": str(index)}
         try:
-            _git("--git-dir", str(self.path), "--work-tree", str(workdir),
-                 "read-tree", "-u", "--reset", sha, env=env)
+            _git(
+                "--git-dir",
+                str(self.path),
+                "--work-tree",
+                str(workdir),
+                "read-tree",
+                "-u",
+                "--reset",
+                sha,
+                env=env,
+            )
         except _GitFailed as exc:
             shutil.rmtree(workdir, ignore_errors=True)
-            raise CheckoutError(f"could not check out {sha[:7]}: {exc}",
-                                hint="the commit may be corrupt; re-run to fetch again") from None
+            raise CheckoutError(
+                f"could not check out {sha[:7]}: {exc}",
+                hint="the commit may be corrupt; re-run to fetch again",
+            ) from None
         finally:
             index.unlink(missing_ok=True)
         try:

@@ -53,11 +53,11 @@ def _guarded(func: F) -> F:
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception:
-            with tempfile.NamedTemporaryFile("w", prefix="modelci-crash-", suffix=".txt",
-                                             delete=False) as handle:
+            with tempfile.NamedTemporaryFile(
+                "w", prefix="modelci-crash-", suffix=".txt", delete=False
+            ) as handle:
                 traceback.print_exc(file=handle)
-            _fail(f"internal error in modelci; please report it with the details in "
-                  f"{handle.name}")
+            _fail(f"internal error in modelci; please report it with the details in {handle.name}")
         return None
 
     wrapper.__name__ = func.__name__
@@ -78,15 +78,20 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
         click.echo(json.dumps(payload, indent=2, allow_nan=False))
     elif fmt == "markdown":
         if result.comparison is not None:
-            click.echo(report.render_markdown(result.comparison, head_sha=head.sha,
-                                              base_sha=base.sha))
+            click.echo(
+                report.render_markdown(result.comparison, head_sha=head.sha, base_sha=base.sha)
+            )
         else:
             click.echo(f"### modelci evaluation failed\n\n```\n{result.error}\n```")
     elif result.comparison is not None:
         console = Console()
-        console.print(report.render_rich(result.comparison,
-                                         head_label=f"head {head.sha[:7]} ({head.ref})",
-                                         base_label=f"base {base.sha[:7]} ({base.ref})"))
+        console.print(
+            report.render_rich(
+                result.comparison,
+                head_label=f"head {head.sha[:7]} ({head.ref})",
+                base_label=f"base {base.sha[:7]} ({base.ref})",
+            )
+        )
         reused = " (base result reused)" if base.reused_from else ""
         console.print(f"[dim]evaluated in {result.seconds:.1f}s{reused}[/]", highlight=False)
     if result.error:
@@ -95,13 +100,16 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
     return EXIT_OK if result.comparison.passed else EXIT_REGRESSION
 
 
-def _evaluate(settings: Settings, request: EvaluationRequest, *, fmt: str, unsafe: bool,
-              quiet: bool) -> int:
+def _evaluate(
+    settings: Settings, request: EvaluationRequest, *, fmt: str, unsafe: bool, quiet: bool
+) -> int:
     from modelci.progress import progress_reporter
     from modelci.runtime import evaluator_for
 
-    with progress_reporter(quiet=quiet) as reporter, \
-            evaluator_for(settings, unsafe=unsafe, reporter=reporter) as evaluator:
+    with (
+        progress_reporter(quiet=quiet) as reporter,
+        evaluator_for(settings, unsafe=unsafe, reporter=reporter) as evaluator,
+    ):
         result = evaluator.evaluate(request)
     return _print_result(result, fmt)
 
@@ -112,11 +120,20 @@ def cli() -> None:
     """modelci: CI, delivery and training for the models in your git repositories."""
 
 
-_format = click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]),
-                       default="table", show_default=True, help="How to print the comparison.")
-_unsafe = click.option("--unsafe-no-sandbox", "unsafe", is_flag=True,
-                       help="Run repository code without bubblewrap isolation (trusted code "
-                            "only).")
+_format = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "json"]),
+    default="table",
+    show_default=True,
+    help="How to print the comparison.",
+)
+_unsafe = click.option(
+    "--unsafe-no-sandbox",
+    "unsafe",
+    is_flag=True,
+    help="Run repository code without bubblewrap isolation (trusted code only).",
+)
 _quiet = click.option("--quiet", "-q", is_flag=True, help="Do not show progress.")
 
 
@@ -124,8 +141,12 @@ _quiet = click.option("--quiet", "-q", is_flag=True, help="Do not show progress.
 @click.argument("repo")
 @click.option("--base", required=True, help="The base ref (branch, tag or sha).")
 @click.option("--head", required=True, help="The head ref to evaluate against the base.")
-@click.option("--merge-base/--no-merge-base", default=False, show_default=True,
-              help="Compare against the merge base of base and head, as a pull request does.")
+@click.option(
+    "--merge-base/--no-merge-base",
+    default=False,
+    show_default=True,
+    help="Compare against the merge base of base and head, as a pull request does.",
+)
 @click.option("--command", help="Training command, for repositories without modelci.yaml.")
 @click.option("--metrics-file", help="JSON metrics file the command writes (e.g. result.txt).")
 @click.option("--predictions-file", help="Per-example predictions file (JSON), optional.")
@@ -134,22 +155,40 @@ _quiet = click.option("--quiet", "-q", is_flag=True, help="Do not show progress.
 @_unsafe
 @_quiet
 @_guarded
-def evaluate(repo: str, base: str, head: str, merge_base: bool, command: str | None,
-             metrics_file: str | None, predictions_file: str | None, timeout: float | None,
-             fmt: str, unsafe: bool, quiet: bool) -> None:
+def evaluate(
+    repo: str,
+    base: str,
+    head: str,
+    merge_base: bool,
+    command: str | None,
+    metrics_file: str | None,
+    predictions_file: str | None,
+    timeout: float | None,
+    fmt: str,
+    unsafe: bool,
+    quiet: bool,
+) -> None:
     """Train and evaluate HEAD and BASE of REPO (a path or git URL) and compare them."""
     settings = _settings()
-    overrides = Overrides(command=command or settings.default_command,
-                          metrics_file=metrics_file or settings.default_metrics_file,
-                          predictions_file=predictions_file, timeout_s=timeout)
-    request = EvaluationRequest(repo=repo, base=base, head=head, overrides=overrides,
-                                merge_base=merge_base)
+    overrides = Overrides(
+        command=command or settings.default_command,
+        metrics_file=metrics_file or settings.default_metrics_file,
+        predictions_file=predictions_file,
+        timeout_s=timeout,
+    )
+    request = EvaluationRequest(
+        repo=repo, base=base, head=head, overrides=overrides, merge_base=merge_base
+    )
     sys.exit(_evaluate(settings, request, fmt=fmt, unsafe=unsafe, quiet=quiet))
 
 
 @cli.command()
-@click.option("--dir", "directory", type=click.Path(path_type=Path),
-              help="Where to create the sample repository (default: in the data dir).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    help="Where to create the sample repository (default: in the data dir).",
+)
 @_format
 @_unsafe
 @_quiet
@@ -162,11 +201,14 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
     path = directory or settings.data_dir / "demo" / "sklearn-classifier"
     repo = create_demo_repository(path)
     console = Console(stderr=True)
-    console.print(f"[bold]Sample repository[/] {repo.path}: branch [cyan]{repo.head}[/] "
-                  f"changes params.json; evaluating it against [cyan]{repo.base}[/]",
-                  highlight=False)
-    request = EvaluationRequest(repo=str(repo.path), base=repo.base, head=repo.head,
-                                merge_base=True)
+    console.print(
+        f"[bold]Sample repository[/] {repo.path}: branch [cyan]{repo.head}[/] "
+        f"changes params.json; evaluating it against [cyan]{repo.base}[/]",
+        highlight=False,
+    )
+    request = EvaluationRequest(
+        repo=str(repo.path), base=repo.base, head=repo.head, merge_base=True
+    )
     code = _evaluate(settings, request, fmt=fmt, unsafe=unsafe, quiet=quiet)
     verdict = "passes its gates" if code == EXIT_OK else "regressed a gated metric"
     console.print(f"[bold]Verdict:[/] the pull request {verdict}.", highlight=False)

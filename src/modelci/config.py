@@ -197,14 +197,16 @@ def _explain(err: dict[str, Any], root: yaml.Node | None, source: str) -> str:
     where = f"{source}, line {line}" if line else source
     if err["type"] == "extra_forbidden":
         parent: type[BaseModel] = RepoConfig
-        sub = {"install": InstallConfig, "limits": LimitsConfig}
+        sub: dict[str, type[BaseModel]] = {"install": InstallConfig, "limits": LimitsConfig}
         if len(loc) >= 2 and loc[0] in sub:
             parent = sub[str(loc[0])]
         elif len(loc) >= 2 and loc[0] == "gates":
             parent = MetricConfig
         guess = difflib.get_close_matches(str(loc[-1]), _field_names(parent), n=1)
-        fix = f"did you mean '{guess[0]}'?" if guess else (
-            "allowed: " + ", ".join(_field_names(parent))
+        fix = (
+            f"did you mean '{guess[0]}'?"
+            if guess
+            else ("allowed: " + ", ".join(_field_names(parent)))
         )
         return f"{where}: unknown field '{dotted}'; {fix}"
     if err["type"] == "missing":
@@ -228,8 +230,7 @@ def parse_config(text: str | bytes, *, source: str = CONFIG_FILE) -> RepoConfig:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(
             f"{source}{line}: not valid YAML ({problem})",
-            hint="fix the YAML syntax; `python -c 'import yaml,sys; yaml.safe_load(open(sys.argv[1]))' "
-            f"{source}` shows the same error locally",
+            hint="fix the YAML syntax at that line (indentation, an unclosed bracket or quote)",
         ) from None
     if not isinstance(data, dict):
         raise ConfigError(

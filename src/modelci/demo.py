@@ -35,15 +35,30 @@ def example_dir(name: str = EXAMPLE) -> Path:
     for candidate in (here / "_examples" / name, here.parents[1] / "examples" / name):
         if (candidate / "modelci.yaml").exists():
             return candidate
-    raise ModelCIError(f"the example repository {name} is not installed",
-                       hint="reinstall modelci (pip install modelci) from a complete source")
+    raise ModelCIError(
+        f"the example repository {name} is not installed",
+        hint="reinstall modelci (pip install modelci) from a complete source",
+    )
 
 
 def _git(path: Path, *args: str) -> None:
     subprocess.run(
-        ["git", "-c", "user.name=modelci demo", "-c", "user.email=demo@modelci.invalid",
-         "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
-        cwd=path, check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        [
+            "git",
+            "-c",
+            "user.name=modelci demo",
+            "-c",
+            "user.email=demo@modelci.invalid",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+            *args,
+        ],
+        cwd=path,
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -51,9 +66,11 @@ def create_demo_repository(path: Path) -> DemoRepository:
     """A fresh git repository at ``path`` with ``main`` and a PR branch."""
     if path.exists():
         shutil.rmtree(path)
-    shutil.copytree(example_dir(), path,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "metrics.json",
-                                                  "predictions.json"))
+    shutil.copytree(
+        example_dir(),
+        path,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "metrics.json", "predictions.json"),
+    )
     _git(path, "init", "--quiet")
     _git(path, "add", "--all")
     _git(path, "commit", "--quiet", "-m", "Random forest baseline")

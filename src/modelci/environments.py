@@ -127,9 +127,19 @@ def _export_lock(read: ReadFile, *, uv_bin: str) -> str:
     with tempfile.TemporaryDirectory(prefix="modelci-lock-") as tmp:
         Path(tmp, "uv.lock").write_bytes(lock)
         Path(tmp, "pyproject.toml").write_bytes(project)
-        out = _uv(uv_bin, "export", "--frozen", "--no-hashes", "--no-emit-project",
-                  "--no-header", "--no-annotate", "--format", "requirements-txt", cwd=Path(tmp),
-                  what="reading uv.lock")
+        out = _uv(
+            uv_bin,
+            "export",
+            "--frozen",
+            "--no-hashes",
+            "--no-emit-project",
+            "--no-header",
+            "--no-annotate",
+            "--format",
+            "requirements-txt",
+            cwd=Path(tmp),
+            what="reading uv.lock",
+        )
     lines = [ln for ln in out.splitlines() if ln.strip() and not ln.startswith("#")]
     for line in lines:
         if _NEEDS_BUILD.search(line):
@@ -144,19 +154,36 @@ def _uv(uv_bin: str, *args: str, cwd: Path, what: str) -> str:
         "UV_NO_CONFIG": "1",
         "UV_PYTHON_DOWNLOADS": "never",
     }
-    for name in ("UV_CACHE_DIR", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL",
-                 "SSL_CERT_FILE", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+    for name in (
+        "UV_CACHE_DIR",
+        "UV_INDEX_URL",
+        "UV_DEFAULT_INDEX",
+        "UV_EXTRA_INDEX_URL",
+        "SSL_CERT_FILE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+    ):
         if name in os.environ:
             env[name] = os.environ[name]
-    done = subprocess.run([uv_bin, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, check=False)
+    done = subprocess.run(
+        [uv_bin, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     if done.returncode != 0:
         detail = "\n".join(done.stderr.strip().splitlines()[-15:])
         hint = "check the package names and versions in the requirements"
         if "wheel" in detail.lower() or "source distribution" in detail.lower():
-            hint = ("modelci installs wheels only, so that no package code runs outside the "
-                    "sandbox; pin a version of that package that publishes a wheel for this "
-                    "platform and Python")
+            hint = (
+                "modelci installs wheels only, so that no package code runs outside the "
+                "sandbox; pin a version of that package that publishes a wheel for this "
+                "platform and Python"
+            )
         raise EnvironmentBuildError(f"uv failed while {what}:\n{detail}", hint=hint)
     return done.stdout
 
@@ -165,8 +192,13 @@ def _uv(uv_bin: str, *args: str, cwd: Path, what: str) -> str:
 def _python_identity(python: str) -> str:
     real = os.path.realpath(python)
     try:
-        done = subprocess.run([real, "-c", "import sys; print(sys.version)"], capture_output=True,
-                              text=True, check=True, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [real, "-c", "import sys; print(sys.version)"],
+            capture_output=True,
+            text=True,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.CalledProcessError):
         raise EnvironmentBuildError(
             f"the interpreter {python} for repository environments does not run",
@@ -190,8 +222,9 @@ def _digest(*parts: str) -> str:
 class EnvironmentManager:
     """Builds and caches environments under ``envs_dir``."""
 
-    def __init__(self, *, envs_dir: Path, python: str, uv_bin: str,
-                 resolution_ttl_s: float = 24 * 3600) -> None:
+    def __init__(
+        self, *, envs_dir: Path, python: str, uv_bin: str, resolution_ttl_s: float = 24 * 3600
+    ) -> None:
         self.envs_dir = envs_dir
         self.python = python
         self.uv_bin = uv_bin
@@ -210,10 +243,21 @@ class EnvironmentManager:
         else:
             with tempfile.TemporaryDirectory(prefix="modelci-resolve-") as tmp:
                 Path(tmp, "requirements.in").write_text(requirements.text + "\n")
-                resolved = _uv(self.uv_bin, "pip", "compile", "requirements.in",
-                               "--only-binary", ":all:", "--python", self.python, "--no-header",
-                               "--no-annotate", "--quiet", cwd=Path(tmp),
-                               what=f"resolving {requirements.source}")
+                resolved = _uv(
+                    self.uv_bin,
+                    "pip",
+                    "compile",
+                    "requirements.in",
+                    "--only-binary",
+                    ":all:",
+                    "--python",
+                    self.python,
+                    "--no-header",
+                    "--no-annotate",
+                    "--quiet",
+                    cwd=Path(tmp),
+                    what=f"resolving {requirements.source}",
+                )
         memo.parent.mkdir(parents=True, exist_ok=True)
         tmp_memo = memo.with_suffix(f".{os.getpid()}.tmp")
         tmp_memo.write_text(resolved)
@@ -246,14 +290,35 @@ class EnvironmentManager:
         shutil.rmtree(path, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="modelci-build-") as work:
             try:
-                _uv(self.uv_bin, "venv", "--quiet", "--relocatable", "--python", self.python,
-                    str(tmp), cwd=Path(work), what="creating the virtual environment")
+                _uv(
+                    self.uv_bin,
+                    "venv",
+                    "--quiet",
+                    "--relocatable",
+                    "--python",
+                    self.python,
+                    str(tmp),
+                    cwd=Path(work),
+                    what="creating the virtual environment",
+                )
                 if resolved.strip():
                     Path(work, "requirements.txt").write_text(resolved)
-                    _uv(self.uv_bin, "pip", "install", "--quiet", "--python",
-                        str(tmp / "bin" / "python"), "--only-binary", ":all:", "--no-deps",
-                        "--compile-bytecode", "-r", "requirements.txt", cwd=Path(work),
-                        what=f"installing {source}")
+                    _uv(
+                        self.uv_bin,
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--python",
+                        str(tmp / "bin" / "python"),
+                        "--only-binary",
+                        ":all:",
+                        "--no-deps",
+                        "--compile-bytecode",
+                        "-r",
+                        "requirements.txt",
+                        cwd=Path(work),
+                        what=f"installing {source}",
+                    )
                 (tmp / _COMPLETE).write_text(resolved)
                 tmp.rename(path)
             except BaseException:

@@ -59,7 +59,7 @@ class EvaluationRequest:
     repo: str
     base: str
     head: str
-    overrides: Overrides = Overrides()
+    overrides: Overrides = field(default_factory=Overrides)
     merge_base: bool = False
 
 
@@ -95,8 +95,9 @@ class EvaluationResult:
 
     @property
     def error(self) -> str | None:
-        problems = [f"{s.role} ({s.sha[:7] or s.ref}): {s.error}"
-                    for s in (self.head, self.base) if s.error]
+        problems = [
+            f"{s.role} ({s.sha[:7] or s.ref}): {s.error}" for s in (self.head, self.base) if s.error
+        ]
         return "\n".join(problems) or None
 
     @property
@@ -105,8 +106,10 @@ class EvaluationResult:
 
 
 def _rules(config: RepoConfig) -> list[MetricRule]:
-    return [MetricRule(name=name, direction=rule.direction, tolerance=rule.tolerance,
-                       gate=rule.gate) for name, rule in config.gates.items()]
+    return [
+        MetricRule(name=name, direction=rule.direction, tolerance=rule.tolerance, gate=rule.gate)
+        for name, rule in config.gates.items()
+    ]
 
 
 def _cache_key(sha: str, env_key: str, config: RepoConfig, sandbox: Sandbox) -> str:
@@ -131,16 +134,24 @@ def _load_outputs(directory: Path, side: SideResult, metrics: dict[str, float]) 
 class Evaluator:
     """Runs evaluations; one instance serves many (the server keeps one)."""
 
-    def __init__(self, *, settings: Settings, database: Callable[[], Database], sandbox: Sandbox,
-                 environments: EnvironmentManager, reporter: Reporter | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        database: Callable[[], Database],
+        sandbox: Sandbox,
+        environments: EnvironmentManager,
+        reporter: Reporter | None = None,
+    ) -> None:
         self.settings = settings
         self._database = database
         self.sandbox = sandbox
         self.environments = environments
         self.reporter: Reporter = reporter or _Silent()
 
-    def evaluate(self, request: EvaluationRequest, *,
-                 cancel: threading.Event | None = None) -> EvaluationResult:
+    def evaluate(
+        self, request: EvaluationRequest, *, cancel: threading.Event | None = None
+    ) -> EvaluationResult:
         started = time.monotonic()
         _prepare_dirs(self.settings)
         self.reporter.update("head", "fetching")
@@ -155,11 +166,14 @@ class Evaluator:
         db = self._database()
         with db.session() as session:
             repo_id = store.get_or_create_repository(
-                session, url=mirror.url, name=repository_name(request.repo)).id
+                session, url=mirror.url, name=repository_name(request.repo)
+            ).id
         workers = 2 if self.settings.max_parallel_runs >= 2 else 1
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelci-run") as pool:
-            futures = [pool.submit(self._side, side, mirror, repo_id, request.overrides, cancel)
-                       for side in (base, head)]
+            futures = [
+                pool.submit(self._side, side, mirror, repo_id, request.overrides, cancel)
+                for side in (base, head)
+            ]
             for future in futures:
                 future.result()
         comparison = None
@@ -167,28 +181,46 @@ class Evaluator:
             gates_from = base.config or head.config
             assert gates_from is not None
             try:
-                comparison = compare(head.metrics, base.metrics, _rules(gates_from),
-                                     head_predictions=head.predictions,
-                                     base_predictions=base.predictions,
-                                     default_gate=gates_from.default_gate)
+                comparison = compare(
+                    head.metrics,
+                    base.metrics,
+                    _rules(gates_from),
+                    head_predictions=head.predictions,
+                    base_predictions=base.predictions,
+                    default_gate=gates_from.default_gate,
+                )
             except ModelCIError as exc:
                 head.error = f"comparing predictions: {exc}"
-        result = EvaluationResult(request.repo, head, base, comparison,
-                                  seconds=time.monotonic() - started)
+        result = EvaluationResult(
+            request.repo, head, base, comparison, seconds=time.monotonic() - started
+        )
         with db.session() as session:
             evaluation = store.create_evaluation(
-                session, repository_id=repo_id, base_sha=base_sha, head_sha=head_sha,
-                base_run_id=base.run_id, head_run_id=head.run_id)
+                session,
+                repository_id=repo_id,
+                base_sha=base_sha,
+                head_sha=head_sha,
+                base_run_id=base.run_id,
+                head_run_id=head.run_id,
+            )
             store.finish_evaluation(
-                session, evaluation_id=evaluation.id,
+                session,
+                evaluation_id=evaluation.id,
                 status="succeeded" if comparison is not None else "failed",
                 passed=None if comparison is None else comparison.passed,
-                report={"error": result.error, "seconds": result.seconds})
+                report={"error": result.error, "seconds": result.seconds},
+            )
             result.evaluation_id = evaluation.id
         return result
 
-    def _side(self, side: SideResult, mirror: Mirror, repo_id: int, overrides: Overrides,
-              cancel: threading.Event | None) -> None:
+    def _side(
+        self,
+        side: SideResult,
+        mirror: Mirror,
+        repo_id: int,
+        overrides: Overrides,
+        cancel: threading.Event | None,
+    ) -> None:
         try:
             self._run_side(side, mirror, repo_id, overrides, cancel)
         except ModelCIError as exc:
@@ -197,18 +229,27 @@ class Evaluator:
         if side.run_id is not None and side.reused_from is None:
             with self._database().session() as session:
                 store.finish_run(
-                    session, run_id=side.run_id,
+                    session,
+                    run_id=side.run_id,
                     status="succeeded" if side.ok else "failed",
-                    metrics=side.metrics if side.ok else None, error=side.error,
+                    metrics=side.metrics if side.ok else None,
+                    error=side.error,
                     timings=side.timings,
                     log_path=str(side.log_path) if side.log_path else None,
-                    outputs_dir=str(self._outputs_dir(side.run_id)) if side.ok else None)
+                    outputs_dir=str(self._outputs_dir(side.run_id)) if side.ok else None,
+                )
 
     def _outputs_dir(self, run_id: int) -> Path:
         return self.settings.data_dir / "outputs" / str(run_id)
 
-    def _run_side(self, side: SideResult, mirror: Mirror, repo_id: int, overrides: Overrides,
-                  cancel: threading.Event | None) -> None:
+    def _run_side(
+        self,
+        side: SideResult,
+        mirror: Mirror,
+        repo_id: int,
+        overrides: Overrides,
+        cancel: threading.Event | None,
+    ) -> None:
         role, sha, t0 = side.role, side.sha, time.monotonic()
         self.reporter.update(role, "reading configuration")
 
@@ -216,8 +257,7 @@ class Evaluator:
             return mirror.read_file(sha, path)
 
         side.config = config = effective_config(read(CONFIG_FILE), overrides)
-        requirements = gather_requirements(config.install, read,
-                                           uv_bin=self.environments.uv_bin)
+        requirements = gather_requirements(config.install, read, uv_bin=self.environments.uv_bin)
         self.reporter.update(role, "resolving requirements")
         env_key = self.environments.key_for(requirements)
         cache_key = _cache_key(sha, env_key, config, self.sandbox)
@@ -233,40 +273,63 @@ class Evaluator:
                     self.reporter.update(role, f"reused the result of run {previous.id}")
                     return
         with db.session() as session:
-            run = store.create_run(session, repository_id=repo_id, sha=sha, role=role,
-                                   cache_key=cache_key, env_key=env_key)
+            run = store.create_run(
+                session,
+                repository_id=repo_id,
+                sha=sha,
+                role=role,
+                cache_key=cache_key,
+                env_key=env_key,
+            )
             side.run_id = run.id
-        side.log_path = (self.settings.logs_dir / f"run-{side.run_id}-{role}-{sha[:12]}.log")
+        side.log_path = self.settings.logs_dir / f"run-{side.run_id}-{role}-{sha[:12]}.log"
         self.reporter.update(role, "building environment")
         env = self.environments.ensure(requirements)
         side.timings["env_s"] = env.seconds
         self.reporter.update(role, "waiting for a sandbox slot")
-        with acquire_slot(self.settings.data_dir / "slots", self.settings.max_parallel_runs) \
-                as slot, mirror.checkout(sha, self.settings.runs_dir) as workdir:
+        with (
+            acquire_slot(self.settings.data_dir / "slots", self.settings.max_parallel_runs) as slot,
+            mirror.checkout(sha, self.settings.runs_dir) as workdir,
+        ):
             side.timings["prepare_s"] = time.monotonic() - t0
             self.reporter.update(role, "training and evaluating")
-            limits = Limits(timeout_s=config.limits.timeout, memory_mb=config.limits.memory_mb,
-                            max_processes=config.limits.processes,
-                            max_disk_mb=config.limits.disk_mb)
+            limits = Limits(
+                timeout_s=config.limits.timeout,
+                memory_mb=config.limits.memory_mb,
+                max_processes=config.limits.processes,
+                max_disk_mb=config.limits.disk_mb,
+            )
             command = "set -e\n" + "\n".join(config.commands())
             outcome = self.sandbox.run(
-                SandboxSpec(command=command, workdir=workdir, log_path=side.log_path,
-                            venv=env.path, limits=limits, slot=slot,
-                            env={"PYTHONPATH": f"{workdir}/src:{workdir}"}),
-                cancel=cancel)
+                SandboxSpec(
+                    command=command,
+                    workdir=workdir,
+                    log_path=side.log_path,
+                    venv=env.path,
+                    limits=limits,
+                    slot=slot,
+                    env={"PYTHONPATH": f"{workdir}/src:{workdir}"},
+                ),
+                cancel=cancel,
+            )
             side.timings["train_s"] = outcome.duration_s
             if not outcome.ok:
-                raise RunFailed(f"the {role} commit's run {outcome.failure_reason()}",
-                                hint=f"read the log: {side.log_path}")
+                raise RunFailed(
+                    f"the {role} commit's run {outcome.failure_reason()}",
+                    hint=f"read the log: {side.log_path}",
+                )
             self.reporter.update(role, "reading outputs")
             raw = read_json_output(workdir, config.metrics, max_bytes=_MAX_METRICS_BYTES)
             side.metrics = flatten_metrics(raw, source=config.metrics)
             if not side.metrics:
-                raise OutputError(f"{config.metrics} holds no numeric metric",
-                                  hint="write a JSON object such as {\"accuracy\": 0.93}")
+                raise OutputError(
+                    f"{config.metrics} holds no numeric metric",
+                    hint='write a JSON object such as {"accuracy": 0.93}',
+                )
             if config.predictions:
-                data = read_json_output(workdir, config.predictions,
-                                        max_bytes=_MAX_PREDICTIONS_BYTES)
+                data = read_json_output(
+                    workdir, config.predictions, max_bytes=_MAX_PREDICTIONS_BYTES
+                )
                 side.predictions = predictions_from_json(data, source=config.predictions)
         _save_outputs(self._outputs_dir(side.run_id), side)
         side.timings["total_s"] = time.monotonic() - t0
@@ -276,8 +339,11 @@ class Evaluator:
 def _prepare_dirs(settings: Settings) -> None:
     # The sandbox runs as other uids: they must traverse (not list) the data dir
     # down to their work dir and environment.
-    for path, mode in ((settings.data_dir, 0o711), (settings.runs_dir, 0o711),
-                       (settings.envs_dir, 0o755)):
+    for path, mode in (
+        (settings.data_dir, 0o711),
+        (settings.runs_dir, 0o711),
+        (settings.envs_dir, 0o755),
+    ):
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(mode)
     for path in (settings.logs_dir, settings.mirrors_dir, settings.data_dir / "outputs"):
@@ -292,10 +358,15 @@ def summary_json(result: EvaluationResult) -> dict[str, Any]:
         "seconds": round(result.seconds, 3),
         "error": result.error,
         "sides": {
-            side.role: {"ref": side.ref, "sha": side.sha, "run_id": side.run_id,
-                        "reused_from": side.reused_from, "error": side.error,
-                        "log": str(side.log_path) if side.log_path else None,
-                        "timings": {k: round(v, 3) for k, v in side.timings.items()}}
+            side.role: {
+                "ref": side.ref,
+                "sha": side.sha,
+                "run_id": side.run_id,
+                "reused_from": side.reused_from,
+                "error": side.error,
+                "log": str(side.log_path) if side.log_path else None,
+                "timings": {k: round(v, 3) for k, v in side.timings.items()},
+            }
             for side in (result.head, result.base)
         },
     }

@@ -29,8 +29,9 @@ class LineReporter:
 
     def update(self, role: str, message: str) -> None:
         elapsed = time.monotonic() - self._started
-        self._console.print(f"[dim]{elapsed:6.1f}s[/] [bold]{role:>4}[/] {message}",
-                            highlight=False)
+        self._console.print(
+            f"[dim]{elapsed:6.1f}s[/] [bold]{role:>4}[/] {message}", highlight=False
+        )
 
 
 class RichReporter:
@@ -53,10 +54,14 @@ class RichReporter:
             steps = sorted(self._steps.items())
         for role, (message, since) in steps:
             finished = message == "done" or message.startswith(("reused", "failed"))
-            icon = "[green]✓[/]" if message == "done" or message.startswith("reused") else (
-                "[red]✗[/]" if message.startswith("failed") else Spinner("dots"))
-            table.add_row(icon, f"[bold]{role}[/]", message,
-                          "" if finished else f"[dim]{now - since:.1f}s[/]")
+            icon = (
+                "[green]✓[/]"
+                if message == "done" or message.startswith("reused")
+                else ("[red]✗[/]" if message.startswith("failed") else Spinner("dots"))
+            )
+            table.add_row(
+                icon, f"[bold]{role}[/]", message, "" if finished else f"[dim]{now - since:.1f}s[/]"
+            )
         table.add_row("", "", f"[dim]elapsed {now - self._started:.1f}s[/]", "")
         return table
 
@@ -72,6 +77,7 @@ def progress_reporter(*, quiet: bool = False) -> Iterator[LineReporter | RichRep
         yield LineReporter(console)
         return
     reporter = RichReporter(console)
-    with Live(get_renderable=reporter.render, console=console, refresh_per_second=8,
-              transient=False):
+    with Live(
+        get_renderable=reporter.render, console=console, refresh_per_second=8, transient=False
+    ):
         yield reporter

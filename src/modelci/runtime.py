@@ -22,18 +22,27 @@ __all__ = ["evaluator_for"]
 
 
 @contextmanager
-def evaluator_for(settings: Settings, *, unsafe: bool = False,
-                  reporter: Reporter | None = None) -> Iterator[Evaluator]:
+def evaluator_for(
+    settings: Settings, *, unsafe: bool = False, reporter: Reporter | None = None
+) -> Iterator[Evaluator]:
     """An evaluator whose database is opened in the background and closed on exit."""
     sandbox = make_sandbox(unsafe=unsafe, uid_base=settings.sandbox_uid_base)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelci-db")
     future: Future[Database] = pool.submit(open_database, settings)
     try:
         environments = EnvironmentManager(
-            envs_dir=settings.envs_dir, python=settings.python, uv_bin=uv.find_uv_bin(),
-            resolution_ttl_s=settings.env_resolution_ttl_s)
-        yield Evaluator(settings=settings, database=future.result, sandbox=sandbox,
-                        environments=environments, reporter=reporter)
+            envs_dir=settings.envs_dir,
+            python=settings.python,
+            uv_bin=uv.find_uv_bin(),
+            resolution_ttl_s=settings.env_resolution_ttl_s,
+        )
+        yield Evaluator(
+            settings=settings,
+            database=future.result,
+            sandbox=sandbox,
+            environments=environments,
+            reporter=reporter,
+        )
     finally:
         pool.shutdown(wait=True)
         if future.exception() is None:

@@ -1,0 +1,3 @@
+from modelci.cli import main
+
+main()
