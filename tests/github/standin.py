@@ -1,0 +1,185 @@
+"""A stand-in for api.github.com, served over loopback for the client's tests.
+
+It does what GitHub does for the endpoints modelci calls: checks App JWTs
+(RS256 against the App's public key, ``iss``, a lifetime of at most ten
+minutes), issues installation tokens that expire, answers 401 "Bad
+credentials" to unknown or expired tokens, refuses check runs to personal
+tokens, validates bodies against the REST docs (required fields, enums,
+length limits, with GitHub-shaped 422s), answers documented shapes, supports
+ETag/304 on the pull request list, paginates with Link headers, can be told
+to rate-limit, and records every request. State lives in
+:class:`~tests.github.standin_state.StandInState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import jwt
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.github.standin_endpoints import Endpoints, Reject
+from tests.github.standin_state import Recorded, StandInState, Token
+
+
+class StandIn(Endpoints):
+    """The ASGI app plus the server thread; ``state`` is swapped for each test."""
+
+    def __init__(self, state: StandInState) -> None:
+        self.state = state
+        self.app = Starlette(routes=self._routes())
+        self.url = ""
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> str:
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the stand-in GitHub did not start")
+            time.sleep(0.005)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=5)
+
+    # -- request handling ---------------------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        def route(path: str, fn: Callable[..., Any], method: str, auth: str) -> Route:
+            return Route(path, self._wrap(fn, auth), methods=[method])
+
+        repo = "/repos/{owner}/{repo}"
+        return [
+            route("/app", self.get_app, "GET", "jwt"),
+            route("/app/installations/{iid:int}/access_tokens", self.create_token, "POST", "jwt"),
+            route("/user", self.get_user, "GET", "token"),
+            route(repo + "/collaborators/{user}/permission", self.get_permission, "GET", "token"),
+            route(repo + "/issues/{n:int}/comments", self.list_comments, "GET", "token"),
+            route(repo + "/issues/{n:int}/comments", self.create_comment, "POST", "token"),
+            route(repo + "/issues/comments/{cid:int}", self.update_comment, "PATCH", "token"),
+            route(repo + "/check-runs", self.create_check_run, "POST", "token"),
+            route(repo + "/check-runs/{rid:int}", self.update_check_run, "PATCH", "token"),
+            route(repo + "/statuses/{sha}", self.create_status, "POST", "token"),
+            route(repo + "/pulls", self.list_pulls, "GET", "token"),
+            route(repo + "/pulls/{n:int}", self.get_pull, "GET", "token"),
+            route(repo + "/branches/{branch}", self.get_branch, "GET", "token"),
+            route("/{owner}/{repo}.git/info/refs", self.git_probe, "GET", "none"),
+        ]
+
+    def _wrap(self, fn: Callable[..., Any], auth: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            st = self.state
+            raw = await request.body()
+            try:
+                data = json.loads(raw) if raw else None
+            except json.JSONDecodeError:
+                return JSONResponse({"message": "Problems parsing JSON"}, status_code=400)
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            st.requests.append(
+                Recorded(
+                    request.method, request.url.path, dict(request.query_params), headers, data
+                )
+            )
+            st.in_flight += 1
+            st.max_in_flight = max(st.max_in_flight, st.in_flight)
+            try:
+                if st.delay_s:
+                    await asyncio.sleep(st.delay_s)
+                fault = st.take_fault(request.url.path)
+                if fault is not None:
+                    return JSONResponse(fault.body, status_code=fault.status, headers=fault.headers)
+                who: Any = None
+                if auth == "jwt":
+                    who = self._check_jwt(headers)
+                elif auth == "token":
+                    who = self._check_token(headers)
+                    owner = request.path_params.get("owner")
+                    if owner is not None:
+                        self._check_repo(who, f"{owner}/{request.path_params['repo']}")
+                result = fn(request, data, who, **request.path_params)
+                return result if isinstance(result, Response) else JSONResponse(result)
+            except Reject as rejected:
+                return rejected.response
+            finally:
+                st.in_flight -= 1
+
+        return endpoint
+
+    def _bearer(self, headers: dict[str, str]) -> str:
+        value = headers.get("authorization", "")
+        scheme, _, credential = value.partition(" ")
+        if not credential or scheme.lower() not in ("bearer", "token"):
+            raise Reject(401, "Requires authentication", "")
+        return credential.strip()
+
+    def _check_jwt(self, headers: dict[str, str]) -> dict[str, Any]:
+        st = self.state
+        try:
+            claims = jwt.decode(
+                self._bearer(headers),
+                st.public_key_pem,
+                algorithms=["RS256"],
+                options={
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "require": ["iat", "exp", "iss"],
+                },
+            )
+        except jwt.InvalidTokenError:
+            raise Reject(401, "A JSON web token could not be decoded", "") from None
+        st.jwt_claims.append(claims)
+        now = st.clock()
+        iat, exp = claims["iat"], claims["exp"]
+        if str(claims["iss"]) != str(st.app_id):
+            raise Reject(401, "A JSON web token could not be decoded", "")
+        if not isinstance(iat, int) or iat > now + 30:
+            raise Reject(
+                401, "'Issued at' claim ('iat') must be an Integer representing a time in the past."
+            )
+        if not isinstance(exp, int) or exp <= now:
+            raise Reject(
+                401,
+                "'Expiration time' claim ('exp') must be a numeric value representing the "
+                "future time at which the assertion expires.",
+            )
+        if exp - iat > 600 or exp > now + 600:
+            raise Reject(401, "'Expiration time' claim ('exp') is too far in the future")
+        return claims
+
+    def _check_token(self, headers: dict[str, str]) -> Token:
+        st = self.state
+        token = st.tokens.get(self._bearer(headers))
+        if token is None or (token.expires_at is not None and st.clock() >= token.expires_at):
+            raise Reject(401, "Bad credentials", "")
+        return token
+
+    def _check_repo(self, token: Token, full_name: str) -> None:
+        repo = self.state.repos.get(full_name)
+        if repo is None or (
+            token.kind == "installation" and token.installation_id != repo.installation_id
+        ):
+            raise Reject(404, "Not Found", "")
+
+    # -- endpoints ---------------------------------------------------------------------

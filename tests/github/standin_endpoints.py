@@ -1,0 +1,337 @@
+"""The stand-in GitHub's endpoints: GitHub's validation rules and response shapes.
+
+Mixed into :class:`tests.github.standin.StandIn`, which authenticates each
+request before calling these with the parsed JSON body, the caller (a
+:class:`Token`, or the JWT claims for ``/app`` endpoints) and the path
+parameters. Messages and shapes follow GitHub's REST documentation and the
+errors GitHub is known to return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from tests.github.standin_state import DOCS, ROLE_PERMISSION, StandInState, Token, iso
+
+CHECK_STATUSES = ("queued", "in_progress", "completed")
+CHECK_CONCLUSIONS = (
+    "action_required",
+    "cancelled",
+    "failure",
+    "neutral",
+    "success",
+    "skipped",
+    "stale",
+    "timed_out",
+)
+STATUS_STATES = ("error", "failure", "pending", "success")
+
+
+class Reject(Exception):
+    def __init__(self, status: int, message: str, doc: str = "", **extra: Any) -> None:
+        self.response = JSONResponse(
+            {"message": message, "documentation_url": f"{DOCS}{doc}", **extra}, status_code=status
+        )
+
+
+def invalid(message: str, doc: str) -> Reject:
+    # Schema validation failures read "Invalid request.\n\n<what>" on GitHub.
+    return Reject(422, f"Invalid request.\n\n{message}", doc)
+
+
+def validation_failed(
+    resource: str, field: str, message: str, doc: str, code: str = "custom"
+) -> Reject:
+    error = {"resource": resource, "code": code, "field": field, "message": message}
+    return Reject(422, "Validation Failed", doc, errors=[error])
+
+
+class Endpoints:
+    """What GitHub answers, over :attr:`state`."""
+
+    state: StandInState
+
+    def get_app(self, request: Request, data: Any, claims: Any) -> dict[str, Any]:
+        st = self.state
+        return {"id": st.app_id, "slug": st.app_slug, "name": "modelci test", "node_id": "A_1"}
+
+    def create_token(self, request: Request, data: Any, claims: Any, iid: int) -> Response:
+        st = self.state
+        if iid not in st.installations:
+            raise Reject(
+                404, "Not Found", "/apps/apps#create-an-installation-access-token-for-an-app"
+            )
+        token = st.issue_token(iid)
+        assert token.expires_at is not None
+        body = {
+            "token": token.value,
+            "expires_at": iso(token.expires_at),
+            "permissions": {
+                "checks": "write",
+                "issues": "write",
+                "pull_requests": "write",
+                "metadata": "read",
+            },
+            "repository_selection": "all",
+        }
+        return JSONResponse(body, status_code=201)
+
+    def get_user(self, request: Request, data: Any, token: Token) -> dict[str, Any]:
+        if token.kind == "installation":
+            raise Reject(
+                403,
+                "Resource not accessible by integration",
+                "/users/users#get-the-authenticated-user",
+            )
+        return self.state.user(token.login)
+
+    def get_permission(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, user: str
+    ) -> dict[str, Any]:
+        role = self.state.repos[f"{owner}/{repo}"].roles.get(user)
+        if role is None:
+            raise Reject(
+                404,
+                "Not Found",
+                "/collaborators/collaborators#get-repository-permissions-for-a-user",
+            )
+        return {
+            "permission": ROLE_PERMISSION[role],
+            "role_name": role,
+            "user": self.state.user(user),
+        }
+
+    def _issue_exists(self, full_name: str, number: int) -> None:
+        if number not in self.state.repos[full_name].pulls:
+            raise Reject(404, "Not Found", "/issues/comments")
+
+    def list_comments(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, n: int
+    ) -> Response:
+        full_name = f"{owner}/{repo}"
+        self._issue_exists(full_name, n)
+        items = [c for c in self.state.comments if c["_repo"] == full_name and c["_issue"] == n]
+        return self._page(request, sorted(items, key=lambda c: c["id"]))
+
+    def _page(self, request: Request, items: list[dict[str, Any]], etag: bool = False) -> Response:
+        per_page = min(100, int(request.query_params.get("per_page", "30")))
+        page = int(request.query_params.get("page", "1"))
+        chunk = [{k: v for k, v in item.items() if not k.startswith("_")} for item in items]
+        chunk = chunk[(page - 1) * per_page : page * per_page]
+        last = max(1, -(-len(items) // per_page))
+        headers: dict[str, str] = {}
+        base = f"{self.state.host_url}{request.url.path}"
+        query = {k: v for k, v in request.query_params.items() if k != "page"}
+        links = []
+        if page < last:
+            links.append(f'<{base}?{_qs(query, page + 1)}>; rel="next"')
+            links.append(f'<{base}?{_qs(query, last)}>; rel="last"')
+        if links:
+            headers["link"] = ", ".join(links)
+        body = json.dumps(chunk).encode()
+        if etag:
+            tag = 'W/"' + hashlib.sha256(body).hexdigest() + '"'
+            headers["etag"] = tag
+            if request.headers.get("if-none-match") == tag:
+                return Response(status_code=304, headers=headers)
+        return Response(body, headers=headers, media_type="application/json")
+
+    def _body_field(self, data: Any, name: str, doc: str) -> str:
+        if not isinstance(data, dict) or name not in data:
+            raise invalid(f'"{name}" wasn\'t supplied.', doc)
+        if not isinstance(data[name], str):
+            raise invalid(
+                f"For 'properties/{name}', {json.dumps(data[name])} is not a string.", doc
+            )
+        return str(data[name])
+
+    def _comment_body(self, data: Any, doc: str) -> str:
+        body = self._body_field(data, "body", doc)
+        if len(body) > 65536:
+            raise validation_failed(
+                "IssueComment",
+                "data",
+                "Body is too long (maximum is 65536 characters)",
+                doc,
+                "unprocessable",
+            )
+        return body
+
+    def create_comment(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, n: int
+    ) -> Response:
+        doc = "/issues/comments#create-an-issue-comment"
+        full_name = f"{owner}/{repo}"
+        self._issue_exists(full_name, n)
+        comment = self.state.make_comment(
+            full_name, n, self._comment_body(data, doc), self.state.user(token.login)
+        )
+        self.state.comments.append(comment)
+        public = {k: v for k, v in comment.items() if not k.startswith("_")}
+        return JSONResponse(public, status_code=201, headers={"location": comment["url"]})
+
+    def update_comment(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, cid: int
+    ) -> dict[str, Any]:
+        doc = "/issues/comments#update-an-issue-comment"
+        found = [
+            c for c in self.state.comments if c["id"] == cid and c["_repo"] == f"{owner}/{repo}"
+        ]
+        if not found:
+            raise Reject(404, "Not Found", doc)
+        found[0]["body"] = self._comment_body(data, doc)
+        found[0]["updated_at"] = iso(self.state.clock())
+        return {k: v for k, v in found[0].items() if not k.startswith("_")}
+
+    def _check_fields(self, data: Any, doc: str, *, creating: bool) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise invalid("Body must be an object.", doc)
+        if creating:
+            self._body_field(data, "name", doc)
+            self._body_field(data, "head_sha", doc)
+        for name, allowed in (("status", CHECK_STATUSES), ("conclusion", CHECK_CONCLUSIONS)):
+            if name in data and data[name] not in allowed:
+                raise invalid(
+                    f"For 'properties/{name}', {json.dumps(data[name])} is not one of "
+                    f"{json.dumps(list(allowed))}.",
+                    doc,
+                )
+        if data.get("status") == "completed" and "conclusion" not in data:
+            raise invalid('"conclusion" wasn\'t supplied.', doc)
+        output = data.get("output")
+        if output is not None:
+            for name in ("title", "summary") if creating else ("summary",):
+                self._body_field(output, name, doc)
+            for name in ("summary", "text"):
+                value = output.get(name)
+                if isinstance(value, str) and len(value) > 65535:
+                    raise invalid(
+                        f"Only 65535 characters are allowed; {len(value)} were supplied.", doc
+                    )
+        return data
+
+    def create_check_run(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str
+    ) -> Response:
+        doc = "/checks/runs#create-a-check-run"
+        if token.kind == "classic":
+            raise Reject(403, "You must authenticate via a GitHub App.", doc)
+        if token.kind == "fine-grained":
+            raise Reject(403, "Resource not accessible by personal access token", doc)
+        data = self._check_fields(data, doc, creating=True)
+        rid = self.state.next_id()
+        full_name = f"{owner}/{repo}"
+        run: dict[str, Any] = {
+            "id": rid,
+            "node_id": f"CR_{rid}",
+            "head_sha": data["head_sha"],
+            "external_id": data.get("external_id", ""),
+            "url": f"{self.state.host_url}/repos/{full_name}/check-runs/{rid}",
+            "html_url": f"https://github.com/{full_name}/runs/{rid}",
+            "details_url": data.get("details_url", "https://github.com/apps/modelci-test"),
+            "status": "queued",
+            "conclusion": None,
+            "started_at": iso(self.state.clock()),
+            "completed_at": None,
+            "output": {"title": None, "summary": None, "text": None, "annotations_count": 0},
+            "name": data["name"],
+            "check_suite": {"id": 1},
+            "app": {"id": self.state.app_id, "slug": self.state.app_slug},
+            "pull_requests": [],
+            "_repo": full_name,
+        }
+        self._apply_check(run, data)
+        self.state.check_runs[rid] = run
+        return JSONResponse(
+            {k: v for k, v in run.items() if not k.startswith("_")}, status_code=201
+        )
+
+    def _apply_check(self, run: dict[str, Any], data: dict[str, Any]) -> None:
+        for name in ("status", "details_url", "external_id", "name"):
+            if name in data:
+                run[name] = data[name]
+        if data.get("conclusion"):
+            run.update(
+                conclusion=data["conclusion"],
+                status="completed",
+                completed_at=iso(self.state.clock()),
+            )
+        if "output" in data:
+            run["output"] = {**run["output"], **data["output"]}
+
+    def update_check_run(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, rid: int
+    ) -> dict[str, Any]:
+        doc = "/checks/runs#update-a-check-run"
+        if token.kind != "installation":
+            raise Reject(403, "You must authenticate via a GitHub App.", doc)
+        run = self.state.check_runs.get(rid)
+        if run is None or run["_repo"] != f"{owner}/{repo}":
+            raise Reject(404, "Not Found", doc)
+        self._apply_check(run, self._check_fields(data, doc, creating=False))
+        return {k: v for k, v in run.items() if not k.startswith("_")}
+
+    def create_status(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, sha: str
+    ) -> Response:
+        doc = "/commits/statuses#create-a-commit-status"
+        state = self._body_field(data, "state", doc)
+        if state not in STATUS_STATES:
+            raise invalid(
+                f"For 'properties/state', {json.dumps(state)} is not one of "
+                f"{json.dumps(list(STATUS_STATES))}.",
+                doc,
+            )
+        description = data.get("description")
+        if isinstance(description, str) and len(description) > 140:
+            raise validation_failed(
+                "Status", "description", "description is too long (maximum is 140 characters)", doc
+            )
+        sid = self.state.next_id()
+        now = iso(self.state.clock())
+        status = {
+            "url": f"{self.state.host_url}/repos/{owner}/{repo}/statuses/{sha}",
+            "avatar_url": None, "id": sid, "node_id": f"SC_{sid}", "state": state,
+            "description": description, "target_url": data.get("target_url"),
+            "context": data.get("context", "default"), "created_at": now, "updated_at": now,
+            "creator": self.state.user(token.login),
+        }  # fmt: skip
+        self.state.statuses.append({**status, "_sha": sha})
+        return JSONResponse(status, status_code=201)
+
+    def list_pulls(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str
+    ) -> Response:
+        full_name = f"{owner}/{repo}"
+        pulls = [p for p in self.state.repos[full_name].pulls.values() if p["state"] == "open"]
+        pulls.sort(key=lambda p: p["updated_at"], reverse=True)
+        return self._page(request, [self.state.pull_json(full_name, p) for p in pulls], etag=True)
+
+    def get_pull(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, n: int
+    ) -> dict[str, Any]:
+        pull = self.state.repos[f"{owner}/{repo}"].pulls.get(n)
+        if pull is None:
+            raise Reject(404, "Not Found", "/pulls/pulls#get-a-pull-request")
+        return self.state.pull_json(f"{owner}/{repo}", pull)
+
+    def get_branch(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, branch: str
+    ) -> dict[str, Any]:
+        sha = self.state.repos[f"{owner}/{repo}"].branches.get(branch)
+        if sha is None:
+            raise Reject(404, "Branch not found", "/branches/branches#get-a-branch")
+        return {"name": branch, "commit": {"sha": sha}, "protected": False, "_links": {}}
+
+    def git_probe(self, request: Request, data: Any, who: Any, owner: str, repo: str) -> Response:
+        # Only records what git sent (the Authorization header); serves no repository.
+        return PlainTextResponse("Repository not found.", status_code=404)
+
+
+def _qs(query: dict[str, str], page: int) -> str:
+    return "&".join(f"{k}={v}" for k, v in {**query, "page": str(page)}.items())

@@ -1,0 +1,290 @@
+"""In-memory state of the stand-in GitHub: repositories, tokens, comments, checks.
+
+Tests arrange it (``add_repo``, ``add_pull``, ``set_role``, ``fail_next``...)
+and inspect it (``requests``, ``comments``, ``check_runs``...). The ASGI app
+in :mod:`tests.github.standin` serves it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+DOCS = "https://docs.github.com/rest"
+# The legacy ``permission`` of each role, as GitHub reports it.
+ROLE_PERMISSION = {
+    "admin": "admin",
+    "maintain": "write",
+    "write": "write",
+    "triage": "read",
+    "read": "read",
+    "none": "none",
+}
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Recorded:
+    """One request as the stand-in received it (header names lower-case)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    json: Any
+
+
+@dataclass
+class Token:
+    value: str
+    kind: str  # "installation", "classic" (ghp_) or "fine-grained" (github_pat_)
+    login: str
+    installation_id: int | None = None
+    expires_at: float | None = None
+
+
+@dataclass
+class Fault:
+    """An injected answer for the next matching request(s)."""
+
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+    path_contains: str
+    times: int
+
+
+@dataclass
+class Repo:
+    full_name: str
+    installation_id: int
+    default_branch: str = "main"
+    roles: dict[str, str] = field(default_factory=dict)
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)
+
+
+class StandInState:
+    """Everything the stand-in knows; one per test."""
+
+    def __init__(self, *, app_id: int, public_key_pem: bytes, host_url: str) -> None:
+        self.app_id = app_id
+        self.app_slug = "modelci-test"
+        self.public_key_pem = public_key_pem
+        self.host_url = host_url
+        self.clock: Callable[[], float] = time.time
+        self.token_lifetime_s = 3600.0
+        self.installations: set[int] = set()
+        self.repos: dict[str, Repo] = {}
+        self.tokens: dict[str, Token] = {}
+        self.requests: list[Recorded] = []
+        self.jwt_claims: list[dict[str, Any]] = []
+        self.faults: list[Fault] = []
+        self.comments: list[dict[str, Any]] = []  # each has "_repo" and "_issue"
+        self.check_runs: dict[int, dict[str, Any]] = {}
+        self.statuses: list[dict[str, Any]] = []
+        self.issued_tokens: list[str] = []
+        self.delay_s = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._ids = itertools.count(1001)
+
+    # -- arranging -------------------------------------------------------------------
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def add_repo(
+        self, full_name: str, *, installation_id: int = 1, default_branch: str = "main"
+    ) -> Repo:
+        self.installations.add(installation_id)
+        repo = Repo(full_name, installation_id, default_branch, branches={default_branch: "b" * 40})
+        self.repos[full_name] = repo
+        return repo
+
+    def set_role(self, full_name: str, login: str, role: str) -> None:
+        self.repos[full_name].roles[login] = role
+
+    def add_pat(self, value: str, *, login: str = "octocat") -> None:
+        kind = "fine-grained" if value.startswith("github_pat_") else "classic"
+        self.tokens[value] = Token(value, kind, login)
+
+    def add_pull(
+        self,
+        full_name: str,
+        number: int,
+        *,
+        head_sha: str = "a" * 40,
+        base_sha: str = "b" * 40,
+        head_ref: str = "feature",
+        labels: tuple[str, ...] = (),
+        fork: str | None = None,
+        updated_at: float | None = None,
+    ) -> dict[str, Any]:
+        repo = self.repos[full_name]
+        head_repo = fork or full_name
+        pull = {
+            "number": number,
+            "state": "open",
+            "title": f"PR {number}",
+            "head_sha": head_sha,
+            "head_ref": head_ref,
+            "head_repo": head_repo,
+            "base_sha": base_sha,
+            "base_ref": repo.default_branch,
+            "labels": list(labels),
+            "updated_at": updated_at if updated_at is not None else self.clock(),
+        }
+        repo.pulls[number] = pull
+        return pull
+
+    def add_comment(self, full_name: str, issue: int, body: str, *, login: str) -> dict[str, Any]:
+        comment = self.make_comment(full_name, issue, body, {"login": login, "type": "User"})
+        self.comments.append(comment)
+        return comment
+
+    def fail_next(
+        self,
+        status: int = 403,
+        *,
+        retry_after: int | None = None,
+        reset_in: float | None = None,
+        secondary: bool = False,
+        times: int = 1,
+        path_contains: str = "",
+    ) -> None:
+        """Answer the next ``times`` matching requests with a rate-limit error.
+
+        ``retry_after`` sets that header; ``reset_in`` exhausts the primary
+        quota (``x-ratelimit-remaining: 0``, reset that many seconds from the
+        stand-in's clock); ``secondary`` gives the secondary-limit message
+        without either header.
+        """
+        headers: dict[str, str] = {}
+        message = "API rate limit exceeded for installation ID 1."
+        if retry_after is not None:
+            headers["retry-after"] = str(retry_after)
+        if reset_in is not None:
+            headers.update(
+                {
+                    "x-ratelimit-limit": "5000",
+                    "x-ratelimit-remaining": "0",
+                    "x-ratelimit-reset": str(int(self.clock() + reset_in)),
+                }
+            )
+        if secondary or retry_after is not None:
+            message = (
+                "You have exceeded a secondary rate limit. Please wait a few minutes before "
+                "you try again."
+            )
+        body = {
+            "message": message,
+            "documentation_url": f"{DOCS}/overview/rate-limits-for-the-rest-api",
+        }
+        self.faults.append(Fault(status, headers, body, path_contains, times))
+
+    # -- serving helpers -------------------------------------------------------------
+
+    def take_fault(self, path: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.path_contains in path and fault.times > 0:
+                fault.times -= 1
+                return fault
+        return None
+
+    def issue_token(self, installation_id: int) -> Token:
+        value = "ghs_" + secrets.token_hex(18)
+        token = Token(
+            value,
+            "installation",
+            f"{self.app_slug}[bot]",
+            installation_id,
+            self.clock() + self.token_lifetime_s,
+        )
+        self.tokens[value] = token
+        self.issued_tokens.append(value)
+        return token
+
+    def user(self, login: str) -> dict[str, Any]:
+        bot = login.endswith("[bot]")
+        return {
+            "login": login,
+            "id": abs(hash(login)) % 10**8,
+            "node_id": "MDQ6VXNlcjE=",
+            "type": "Bot" if bot else "User",
+            "site_admin": False,
+            "html_url": f"https://github.com/{login}",
+        }
+
+    def make_comment(
+        self, full_name: str, issue: int, body: str, user: dict[str, Any]
+    ) -> dict[str, Any]:
+        cid = self.next_id()
+        now = iso(self.clock())
+        return {
+            "_repo": full_name,
+            "_issue": issue,
+            "id": cid,
+            "node_id": f"IC_{cid}",
+            "url": f"{self.host_url}/repos/{full_name}/issues/comments/{cid}",
+            "html_url": f"https://github.com/{full_name}/pull/{issue}#issuecomment-{cid}",
+            "issue_url": f"{self.host_url}/repos/{full_name}/issues/{issue}",
+            "body": body,
+            "user": user if "id" in user else self.user(user["login"]),
+            "created_at": now,
+            "updated_at": now,
+            "author_association": "NONE",
+        }
+
+    def pull_json(self, full_name: str, pull: dict[str, Any]) -> dict[str, Any]:
+        def repo_json(name: str) -> dict[str, Any]:
+            return {
+                "id": abs(hash(name)) % 10**8,
+                "name": name.split("/")[1],
+                "full_name": name,
+                "private": False,
+                "fork": name != full_name,
+                "clone_url": f"https://github.com/{name}.git",
+                "default_branch": self.repos[full_name].default_branch,
+            }
+
+        number = pull["number"]
+        return {
+            "url": f"{self.host_url}/repos/{full_name}/pulls/{number}",
+            "id": number * 7919,
+            "node_id": f"PR_{number}",
+            "html_url": f"https://github.com/{full_name}/pull/{number}",
+            "number": number,
+            "state": pull["state"],
+            "locked": False,
+            "title": pull["title"],
+            "user": self.user("contributor"),
+            "body": None,
+            "labels": [
+                {"id": i, "name": name, "color": "ededed"} for i, name in enumerate(pull["labels"])
+            ],
+            "created_at": iso(pull["updated_at"]),
+            "updated_at": iso(pull["updated_at"]),
+            "draft": False,
+            "merged": False,
+            "head": {
+                "label": f"{pull['head_repo'].split('/')[0]}:{pull['head_ref']}",
+                "ref": pull["head_ref"],
+                "sha": pull["head_sha"],
+                "repo": repo_json(pull["head_repo"]),
+            },
+            "base": {
+                "label": f"{full_name.split('/')[0]}:{pull['base_ref']}",
+                "ref": pull["base_ref"],
+                "sha": pull["base_sha"],
+                "repo": repo_json(full_name),
+            },
+        }
