@@ -17,7 +17,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +61,9 @@ class EvaluationRequest:
     head: str
     overrides: Overrides = field(default_factory=Overrides)
     merge_base: bool = False
+    # Credentials for git fetch (e.g. an installation token header); never shown.
+    git_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    job_id: int | None = None
 
 
 @dataclass
@@ -149,6 +152,16 @@ class Evaluator:
         self.environments = environments
         self.reporter: Reporter = reporter or _Silent()
 
+    def with_reporter(self, reporter: Reporter) -> Evaluator:
+        """The same evaluator, reporting progress somewhere else."""
+        return Evaluator(
+            settings=self.settings,
+            database=self._database,
+            sandbox=self.sandbox,
+            environments=self.environments,
+            reporter=reporter,
+        )
+
     def evaluate(
         self, request: EvaluationRequest, *, cancel: threading.Event | None = None
     ) -> EvaluationResult:
@@ -156,7 +169,7 @@ class Evaluator:
         _prepare_dirs(self.settings)
         self.reporter.update("head", "fetching")
         self.reporter.update("base", "fetching")
-        mirror = open_mirror(request.repo, self.settings.mirrors_dir)
+        mirror = open_mirror(request.repo, self.settings.mirrors_dir, git_env=request.git_env)
         head_sha = mirror.resolve(request.head)
         base_sha = mirror.resolve(request.base)
         if request.merge_base:
@@ -202,13 +215,15 @@ class Evaluator:
                 head_sha=head_sha,
                 base_run_id=base.run_id,
                 head_run_id=head.run_id,
+                job_id=request.job_id,
             )
             store.finish_evaluation(
                 session,
                 evaluation_id=evaluation.id,
                 status="succeeded" if comparison is not None else "failed",
                 passed=None if comparison is None else comparison.passed,
-                report={"error": result.error, "seconds": result.seconds},
+                report={"error": result.error},
+                seconds=result.seconds,
             )
             result.evaluation_id = evaluation.id
         return result

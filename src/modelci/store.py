@@ -1,0 +1,266 @@
+"""What modelci stores: repositories, runs, evaluations, webhook deliveries.
+
+ORM models plus keyword-only query functions that take a ``Session`` first;
+nothing else in the package writes SQL. Works on PostgreSQL (the default,
+embedded or external) and SQLite.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+__all__ = [
+    "Base",
+    "Delivery",
+    "Evaluation",
+    "Repository",
+    "Run",
+    "create_evaluation",
+    "create_run",
+    "evaluations_for_job",
+    "find_reusable_run",
+    "finish_evaluation",
+    "finish_run",
+    "get_delivery",
+    "get_or_create_repository",
+    "get_run",
+    "list_evaluations",
+    "list_runs",
+    "lock_key",
+    "mark_delivery_dispatched",
+    "mark_delivery_processed",
+    "record_delivery",
+    "undispatched_deliveries",
+]
+
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    url: Mapped[str] = mapped_column(String(2000), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    sha: Mapped[str] = mapped_column(String(40))
+    role: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20))
+    cache_key: Mapped[str] = mapped_column(String(64), index=True)
+    env_key: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    timings: Mapped[dict[str, float] | None] = mapped_column(JsonType)
+    log_path: Mapped[str | None] = mapped_column(String(2000))
+    outputs_dir: Mapped[str | None] = mapped_column(String(2000))
+    metrics: Mapped[dict[str, float] | None] = mapped_column(JsonType)
+    error: Mapped[str | None] = mapped_column(Text)
+    reused_from_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    base_sha: Mapped[str] = mapped_column(String(40))
+    head_sha: Mapped[str] = mapped_column(String(40))
+    base_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    head_run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    job_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    passed: Mapped[bool | None] = mapped_column(Boolean)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Delivery(Base):
+    """A webhook delivery, stored before it is acknowledged."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # X-GitHub-Delivery
+    event: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str | None] = mapped_column(String(100))
+    payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
+                                                              index=True)
+    processed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(String(30))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+def get_or_create_repository(session: Session, *, url: str, name: str) -> Repository:
+    found = session.scalars(select(Repository).where(Repository.url == url)).first()
+    if found is not None:
+        return found
+    repo = Repository(url=url, name=name)
+    try:
+        with session.begin_nested():
+            session.add(repo)
+    except IntegrityError:  # created concurrently by another process
+        return session.scalars(select(Repository).where(Repository.url == url)).one()
+    return repo
+
+
+def create_run(session: Session, *, repository_id: int, sha: str, role: str, cache_key: str,
+               env_key: str | None = None, status: str = "running") -> Run:
+    run = Run(repository_id=repository_id, sha=sha, role=role, status=status,
+              cache_key=cache_key, env_key=env_key, started_at=_now())
+    session.add(run)
+    session.flush()
+    return run
+
+
+def finish_run(session: Session, *, run_id: int, status: str,
+               metrics: dict[str, float] | None = None, error: str | None = None,
+               timings: dict[str, float] | None = None, log_path: str | None = None,
+               outputs_dir: str | None = None) -> Run:
+    run = session.get_one(Run, run_id)
+    run.status, run.metrics, run.error, run.timings = status, metrics, error, timings
+    run.log_path, run.outputs_dir, run.finished_at = log_path, outputs_dir, _now()
+    session.flush()
+    return run
+
+
+def get_run(session: Session, *, run_id: int) -> Run | None:
+    return session.get(Run, run_id)
+
+
+def find_reusable_run(session: Session, *, cache_key: str) -> Run | None:
+    """The latest successful run with this cache key, whose result can be reused."""
+    return session.scalars(
+        select(Run).where(Run.cache_key == cache_key, Run.status == "succeeded",
+                          Run.outputs_dir.is_not(None))
+        .order_by(Run.id.desc()).limit(1)).first()
+
+
+def list_runs(session: Session, *, repository_id: int | None = None,
+              limit: int = 50) -> list[Run]:
+    query = select(Run).order_by(Run.id.desc()).limit(limit)
+    if repository_id is not None:
+        query = query.where(Run.repository_id == repository_id)
+    return list(session.scalars(query))
+
+
+def create_evaluation(session: Session, *, repository_id: int, base_sha: str, head_sha: str,
+                      base_run_id: int | None = None, head_run_id: int | None = None,
+                      job_id: int | None = None) -> Evaluation:
+    evaluation = Evaluation(repository_id=repository_id, base_sha=base_sha, head_sha=head_sha,
+                            base_run_id=base_run_id, head_run_id=head_run_id, job_id=job_id,
+                            status="running")
+    session.add(evaluation)
+    session.flush()
+    return evaluation
+
+
+def finish_evaluation(session: Session, *, evaluation_id: int, status: str,
+                      passed: bool | None, report: dict[str, Any] | None = None,
+                      seconds: float | None = None) -> Evaluation:
+    evaluation = session.get_one(Evaluation, evaluation_id)
+    evaluation.status, evaluation.passed, evaluation.report = status, passed, report
+    evaluation.seconds, evaluation.finished_at = seconds, _now()
+    session.flush()
+    return evaluation
+
+
+def list_evaluations(session: Session, *, repository_id: int | None = None,
+                     limit: int = 50) -> list[Evaluation]:
+    query = select(Evaluation).order_by(Evaluation.id.desc()).limit(limit)
+    if repository_id is not None:
+        query = query.where(Evaluation.repository_id == repository_id)
+    return list(session.scalars(query))
+
+
+def evaluations_for_job(session: Session, *, job_id: int) -> list[dict[str, Any]]:
+    rows = session.scalars(select(Evaluation).where(Evaluation.job_id == job_id)
+                           .order_by(Evaluation.id))
+    return [{"id": e.id, "base_sha": e.base_sha, "head_sha": e.head_sha, "status": e.status,
+             "passed": e.passed, "base_run_id": e.base_run_id, "head_run_id": e.head_run_id,
+             "report": e.report} for e in rows]
+
+
+def record_delivery(session: Session, *, delivery_id: str, event: str, action: str | None,
+                    payload: dict[str, Any]) -> bool:
+    """Store a delivery; False when that delivery id was stored before (a redelivery)."""
+    if session.get(Delivery, delivery_id) is not None:
+        return False
+    try:
+        with session.begin_nested():
+            session.add(Delivery(id=delivery_id, event=event, action=action, payload=payload))
+    except IntegrityError:
+        return False
+    return True
+
+
+def get_delivery(session: Session, *, delivery_id: str) -> Delivery | None:
+    return session.get(Delivery, delivery_id)
+
+
+def mark_delivery_dispatched(session: Session, *, delivery_id: str, job_id: int | None) -> None:
+    delivery = session.get_one(Delivery, delivery_id)
+    delivery.job_id, delivery.dispatched_at = job_id, _now()
+
+
+def mark_delivery_processed(session: Session, *, delivery_id: str, outcome: str, detail: str,
+                            job_id: int | None = None) -> None:
+    delivery = session.get_one(Delivery, delivery_id)
+    delivery.outcome, delivery.detail, delivery.processed_at = outcome, detail, _now()
+
+
+def undispatched_deliveries(session: Session, *, limit: int = 1000) -> list[str]:
+    """Deliveries stored but never queued (the process stopped in between)."""
+    return list(session.scalars(
+        select(Delivery.id).where(Delivery.dispatched_at.is_(None),
+                                  Delivery.processed_at.is_(None))
+        .order_by(Delivery.received_at).limit(limit)))
+
+
+def lock_key(session: Session, *, key: str) -> None:
+    """Hold a lock named ``key`` until the transaction ends (PostgreSQL; SQLite locks the file)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                        {"k": zlib.crc32(key.encode()) - 2**31})
+
+
+def count_deliveries(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(Delivery)) or 0)
