@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import uv
-from modelci.db import Database, open_database
-from modelci.sandbox import make_sandbox
 
 from modelci.config import Overrides
+from modelci.db import Database, open_database
 from modelci.environments import EnvironmentManager
 from modelci.evaluation import EvaluationRequest, EvaluationResult, Evaluator
+from modelci.sandbox import make_sandbox
 from modelci.settings import Settings
 
 from .conftest import GitRepo, commit_files

@@ -7,7 +7,7 @@ delta; its 2.5 and 97.5 percentiles are the 95% interval. Pairing removes the
 variation both models share (hard rows stay hard in every resample), so the
 interval is much narrower than comparing two independent intervals.
 
-Everything is vectorised: one ``(resamples × rows)`` index matrix, drawn once
+Everything is vectorised: one ``(resamples x rows)`` index matrix, drawn once
 from a seeded generator, is applied to per-row arrays, in chunks that bound
 memory. Same inputs and seed give the same interval.
 
@@ -197,7 +197,8 @@ def _auc_rows(y_pos: npt.NDArray[np.bool_], scores: FloatArray, idx: IntArray) -
     n_neg = n - n_pos
     rank_sum = np.where(t, ranks, 0.0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+        auc: FloatArray = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    return auc
 
 
 def _validate(data: PairedData) -> int:

@@ -19,9 +19,9 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelci.errors import CheckoutError
@@ -92,13 +92,23 @@ class Mirror:
 
     url: str
     path: Path
+    # Extra environment for talking to the remote (credentials): never logged.
+    remote_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def _run(self, *args: str, timeout: float = 600) -> str:
         return _git("--git-dir", str(self.path), *args, timeout=timeout)
 
     def fetch(self) -> None:
         try:
-            self._run("fetch", "--prune", "--quiet", "origin")
+            _git(
+                "--git-dir",
+                str(self.path),
+                "fetch",
+                "--prune",
+                "--quiet",
+                "origin",
+                env={**_git_env(), **self.remote_env},
+            )
         except _GitFailed as exc:
             raise CheckoutError(
                 f"could not fetch {self.url}: {exc}",
@@ -113,22 +123,30 @@ class Mirror:
 
     def resolve(self, ref: str) -> str:
         """The full sha of ``ref`` (a sha, branch, tag or expression such as HEAD~1)."""
-        if ref.startswith("-"):
-            raise CheckoutError(f"invalid ref {ref!r}", hint="give a branch, tag or commit sha")
-        if not _SHA.match(ref):
-            # Branch names move: always look at the remote's current state for them.
+        return self.resolve_many(ref)[0]
+
+    def resolve_many(self, *refs: str) -> list[str]:
+        """Full shas of several refs, fetching at most once.
+
+        Branch names move, so any ref that is not a full sha already present
+        in the mirror makes the mirror fetch first.
+        """
+        for ref in refs:
+            if ref.startswith("-") or not ref.strip():
+                raise CheckoutError(f"invalid ref {ref!r}", hint="give a branch, tag or commit sha")
+        if any(not _SHA.match(ref) or self._rev_parse(ref) is None for ref in refs):
             self.fetch()
-        sha = self._rev_parse(ref)
-        if sha is None and _SHA.match(ref):
-            self.fetch()
+        shas = []
+        for ref in refs:
             sha = self._rev_parse(ref)
-        if sha is None:
-            raise CheckoutError(
-                f"{ref!r} is not a commit of {self.url}",
-                hint="check the spelling; branches are resolved as in the source repository "
-                "(e.g. main, origin branches, tags or a full sha)",
-            )
-        return sha
+            if sha is None:
+                raise CheckoutError(
+                    f"{ref!r} is not a commit of {self.url}",
+                    hint="check the spelling; branches are resolved as in the source "
+                    "repository (e.g. main, a tag or a full sha)",
+                )
+            shas.append(sha)
+        return shas
 
     def merge_base(self, a: str, b: str) -> str:
         try:
@@ -202,7 +220,9 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def open_mirror(repo: str, mirrors_dir: Path) -> Mirror:
+def open_mirror(
+    repo: str, mirrors_dir: Path, *, git_env: Mapping[str, str] | None = None
+) -> Mirror:
     """The mirror of ``repo`` (a local path or git URL), cloned on first use."""
     url = repo if is_remote_url(repo) else str(Path(repo).expanduser().resolve())
     if not is_remote_url(repo) and not Path(url).exists():
@@ -210,13 +230,22 @@ def open_mirror(repo: str, mirrors_dir: Path) -> Mirror:
     key = hashlib.sha256(url.encode()).hexdigest()[:16]
     mirrors_dir.mkdir(parents=True, exist_ok=True)
     path = mirrors_dir / f"{repository_name(repo).replace('/', '_')}-{key}.git"
-    mirror = Mirror(url=url, path=path)
+    remote_env = dict(git_env or {})
+    mirror = Mirror(url=url, path=path, remote_env=remote_env)
     with _locked(mirrors_dir / f"{path.name}.lock"):
         if not (path / "HEAD").exists():
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
             try:
-                _git("clone", "--mirror", "--quiet", "--", url, str(tmp))
+                _git(
+                    "clone",
+                    "--mirror",
+                    "--quiet",
+                    "--",
+                    url,
+                    str(tmp),
+                    env={**_git_env(), **remote_env},
+                )
             except _GitFailed as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise CheckoutError(

@@ -216,5 +216,65 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
     sys.exit(EXIT_OK)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, help="Port to listen on.")
+@click.option(
+    "--poll",
+    is_flag=True,
+    help="Also watch MODELCI_POLL_REPOSITORIES through the API (no public URL needed).",
+)
+@_unsafe
+@_guarded
+def serve(host: str, port: int, poll: bool, unsafe: bool) -> None:
+    """Run the webhook receiver, the API and workers in one process."""
+    from modelci.server import run_server
+
+    settings = _settings()
+    if poll:
+        _fail("polling mode is not available yet; expose /webhooks/github to GitHub instead")
+    run_server(settings, host=host, port=port, unsafe=unsafe)
+
+
+@cli.command()
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help="Queues to take jobs from (default: events and evaluations; `gpu` for jobs "
+    "that ask for a GPU).",
+)
+@click.option("--concurrency", type=int, help="Jobs at once (default MODELCI_WORKERS).")
+@_unsafe
+@_guarded
+def worker(queues: tuple[str, ...], concurrency: int | None, unsafe: bool) -> None:
+    """Run workers only, against the PostgreSQL in MODELCI_DATABASE_URL."""
+    from modelci.jobs import QUEUE_EVALUATIONS, QUEUE_EVENTS
+    from modelci.server import run_workers
+
+    settings = _settings()
+    run_workers(
+        settings,
+        queues=list(queues) or [QUEUE_EVENTS, QUEUE_EVALUATIONS],
+        concurrency=concurrency or settings.workers,
+        unsafe=unsafe,
+    )
+
+
+@cli.command()
+@click.option("--offline", is_flag=True, help="Do not call the GitHub API.")
+@_guarded
+def doctor(offline: bool) -> None:
+    """Check the settings, the App's key and this machine; say what is missing."""
+    from modelci.doctor import run_checks
+
+    console = Console()
+    checks = run_checks(_settings(), online=not offline)
+    for check in checks:
+        mark = "[green]✓[/]" if check.ok else "[red]✗[/]"
+        console.print(f"{mark} [bold]{check.name}[/]: {check.message}", highlight=False)
+    sys.exit(EXIT_OK if all(c.ok for c in checks) else EXIT_ERROR)
+
+
 def main() -> None:
     cli(prog_name="modelci")

@@ -9,6 +9,7 @@ PostgreSQL advisory lock so only one migrates.
 
 from __future__ import annotations
 
+import fcntl
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,9 +67,8 @@ class Database:
 
 
 def _head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
@@ -93,12 +93,24 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+@contextmanager
+def _file_lock(engine: Engine) -> Iterator[None]:
+    # SQLite has no advisory locks: serialise migrations with a lock file beside it.
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def migrate(engine: Engine) -> None:
     head = _head_revision()
     with engine.connect() as connection:
         if _current_revision(connection) == head:
             return
-    with engine.begin() as connection:
+    with _file_lock(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK})
         if _current_revision(connection) != head:

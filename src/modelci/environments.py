@@ -24,6 +24,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -259,7 +260,7 @@ class EnvironmentManager:
                     what=f"resolving {requirements.source}",
                 )
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp_memo = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp_memo = memo.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
         tmp_memo.write_text(resolved)
         tmp_memo.replace(memo)
         return resolved

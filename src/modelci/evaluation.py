@@ -13,27 +13,32 @@ request must not be able to loosen the gates it is judged by.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from modelci import store
 from modelci.checkout import Mirror, open_mirror, repository_name
-from modelci.compare import Comparison, MetricRule, Predictions, compare, predictions_from_json
 from modelci.config import CONFIG_FILE, Overrides, RepoConfig, effective_config
-from modelci.db import Database
 from modelci.environments import EnvironmentManager, gather_requirements
 from modelci.errors import ModelCIError, OutputError, RunFailed
 from modelci.metrics import flatten_metrics
 from modelci.outputs import read_json_output
 from modelci.sandbox import Limits, Sandbox, SandboxSpec, acquire_slot
 from modelci.settings import Settings
+
+if TYPE_CHECKING:  # heavy imports (numpy, sqlalchemy) load in the background, when needed
+    from sqlalchemy.orm import Session
+
+    from modelci.compare import Comparison, MetricRule, Predictions
+    from modelci.db import Database
 
 __all__ = ["EvaluationRequest", "EvaluationResult", "Evaluator", "Reporter", "SideResult"]
 
@@ -81,6 +86,9 @@ class SideResult:
     timings: dict[str, float] = field(default_factory=dict)
     reused_from: int | None = None
     config: RepoConfig | None = None
+    env_key: str | None = None
+    cache_key: str | None = None
+    ref_repo: str = ""
 
     @property
     def ok(self) -> bool:
@@ -109,6 +117,8 @@ class EvaluationResult:
 
 
 def _rules(config: RepoConfig) -> list[MetricRule]:
+    from modelci.compare import MetricRule
+
     return [
         MetricRule(name=name, direction=rule.direction, tolerance=rule.tolerance, gate=rule.gate)
         for name, rule in config.gates.items()
@@ -131,6 +141,8 @@ def _load_outputs(directory: Path, side: SideResult, metrics: dict[str, float]) 
     side.metrics = dict(metrics)
     path = directory / "predictions.json"
     if path.exists():
+        from modelci.compare import predictions_from_json
+
         side.predictions = predictions_from_json(json.loads(path.read_text()), source=str(path))
 
 
@@ -170,27 +182,23 @@ class Evaluator:
         self.reporter.update("head", "fetching")
         self.reporter.update("base", "fetching")
         mirror = open_mirror(request.repo, self.settings.mirrors_dir, git_env=request.git_env)
-        head_sha = mirror.resolve(request.head)
-        base_sha = mirror.resolve(request.base)
+        head_sha, base_sha = mirror.resolve_many(request.head, request.base)
         if request.merge_base:
             base_sha = mirror.merge_base(base_sha, head_sha)
-        head = SideResult("head", request.head, head_sha)
-        base = SideResult("base", request.base, base_sha)
-        db = self._database()
-        with db.session() as session:
-            repo_id = store.get_or_create_repository(
-                session, url=mirror.url, name=repository_name(request.repo)
-            ).id
+        head = SideResult("head", request.head, head_sha, ref_repo=request.repo)
+        base = SideResult("base", request.base, base_sha, ref_repo=request.repo)
         workers = 2 if self.settings.max_parallel_runs >= 2 else 1
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelci-run") as pool:
             futures = [
-                pool.submit(self._side, side, mirror, repo_id, request.overrides, cancel)
+                pool.submit(self._side, side, mirror, request.overrides, cancel)
                 for side in (base, head)
             ]
             for future in futures:
                 future.result()
         comparison = None
         if head.ok and base.ok:
+            from modelci.compare import compare
+
             gates_from = base.config or head.config
             assert gates_from is not None
             try:
@@ -207,10 +215,12 @@ class Evaluator:
         result = EvaluationResult(
             request.repo, head, base, comparison, seconds=time.monotonic() - started
         )
-        with db.session() as session:
+        from modelci import store
+
+        with self._database().session() as session:
             evaluation = store.create_evaluation(
                 session,
-                repository_id=repo_id,
+                repository_id=self._repository_id(session, mirror, request.repo),
                 base_sha=base_sha,
                 head_sha=head_sha,
                 base_run_id=base.run_id,
@@ -228,31 +238,56 @@ class Evaluator:
             result.evaluation_id = evaluation.id
         return result
 
+    @staticmethod
+    def _repository_id(session: Session, mirror: Mirror, repo: str) -> int:
+        from modelci import store
+
+        return store.get_or_create_repository(
+            session, url=mirror.url, name=repository_name(repo)
+        ).id
+
     def _side(
         self,
         side: SideResult,
         mirror: Mirror,
-        repo_id: int,
         overrides: Overrides,
         cancel: threading.Event | None,
     ) -> None:
+        started = dt.datetime.now(dt.UTC)
         try:
-            self._run_side(side, mirror, repo_id, overrides, cancel)
+            self._run_side(side, mirror, overrides, cancel)
         except ModelCIError as exc:
             side.error = str(exc)
             self.reporter.update(side.role, f"failed: {exc.message}")
-        if side.run_id is not None and side.reused_from is None:
-            with self._database().session() as session:
-                store.finish_run(
-                    session,
-                    run_id=side.run_id,
-                    status="succeeded" if side.ok else "failed",
-                    metrics=side.metrics if side.ok else None,
-                    error=side.error,
-                    timings=side.timings,
-                    log_path=str(side.log_path) if side.log_path else None,
-                    outputs_dir=str(self._outputs_dir(side.run_id)) if side.ok else None,
-                )
+        if side.reused_from is not None or not side.cache_key:
+            return
+        from modelci import store
+
+        # Runs are recorded when they end, so the database (which starts in the
+        # background) is never waited for before training starts.
+        with self._database().session() as session:
+            run = store.create_run(
+                session,
+                repository_id=self._repository_id(session, mirror, side.ref_repo),
+                sha=side.sha,
+                role=side.role,
+                cache_key=side.cache_key,
+                env_key=side.env_key,
+                started_at=started,
+            )
+            side.run_id = run.id
+            if side.ok:
+                _save_outputs(self._outputs_dir(run.id), side)
+            store.finish_run(
+                session,
+                run_id=run.id,
+                status="succeeded" if side.ok else "failed",
+                metrics=side.metrics if side.ok else None,
+                error=side.error,
+                timings=side.timings,
+                log_path=str(side.log_path) if side.log_path else None,
+                outputs_dir=str(self._outputs_dir(run.id)) if side.ok else None,
+            )
 
     def _outputs_dir(self, run_id: int) -> Path:
         return self.settings.data_dir / "outputs" / str(run_id)
@@ -261,7 +296,6 @@ class Evaluator:
         self,
         side: SideResult,
         mirror: Mirror,
-        repo_id: int,
         overrides: Overrides,
         cancel: threading.Event | None,
     ) -> None:
@@ -275,10 +309,12 @@ class Evaluator:
         requirements = gather_requirements(config.install, read, uv_bin=self.environments.uv_bin)
         self.reporter.update(role, "resolving requirements")
         env_key = self.environments.key_for(requirements)
-        cache_key = _cache_key(sha, env_key, config, self.sandbox)
-        db = self._database()
+        side.env_key = env_key
+        side.cache_key = cache_key = _cache_key(sha, env_key, config, self.sandbox)
         if role == "base":
-            with db.session() as session:
+            from modelci import store
+
+            with self._database().session() as session:
                 previous = store.find_reusable_run(session, cache_key=cache_key)
                 if previous is not None and previous.outputs_dir:
                     side.run_id = side.reused_from = previous.id
@@ -287,17 +323,10 @@ class Evaluator:
                     side.timings = {"reused": 1.0}
                     self.reporter.update(role, f"reused the result of run {previous.id}")
                     return
-        with db.session() as session:
-            run = store.create_run(
-                session,
-                repository_id=repo_id,
-                sha=sha,
-                role=role,
-                cache_key=cache_key,
-                env_key=env_key,
-            )
-            side.run_id = run.id
-        side.log_path = self.settings.logs_dir / f"run-{side.run_id}-{role}-{sha[:12]}.log"
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        side.log_path = (
+            self.settings.logs_dir / f"{stamp}-{role}-{sha[:12]}-{uuid.uuid4().hex[:6]}.log"
+        )
         self.reporter.update(role, "building environment")
         env = self.environments.ensure(requirements)
         side.timings["env_s"] = env.seconds
@@ -342,11 +371,12 @@ class Evaluator:
                     hint='write a JSON object such as {"accuracy": 0.93}',
                 )
             if config.predictions:
+                from modelci.compare import predictions_from_json
+
                 data = read_json_output(
                     workdir, config.predictions, max_bytes=_MAX_PREDICTIONS_BYTES
                 )
                 side.predictions = predictions_from_json(data, source=config.predictions)
-        _save_outputs(self._outputs_dir(side.run_id), side)
         side.timings["total_s"] = time.monotonic() - t0
         self.reporter.update(role, "done")
 

@@ -30,6 +30,8 @@ __all__ = ["EmbeddedPostgres", "find_binaries"]
 _SOCKET_LIMIT = 100  # sun_path is 108 bytes, with room for "/.s.PGSQL.5432"
 _DATABASE = "modelci"
 _USER = "modelci"
+# Where Debian installs each PostgreSQL version's programs.
+_VERSIONS_ROOT = Path("/usr/lib/postgresql")
 
 
 def find_binaries() -> Path:
@@ -38,8 +40,10 @@ def find_binaries() -> Path:
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(os.path.realpath(on_path)).parent)
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
-                      key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    versions = sorted(
+        _VERSIONS_ROOT.glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
     candidates.extend(reversed(versions))
     for directory in candidates:
         if (directory / "initdb").exists() and (directory / "pg_ctl").exists():
@@ -59,8 +63,10 @@ def _server_user() -> pwd.struct_passwd | None:
             return pwd.getpwnam(name)
         except KeyError:
             continue
-    raise StoreError("running as root, and there is no 'postgres' or 'nobody' user to run "
-                     "PostgreSQL as", hint="apt-get install postgresql creates the postgres user")
+    raise StoreError(
+        "running as root, and there is no 'postgres' or 'nobody' user to run PostgreSQL as",
+        hint="apt-get install postgresql creates the postgres user",
+    )
 
 
 class EmbeddedPostgres:
@@ -85,13 +91,26 @@ class EmbeddedPostgres:
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         prefix: list[str] = []
         if self._user is not None:
-            prefix = ["setpriv", f"--reuid={self._user.pw_uid}", f"--regid={self._user.pw_gid}",
-                      "--init-groups", "--"]
-        done = subprocess.run([*prefix, *args], capture_output=True, text=True, check=False,
-                              stdin=subprocess.DEVNULL, cwd="/",
-                              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C",
-                                   "HOME": self._user.pw_dir if self._user else
-                                   os.environ.get("HOME", "/")})
+            prefix = [
+                "setpriv",
+                f"--reuid={self._user.pw_uid}",
+                f"--regid={self._user.pw_gid}",
+                "--init-groups",
+                "--",
+            ]
+        done = subprocess.run(
+            [*prefix, *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            cwd="/",
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "LC_ALL": "C",
+                "HOME": self._user.pw_dir if self._user else os.environ.get("HOME", "/"),
+            },
+        )
         if check and done.returncode != 0:
             raise StoreError(
                 f"{Path(args[0]).name} failed: {(done.stderr or done.stdout).strip()[-2000:]}"
@@ -117,8 +136,16 @@ class EmbeddedPostgres:
     def _initdb(self, bin_dir: Path) -> None:
         self._own(self.directory, 0o711)
         self._own(self.data, 0o700)
-        self._run(str(bin_dir / "initdb"), "-D", str(self.data), "-U", _USER, "--auth=trust",
-                  "--encoding=UTF8", "--locale=C")
+        self._run(
+            str(bin_dir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            _USER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+        )
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
                 "\n# modelci: a private server on a unix socket\n"
@@ -131,8 +158,12 @@ class EmbeddedPostgres:
     def is_running(self) -> bool:
         if not (self.data / "PG_VERSION").exists():
             return False
-        return self._run(str(find_binaries() / "pg_ctl"), "status", "-D", str(self.data),
-                         check=False).returncode == 0
+        return (
+            self._run(
+                str(find_binaries() / "pg_ctl"), "status", "-D", str(self.data), check=False
+            ).returncode
+            == 0
+        )
 
     def start(self) -> str:
         """Start the server unless it runs, create the database, return its URL."""
@@ -151,9 +182,19 @@ class EmbeddedPostgres:
                     self.log.touch()
                 if self._user is not None:
                     os.chown(self.log, self._user.pw_uid, self._user.pw_gid)
-                self._run(str(bin_dir / "pg_ctl"), "start", "-w", "-t", "60", "-D",
-                          str(self.data), "-l", str(self.log), "-o",
-                          f"-c unix_socket_directories={self.socket_dir}")
+                self._run(
+                    str(bin_dir / "pg_ctl"),
+                    "start",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log),
+                    "-o",
+                    f"-c unix_socket_directories={self.socket_dir}",
+                )
             self._ensure_database()
         return self.url
 
@@ -163,17 +204,20 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with psycopg.connect(host=str(self.socket_dir), user=_USER, dbname="postgres",
-                                     autocommit=True) as conn:
-                    found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                         (_DATABASE,)).fetchone()
+                with psycopg.connect(
+                    host=str(self.socket_dir), user=_USER, dbname="postgres", autocommit=True
+                ) as conn:
+                    found = conn.execute(
+                        "SELECT 1 FROM pg_database WHERE datname = %s", (_DATABASE,)
+                    ).fetchone()
                     if not found:
                         conn.execute(f'CREATE DATABASE "{_DATABASE}"')
                 return
             except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
-                    raise StoreError(f"cannot connect to the embedded PostgreSQL: {exc}",
-                                     hint=f"see {self.log}") from None
+                    raise StoreError(
+                        f"cannot connect to the embedded PostgreSQL: {exc}", hint=f"see {self.log}"
+                    ) from None
                 time.sleep(0.1)
 
     def stop(self) -> None:
@@ -188,8 +232,16 @@ class EmbeddedPostgres:
             except BlockingIOError:
                 pass  # another process still uses the server
             else:
-                self._run(str(find_binaries() / "pg_ctl"), "stop", "-m", "fast", "-w", "-D",
-                          str(self.data), check=False)
+                self._run(
+                    str(find_binaries() / "pg_ctl"),
+                    "stop",
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-D",
+                    str(self.data),
+                    check=False,
+                )
             finally:
                 self._client_lock.close()
                 self._client_lock = None

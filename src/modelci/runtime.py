@@ -9,16 +9,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import uv
 
-from modelci.db import Database, open_database
 from modelci.environments import EnvironmentManager
 from modelci.evaluation import Evaluator, Reporter
 from modelci.sandbox import make_sandbox
 from modelci.settings import Settings
 
+if TYPE_CHECKING:
+    from modelci.db import Database
+
 __all__ = ["evaluator_for"]
+
+
+def _open_database(settings: Settings) -> Database:
+    from modelci.db import open_database
+
+    database = open_database(settings)
+    import modelci.compare  # noqa: F401  (numpy: load it here, off the critical path)
+
+    return database
 
 
 @contextmanager
@@ -28,7 +40,7 @@ def evaluator_for(
     """An evaluator whose database is opened in the background and closed on exit."""
     sandbox = make_sandbox(unsafe=unsafe, uid_base=settings.sandbox_uid_base)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelci-db")
-    future: Future[Database] = pool.submit(open_database, settings)
+    future: Future[Database] = pool.submit(_open_database, settings)
     try:
         environments = EnvironmentManager(
             envs_dir=settings.envs_dir,

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from modelci.errors import ConfigError
 
 
 def default_data_dir() -> Path:
@@ -50,6 +52,55 @@ class Settings(BaseSettings):
         "it again (unpinned requirements pick up new releases after this).",
     )
 
+    # GitHub (the App, or a plain token for a quick start).
+    github_api_url: str = Field(
+        default="https://api.github.com",
+        description="REST API base URL; https://HOST/api/v3 for GitHub Enterprise Server",
+    )
+    github_app_id: int | None = None
+    github_private_key_path: Path | None = None
+    github_private_key: SecretStr | None = None
+    github_webhook_secret: SecretStr | None = None
+    github_webhook_secret_path: Path | None = None
+    github_token: SecretStr | None = None
+    github_trigger_label: str = Field(
+        default="evaluate",
+        description="The pull-request label that starts an evaluation (exact, case-sensitive "
+        "match of the label's name)",
+    )
+    github_check_name: str = "modelci"
+    github_max_concurrency: int = 4
+    github_max_rate_limit_wait_s: float = 900
+    public_url: str | None = Field(
+        default=None, description="Where this server is reachable, for links to logs"
+    )
+    poll_repositories: list[str] = Field(
+        default_factory=list, description="owner/name of repositories to watch with --poll"
+    )
+    poll_interval_s: float = 60
+    job_timeout_s: float = 3 * 3600
+    repo_concurrency: int = Field(
+        default=1, description="Evaluations of one repository that may run at once"
+    )
+    workers: int = Field(default=2, description="Worker threads `modelci serve` starts")
+
+    def read_private_key(self) -> str | None:
+        if self.github_private_key is not None:
+            return self.github_private_key.get_secret_value()
+        if self.github_private_key_path is not None:
+            return _read_secret_file(
+                self.github_private_key_path, "MODELCI_GITHUB_PRIVATE_KEY_PATH"
+            )
+        return None
+
+    def read_webhook_secret(self) -> bytes | None:
+        if self.github_webhook_secret is not None:
+            return self.github_webhook_secret.get_secret_value().encode()
+        if self.github_webhook_secret_path is not None:
+            path = self.github_webhook_secret_path
+            return _read_secret_file(path, "MODELCI_GITHUB_WEBHOOK_SECRET_PATH").strip().encode()
+        return None
+
     @property
     def mirrors_dir(self) -> Path:
         return self.data_dir / "mirrors"
@@ -69,6 +120,15 @@ class Settings(BaseSettings):
     @property
     def postgres_dir(self) -> Path:
         return self.data_dir / "postgres"
+
+
+def _read_secret_file(path: Path, variable: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {path} ({exc.strerror})", hint=f"check {variable} and the file's mode"
+        ) from None
 
 
 def get_settings(**overrides: object) -> Settings:

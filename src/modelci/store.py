@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Dialect,
     Float,
     ForeignKey,
     Integer,
@@ -27,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "Base",
@@ -59,6 +61,20 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -69,7 +85,7 @@ class Repository(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(300))
     url: Mapped[str] = mapped_column(String(2000), unique=True)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
 class Run(Base):
@@ -82,9 +98,9 @@ class Run(Base):
     status: Mapped[str] = mapped_column(String(20))
     cache_key: Mapped[str] = mapped_column(String(64), index=True)
     env_key: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     timings: Mapped[dict[str, float] | None] = mapped_column(JsonType)
     log_path: Mapped[str | None] = mapped_column(String(2000))
     outputs_dir: Mapped[str | None] = mapped_column(String(2000))
@@ -107,8 +123,8 @@ class Evaluation(Base):
     passed: Mapped[bool | None] = mapped_column(Boolean)
     report: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     seconds: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class Delivery(Base):
@@ -120,11 +136,10 @@ class Delivery(Base):
     event: Mapped[str] = mapped_column(String(100))
     action: Mapped[str | None] = mapped_column(String(100))
     payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
-    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
     job_id: Mapped[int | None] = mapped_column(Integer)
-    dispatched_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True),
-                                                              index=True)
-    processed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), index=True)
+    processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     outcome: Mapped[str | None] = mapped_column(String(30))
     detail: Mapped[str | None] = mapped_column(Text)
 
@@ -142,19 +157,42 @@ def get_or_create_repository(session: Session, *, url: str, name: str) -> Reposi
     return repo
 
 
-def create_run(session: Session, *, repository_id: int, sha: str, role: str, cache_key: str,
-               env_key: str | None = None, status: str = "running") -> Run:
-    run = Run(repository_id=repository_id, sha=sha, role=role, status=status,
-              cache_key=cache_key, env_key=env_key, started_at=_now())
+def create_run(
+    session: Session,
+    *,
+    repository_id: int,
+    sha: str,
+    role: str,
+    cache_key: str,
+    env_key: str | None = None,
+    status: str = "running",
+    started_at: dt.datetime | None = None,
+) -> Run:
+    run = Run(
+        repository_id=repository_id,
+        sha=sha,
+        role=role,
+        status=status,
+        cache_key=cache_key,
+        env_key=env_key,
+        started_at=started_at or _now(),
+    )
     session.add(run)
     session.flush()
     return run
 
 
-def finish_run(session: Session, *, run_id: int, status: str,
-               metrics: dict[str, float] | None = None, error: str | None = None,
-               timings: dict[str, float] | None = None, log_path: str | None = None,
-               outputs_dir: str | None = None) -> Run:
+def finish_run(
+    session: Session,
+    *,
+    run_id: int,
+    status: str,
+    metrics: dict[str, float] | None = None,
+    error: str | None = None,
+    timings: dict[str, float] | None = None,
+    log_path: str | None = None,
+    outputs_dir: str | None = None,
+) -> Run:
     run = session.get_one(Run, run_id)
     run.status, run.metrics, run.error, run.timings = status, metrics, error, timings
     run.log_path, run.outputs_dir, run.finished_at = log_path, outputs_dir, _now()
@@ -169,33 +207,53 @@ def get_run(session: Session, *, run_id: int) -> Run | None:
 def find_reusable_run(session: Session, *, cache_key: str) -> Run | None:
     """The latest successful run with this cache key, whose result can be reused."""
     return session.scalars(
-        select(Run).where(Run.cache_key == cache_key, Run.status == "succeeded",
-                          Run.outputs_dir.is_not(None))
-        .order_by(Run.id.desc()).limit(1)).first()
+        select(Run)
+        .where(Run.cache_key == cache_key, Run.status == "succeeded", Run.outputs_dir.is_not(None))
+        .order_by(Run.id.desc())
+        .limit(1)
+    ).first()
 
 
-def list_runs(session: Session, *, repository_id: int | None = None,
-              limit: int = 50) -> list[Run]:
+def list_runs(session: Session, *, repository_id: int | None = None, limit: int = 50) -> list[Run]:
     query = select(Run).order_by(Run.id.desc()).limit(limit)
     if repository_id is not None:
         query = query.where(Run.repository_id == repository_id)
     return list(session.scalars(query))
 
 
-def create_evaluation(session: Session, *, repository_id: int, base_sha: str, head_sha: str,
-                      base_run_id: int | None = None, head_run_id: int | None = None,
-                      job_id: int | None = None) -> Evaluation:
-    evaluation = Evaluation(repository_id=repository_id, base_sha=base_sha, head_sha=head_sha,
-                            base_run_id=base_run_id, head_run_id=head_run_id, job_id=job_id,
-                            status="running")
+def create_evaluation(
+    session: Session,
+    *,
+    repository_id: int,
+    base_sha: str,
+    head_sha: str,
+    base_run_id: int | None = None,
+    head_run_id: int | None = None,
+    job_id: int | None = None,
+) -> Evaluation:
+    evaluation = Evaluation(
+        repository_id=repository_id,
+        base_sha=base_sha,
+        head_sha=head_sha,
+        base_run_id=base_run_id,
+        head_run_id=head_run_id,
+        job_id=job_id,
+        status="running",
+    )
     session.add(evaluation)
     session.flush()
     return evaluation
 
 
-def finish_evaluation(session: Session, *, evaluation_id: int, status: str,
-                      passed: bool | None, report: dict[str, Any] | None = None,
-                      seconds: float | None = None) -> Evaluation:
+def finish_evaluation(
+    session: Session,
+    *,
+    evaluation_id: int,
+    status: str,
+    passed: bool | None,
+    report: dict[str, Any] | None = None,
+    seconds: float | None = None,
+) -> Evaluation:
     evaluation = session.get_one(Evaluation, evaluation_id)
     evaluation.status, evaluation.passed, evaluation.report = status, passed, report
     evaluation.seconds, evaluation.finished_at = seconds, _now()
@@ -203,8 +261,9 @@ def finish_evaluation(session: Session, *, evaluation_id: int, status: str,
     return evaluation
 
 
-def list_evaluations(session: Session, *, repository_id: int | None = None,
-                     limit: int = 50) -> list[Evaluation]:
+def list_evaluations(
+    session: Session, *, repository_id: int | None = None, limit: int = 50
+) -> list[Evaluation]:
     query = select(Evaluation).order_by(Evaluation.id.desc()).limit(limit)
     if repository_id is not None:
         query = query.where(Evaluation.repository_id == repository_id)
@@ -212,15 +271,27 @@ def list_evaluations(session: Session, *, repository_id: int | None = None,
 
 
 def evaluations_for_job(session: Session, *, job_id: int) -> list[dict[str, Any]]:
-    rows = session.scalars(select(Evaluation).where(Evaluation.job_id == job_id)
-                           .order_by(Evaluation.id))
-    return [{"id": e.id, "base_sha": e.base_sha, "head_sha": e.head_sha, "status": e.status,
-             "passed": e.passed, "base_run_id": e.base_run_id, "head_run_id": e.head_run_id,
-             "report": e.report} for e in rows]
+    rows = session.scalars(
+        select(Evaluation).where(Evaluation.job_id == job_id).order_by(Evaluation.id)
+    )
+    return [
+        {
+            "id": e.id,
+            "base_sha": e.base_sha,
+            "head_sha": e.head_sha,
+            "status": e.status,
+            "passed": e.passed,
+            "base_run_id": e.base_run_id,
+            "head_run_id": e.head_run_id,
+            "report": e.report,
+        }
+        for e in rows
+    ]
 
 
-def record_delivery(session: Session, *, delivery_id: str, event: str, action: str | None,
-                    payload: dict[str, Any]) -> bool:
+def record_delivery(
+    session: Session, *, delivery_id: str, event: str, action: str | None, payload: dict[str, Any]
+) -> bool:
     """Store a delivery; False when that delivery id was stored before (a redelivery)."""
     if session.get(Delivery, delivery_id) is not None:
         return False
@@ -241,25 +312,31 @@ def mark_delivery_dispatched(session: Session, *, delivery_id: str, job_id: int 
     delivery.job_id, delivery.dispatched_at = job_id, _now()
 
 
-def mark_delivery_processed(session: Session, *, delivery_id: str, outcome: str, detail: str,
-                            job_id: int | None = None) -> None:
+def mark_delivery_processed(
+    session: Session, *, delivery_id: str, outcome: str, detail: str, job_id: int | None = None
+) -> None:
     delivery = session.get_one(Delivery, delivery_id)
     delivery.outcome, delivery.detail, delivery.processed_at = outcome, detail, _now()
 
 
 def undispatched_deliveries(session: Session, *, limit: int = 1000) -> list[str]:
     """Deliveries stored but never queued (the process stopped in between)."""
-    return list(session.scalars(
-        select(Delivery.id).where(Delivery.dispatched_at.is_(None),
-                                  Delivery.processed_at.is_(None))
-        .order_by(Delivery.received_at).limit(limit)))
+    return list(
+        session.scalars(
+            select(Delivery.id)
+            .where(Delivery.dispatched_at.is_(None), Delivery.processed_at.is_(None))
+            .order_by(Delivery.received_at)
+            .limit(limit)
+        )
+    )
 
 
 def lock_key(session: Session, *, key: str) -> None:
     """Hold a lock named ``key`` until the transaction ends (PostgreSQL; SQLite locks the file)."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                        {"k": zlib.crc32(key.encode()) - 2**31})
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(key.encode()) - 2**31}
+        )
 
 
 def count_deliveries(session: Session) -> int:

@@ -1,0 +1,241 @@
+"""The job engine: Procrastinate on the store's PostgreSQL.
+
+The only module that imports procrastinate. Tasks:
+
+- ``process_delivery`` (queue ``events``): one stored webhook delivery, once.
+- ``evaluate_pull_request`` (queue ``evaluations``, or ``gpu``): one
+  evaluation; at most ``repo_concurrency`` per repository run at once
+  (Procrastinate locks), and only one is queued per pull request (a queueing
+  lock), so a new head replaces the old one.
+- ``retry_stalled`` (periodic, every 5 s): jobs whose worker stopped sending
+  heartbeats (killed, machine lost) are put back in their queue, so a SIGKILL
+  loses nothing; Procrastinate runs a periodic task once across all workers.
+
+Heartbeat every 2 s, a worker is stalled after 6 s without one: a killed
+worker's job restarts within about 10 s (measured on this machine kind).
+Cancelling uses Procrastinate's abort flag, polled every 0.5 s by the task,
+which then kills its sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import procrastinate
+from procrastinate import JobContext, RetryStrategy
+from procrastinate.exceptions import AlreadyEnqueued
+
+from modelci.pullrequests import EvaluationJob
+
+__all__ = [
+    "QUEUE_EVALUATIONS",
+    "QUEUE_EVENTS",
+    "QUEUE_GPU",
+    "ProcrastinateQueue",
+    "Services",
+    "install_services",
+    "make_job_app",
+]
+
+log = logging.getLogger(__name__)
+
+QUEUE_EVENTS = "events"
+QUEUE_EVALUATIONS = "evaluations"
+QUEUE_GPU = "gpu"
+HEARTBEAT_S = 2.0
+STALLED_AFTER_S = 6.0
+ABORT_POLL_S = 0.5
+
+TASK_DELIVERY = "modelci.process_delivery"
+TASK_EVALUATE = "modelci.evaluate_pull_request"
+TASK_RETRY_STALLED = "modelci.retry_stalled"
+
+
+@dataclass
+class Services:
+    """What the tasks need, installed once per worker process."""
+
+    process_delivery: Callable[[str], None]
+    evaluate: Callable[[EvaluationJob, threading.Event], None]
+    job_timeout_s: float
+
+
+_services: Services | None = None
+
+
+def install_services(services: Services) -> None:
+    global _services
+    _services = services
+
+
+def _get_services() -> Services:
+    if _services is None:
+        raise RuntimeError("modelci's job services are not installed in this worker")
+    return _services
+
+
+def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
+    services = _get_services()
+    job = EvaluationJob(**fields)
+    cancel = threading.Event()
+    finished = threading.Event()
+
+    def watch() -> None:
+        # Abort requests (a newer push, an unlabel) and the job timeout both
+        # end in the cancel event, which kills the running sandbox.
+        waited = 0.0
+        while not finished.wait(ABORT_POLL_S):
+            waited += ABORT_POLL_S
+            if context.should_abort() or waited >= services.job_timeout_s:
+                cancel.set()
+                return
+
+    watcher = threading.Thread(target=watch, name="modelci-abort-watch", daemon=True)
+    watcher.start()
+    try:
+        services.evaluate(job, cancel)
+    finally:
+        finished.set()
+        watcher.join()
+    if context.should_abort():
+        raise procrastinate.exceptions.JobAborted()
+
+
+def _register_tasks(app: procrastinate.App) -> None:
+    # Tasks are registered per App (the server has one for deferring and one
+    # per worker loop), and always deferred by name.
+    @app.task(
+        name=TASK_DELIVERY,
+        queue=QUEUE_EVENTS,
+        pass_context=True,
+        retry=RetryStrategy(max_attempts=5, wait=2, exponential_wait=2),
+    )
+    def process_delivery(context: JobContext, *, delivery_id: str) -> None:
+        _get_services().process_delivery(delivery_id)
+
+    @app.task(
+        name=TASK_EVALUATE,
+        queue=QUEUE_EVALUATIONS,
+        pass_context=True,
+        retry=RetryStrategy(max_attempts=3, wait=5),
+    )
+    def evaluate_pull_request(context: JobContext, /, **fields: Any) -> None:
+        _evaluate(context, fields)
+
+    @app.periodic(cron="*/5 * * * * *")
+    @app.task(
+        name=TASK_RETRY_STALLED,
+        queue=QUEUE_EVENTS,
+        queueing_lock="retry_stalled",
+        pass_context=True,
+    )
+    async def retry_stalled(context: JobContext, timestamp: int) -> None:
+        manager = context.app.job_manager
+        for job in await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER_S):
+            log.warning("job %s (%s) lost its worker; retrying it", job.id, job.task_name)
+            await manager.retry_job(job)
+
+
+def _conninfo(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def make_job_app(database_url: str) -> procrastinate.App:
+    """The Procrastinate app on the store's database (a PostgreSQL URL)."""
+    if not database_url.startswith(("postgresql://", "postgresql+psycopg://")):
+        from modelci.errors import ConfigError
+
+        raise ConfigError(
+            "the job engine needs PostgreSQL, and MODELCI_DATABASE_URL is not a PostgreSQL URL",
+            hint="unset MODELCI_DATABASE_URL to use the embedded PostgreSQL, or point it at one",
+        )
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=_conninfo(database_url)),
+        worker_defaults={
+            "update_heartbeat_interval": HEARTBEAT_S,
+            "stalled_worker_timeout": STALLED_AFTER_S,
+            "abort_job_polling_interval": ABORT_POLL_S,
+            "install_signal_handlers": False,
+        },
+    )
+    _register_tasks(app)
+    return app
+
+
+def apply_schema(app: procrastinate.App) -> None:
+    """Create Procrastinate's tables once (idempotent, safe across processes)."""
+    with app.open():
+        connector = app.connector.get_sync_connector()
+        exists = connector.execute_query_one(
+            "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present"
+        )
+        if not exists["present"]:
+            connector.execute_query("SELECT pg_advisory_lock(774411)")
+            try:
+                again = connector.execute_query_one(
+                    "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present"
+                )
+                if not again["present"]:
+                    app.schema_manager.apply_schema()
+            finally:
+                connector.execute_query("SELECT pg_advisory_unlock(774411)")
+
+
+def run_worker(
+    app: procrastinate.App, *, queues: list[str], concurrency: int, stop: threading.Event
+) -> None:
+    """Run a worker until ``stop`` is set (blocks; call from a thread or main)."""
+
+    async def main() -> None:
+        async with app.open_async():
+            task = asyncio.create_task(
+                app.run_worker_async(queues=queues, concurrency=concurrency, wait=True)
+            )
+            while not stop.is_set() and not task.done():
+                await asyncio.sleep(0.2)
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+
+
+class ProcrastinateQueue:
+    """The workflow's job queue on Procrastinate."""
+
+    def __init__(self, app: procrastinate.App, *, repo_concurrency: int = 1) -> None:
+        self.app = app
+        self.repo_concurrency = max(1, repo_concurrency)
+
+    def defer_delivery(self, delivery_id: str) -> int | None:
+        try:
+            return self.app.configure_task(
+                TASK_DELIVERY, queueing_lock=f"delivery:{delivery_id}"
+            ).defer(delivery_id=delivery_id)
+        except AlreadyEnqueued:
+            return None
+
+    def enqueue_evaluation(self, job: EvaluationJob, *, gpu: bool = False) -> int:
+        slot = job.number % self.repo_concurrency
+        return self.app.configure_task(
+            TASK_EVALUATE,
+            queue=QUEUE_GPU if gpu else QUEUE_EVALUATIONS,
+            lock=f"repo:{job.repo}:{slot}",
+            queueing_lock=f"pr:{job.pr_key}",
+        ).defer(**job.to_json())
+
+    def cancel_evaluations(self, *, repo: str, number: int) -> int:
+        manager = self.app.job_manager
+        cancelled = 0
+        for status, abort in (("todo", False), ("doing", True)):
+            for found in manager.list_jobs(queueing_lock=f"pr:{repo}#{number}", status=status):
+                if found.id is not None and manager.cancel_job_by_id(found.id, abort=abort):
+                    cancelled += 1
+        return cancelled

@@ -1,0 +1,176 @@
+"""``modelci serve`` and ``modelci worker``: the long-running processes.
+
+``serve`` starts, in one process: the database (embedded PostgreSQL unless
+``MODELCI_DATABASE_URL`` is set), the webhook receiver and API (uvicorn), and
+worker threads. ``worker`` runs only workers, on any machine pointed at the
+same PostgreSQL. Deliveries that were stored but not queued (a crash between
+the two) are queued again at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import uv
+
+from modelci import jobs, store
+from modelci.db import Database, open_database
+from modelci.environments import EnvironmentManager
+from modelci.errors import ConfigError
+from modelci.evaluation import Evaluator
+from modelci.github import GitHubClient, make_auth
+from modelci.sandbox import make_sandbox
+from modelci.settings import Settings
+from modelci.worker import PullRequestService
+
+__all__ = ["Runtime", "run_server", "run_workers", "server_runtime"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    job_app: object
+    queue: jobs.ProcrastinateQueue
+    service: PullRequestService
+
+
+def github_client(settings: Settings) -> GitHubClient:
+    token = settings.github_token.get_secret_value() if settings.github_token else None
+    auth = make_auth(
+        app_id=settings.github_app_id, private_key_pem=settings.read_private_key(), token=token
+    )
+    return GitHubClient(
+        settings.github_api_url,
+        auth,
+        max_concurrency=settings.github_max_concurrency,
+        max_wait_s=settings.github_max_rate_limit_wait_s,
+    )
+
+
+@contextmanager
+def server_runtime(settings: Settings, *, unsafe: bool = False) -> Iterator[Runtime]:
+    """Open the database and job engine and build the services a worker needs."""
+    sandbox = make_sandbox(unsafe=unsafe, uid_base=settings.sandbox_uid_base)
+    github = github_client(settings)
+    database = open_database(settings)
+    try:
+        job_app = jobs.make_job_app(database.url)
+        jobs.apply_schema(job_app)
+        with job_app.open():
+            queue = jobs.ProcrastinateQueue(job_app, repo_concurrency=settings.repo_concurrency)
+            environments = EnvironmentManager(
+                envs_dir=settings.envs_dir,
+                python=settings.python,
+                uv_bin=uv.find_uv_bin(),
+                resolution_ttl_s=settings.env_resolution_ttl_s,
+            )
+            evaluator = Evaluator(
+                settings=settings,
+                database=lambda: database,
+                sandbox=sandbox,
+                environments=environments,
+            )
+            service = PullRequestService(
+                database=database,
+                github=github,
+                evaluator=evaluator,
+                queue=queue,
+                label=settings.github_trigger_label,
+                check_name=settings.github_check_name,
+                public_url=settings.public_url,
+            )
+            jobs.install_services(
+                jobs.Services(
+                    process_delivery=service.process_delivery,
+                    evaluate=service.evaluate,
+                    job_timeout_s=settings.job_timeout_s,
+                )
+            )
+            yield Runtime(settings, database, job_app, queue, service)
+    finally:
+        github.close()
+        database.close()
+
+
+def requeue_undispatched(runtime: Runtime) -> int:
+    with runtime.database.session() as session:
+        pending = store.undispatched_deliveries(session)
+    for delivery_id in pending:
+        job_id = runtime.queue.defer_delivery(delivery_id)
+        with runtime.database.session() as session:
+            store.mark_delivery_dispatched(session, delivery_id=delivery_id, job_id=job_id)
+    return len(pending)
+
+
+def _worker_thread(
+    runtime: Runtime, queues: list[str], concurrency: int, stop: threading.Event
+) -> threading.Thread:
+    # Each worker loop gets its own App: Procrastinate's async connector must
+    # live in the loop that uses it.
+    app = jobs.make_job_app(runtime.database.url)
+    thread = threading.Thread(
+        target=jobs.run_worker,
+        kwargs={"app": app, "queues": queues, "concurrency": concurrency, "stop": stop},
+        name="modelci-worker",
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
+def run_workers(
+    settings: Settings, *, queues: list[str], concurrency: int, unsafe: bool = False
+) -> None:
+    """``modelci worker``: run jobs until interrupted."""
+    stop = threading.Event()
+    with server_runtime(settings, unsafe=unsafe) as runtime:
+        thread = _worker_thread(runtime, queues, concurrency, stop)
+        try:
+            while thread.is_alive():
+                thread.join(0.5)
+        except KeyboardInterrupt:
+            stop.set()
+            thread.join(30)
+
+
+def run_server(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    unsafe: bool = False,
+    queues: list[str] | None = None,
+) -> None:
+    """``modelci serve``: receiver, API and workers in one process."""
+    import uvicorn
+
+    from modelci.api import ApiContext, create_app
+
+    secret = settings.read_webhook_secret()
+    if not secret:
+        raise ConfigError(
+            "no webhook secret is configured",
+            hint="set MODELCI_GITHUB_WEBHOOK_SECRET_PATH (a file holding the "
+            "secret you gave GitHub) or MODELCI_GITHUB_WEBHOOK_SECRET",
+        )
+    stop = threading.Event()
+    with server_runtime(settings, unsafe=unsafe) as runtime:
+        requeued = requeue_undispatched(runtime)
+        if requeued:
+            log.warning("queued %d stored deliveries that had not been queued", requeued)
+        worker = _worker_thread(
+            runtime, queues or [jobs.QUEUE_EVENTS, jobs.QUEUE_EVALUATIONS], settings.workers, stop
+        )
+        app = create_app(ApiContext(runtime.database, runtime.queue, secret))
+        try:
+            uvicorn.run(app, host=host, port=port, log_level="info")
+        finally:
+            stop.set()
+            worker.join(30)
