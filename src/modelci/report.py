@@ -61,10 +61,8 @@ def format_number(value: float | None, *, signed: bool = False) -> str:
 def _ci(metric: MetricComparison) -> str:
     if metric.interval is None:
         return ""
-    return (
-        f"[{format_number(metric.interval.low, signed=True)}, "
-        f"{format_number(metric.interval.high, signed=True)}]"
-    )
+    low, high = metric.interval.low, metric.interval.high
+    return f"[{low:+.3g}, {high:+.3g}]" if (low, high) != (0, 0) else "[0, 0]"
 
 
 def _order(comparison: Comparison) -> list[MetricComparison]:
@@ -95,7 +93,11 @@ def render_rich(comparison: Comparison, *, head_label: str, base_label: str) -> 
         caption_style="bold green" if comparison.passed else "bold red",
     )
     for column in ("metric", "base", "head", "Δ", "95% CI of Δ", "verdict"):
-        table.add_column(column, justify="left" if column in ("metric", "verdict") else "right")
+        table.add_column(
+            column,
+            justify="left" if column in ("metric", "verdict") else "right",
+            no_wrap=column != "metric",
+        )
     for m in _order(comparison):
         gate = "" if m.gated else " [dim](not gated)[/]"
         verdict = Text.from_markup(
