@@ -85,6 +85,8 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
             click.echo(f"### modelci evaluation failed\n\n```\n{result.error}\n```")
     elif result.comparison is not None:
         console = Console()
+        if not console.is_terminal:
+            console = Console(width=120)  # logs and CI: no need to squeeze the table
         console.print(
             report.render_rich(
                 result.comparison,
