@@ -61,8 +61,8 @@ def format_number(value: float | None, *, signed: bool = False) -> str:
 def _ci(metric: MetricComparison) -> str:
     if metric.interval is None:
         return ""
-    low, high = metric.interval.low, metric.interval.high
-    return f"[{low:+.3g}, {high:+.3g}]" if (low, high) != (0, 0) else "[0, 0]"
+    low, high = (f"{v:+.3g}" if v else "0" for v in (metric.interval.low, metric.interval.high))
+    return f"[{low}, {high}]"
 
 
 def _order(comparison: Comparison) -> list[MetricComparison]:
