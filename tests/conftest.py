@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from modelci.pgembed import EmbeddedPostgres
 
 GitRepo = Callable[..., Path]
 
@@ -60,3 +65,21 @@ def make_repo(tmp_path: Path) -> GitRepo:
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """CI's server (MODELCI_TEST_POSTGRES_URL), else an embedded one for this session."""
+    url = os.environ.get("MODELCI_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    if os.environ.get("CI"):
+        pytest.fail("CI must set MODELCI_TEST_POSTGRES_URL (scripts/test starts a server)")
+    directory = Path(tempfile.mkdtemp(prefix="modelci-pg-", dir="/var/tmp"))
+    server = EmbeddedPostgres(directory)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)

@@ -222,20 +222,32 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, help="Port to listen on.")
 @click.option(
+    "--workers",
+    type=int,
+    help="Worker threads in this process (default MODELCI_WORKERS; 0: receiver and API only, "
+    "with `modelci worker` elsewhere).",
+)
+@click.option(
     "--poll",
     is_flag=True,
     help="Also watch MODELCI_POLL_REPOSITORIES through the API (no public URL needed).",
 )
 @_unsafe
 @_guarded
-def serve(host: str, port: int, poll: bool, unsafe: bool) -> None:
+def serve(host: str, port: int, workers: int | None, poll: bool, unsafe: bool) -> None:
     """Run the webhook receiver, the API and workers in one process."""
     from modelci.server import run_server
 
     settings = _settings()
     if poll:
         _fail("polling mode is not available yet; expose /webhooks/github to GitHub instead")
-    run_server(settings, host=host, port=port, unsafe=unsafe)
+    run_server(
+        settings,
+        host=host,
+        port=port,
+        unsafe=unsafe,
+        workers=settings.workers if workers is None else workers,
+    )
 
 
 @cli.command()

@@ -10,6 +10,7 @@ the two) are queued again at start.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -130,6 +131,7 @@ def run_workers(
 ) -> None:
     """``modelci worker``: run jobs until interrupted."""
     stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with server_runtime(settings, unsafe=unsafe) as runtime:
         thread = _worker_thread(runtime, queues, concurrency, stop)
         try:
@@ -145,10 +147,11 @@ def run_server(
     *,
     host: str,
     port: int,
+    workers: int,
     unsafe: bool = False,
     queues: list[str] | None = None,
 ) -> None:
-    """``modelci serve``: receiver, API and workers in one process."""
+    """``modelci serve``: receiver, API and ``workers`` worker threads in one process."""
     import uvicorn
 
     from modelci.api import ApiContext, create_app
@@ -165,12 +168,15 @@ def run_server(
         requeued = requeue_undispatched(runtime)
         if requeued:
             log.warning("queued %d stored deliveries that had not been queued", requeued)
-        worker = _worker_thread(
-            runtime, queues or [jobs.QUEUE_EVENTS, jobs.QUEUE_EVALUATIONS], settings.workers, stop
-        )
+        worker = None
+        if workers > 0:
+            worker = _worker_thread(
+                runtime, queues or [jobs.QUEUE_EVENTS, jobs.QUEUE_EVALUATIONS], workers, stop
+            )
         app = create_app(ApiContext(runtime.database, runtime.queue, secret))
         try:
             uvicorn.run(app, host=host, port=port, log_level="info")
         finally:
             stop.set()
-            worker.join(30)
+            if worker is not None:
+                worker.join(30)

@@ -2,14 +2,19 @@
 
 ORM models plus keyword-only query functions that take a ``Session`` first;
 nothing else in the package writes SQL. Works on PostgreSQL (the default,
-embedded or external) and SQLite.
+embedded or external) and SQLite. The schema itself is created by the Alembic
+migrations in ``modelci/migrations`` (a test checks that they agree).
+
+Statuses are plain strings: runs are ``queued``, ``running``, ``succeeded``,
+``failed`` or ``cancelled``; roles are ``head``, ``base``, ``deliver``, ...
+Datetimes are timezone-aware UTC on every backend.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import zlib
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -21,7 +26,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    func,
     select,
     text,
 )
@@ -29,6 +33,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from modelci.errors import StoreError
 
 __all__ = [
     "Base",
@@ -55,6 +61,7 @@ __all__ = [
 ]
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+_Row = TypeVar("_Row", bound="Base")
 
 
 def _now() -> dt.datetime:
@@ -62,17 +69,30 @@ def _now() -> dt.datetime:
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite stores no zone (it would keep a +02:00 time's wall clock), so values
+    are converted to UTC on the way in and marked UTC on the way out.
+    """
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: pass a timezone-aware one")
+        return value.astimezone(dt.UTC)
+
     def process_result_value(
         self, value: dt.datetime | None, dialect: Dialect
     ) -> dt.datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)
-        return value
+        return value.astimezone(dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -167,7 +187,11 @@ def create_run(
     env_key: str | None = None,
     status: str = "running",
     started_at: dt.datetime | None = None,
+    reused_from_id: int | None = None,
 ) -> Run:
+    """A new run; ``started_at`` defaults to now for a run created ``running``."""
+    if started_at is None and status == "running":
+        started_at = _now()
     run = Run(
         repository_id=repository_id,
         sha=sha,
@@ -175,7 +199,8 @@ def create_run(
         status=status,
         cache_key=cache_key,
         env_key=env_key,
-        started_at=started_at or _now(),
+        started_at=started_at,
+        reused_from_id=reused_from_id,
     )
     session.add(run)
     session.flush()
@@ -193,11 +218,28 @@ def finish_run(
     log_path: str | None = None,
     outputs_dir: str | None = None,
 ) -> Run:
-    run = session.get_one(Run, run_id)
-    run.status, run.metrics, run.error, run.timings = status, metrics, error, timings
-    run.log_path, run.outputs_dir, run.finished_at = log_path, outputs_dir, _now()
+    """Record the run's end; fields left None keep what was stored before."""
+    run = _get(session, Run, run_id)
+    run.status, run.finished_at = status, _now()
+    changes = {
+        "metrics": metrics,
+        "error": error,
+        "timings": timings,
+        "log_path": log_path,
+        "outputs_dir": outputs_dir,
+    }
+    for field, value in changes.items():
+        if value is not None:
+            setattr(run, field, value)
     session.flush()
     return run
+
+
+def _get(session: Session, model: type[_Row], key: int | str) -> _Row:
+    found = session.get(model, key)
+    if found is None:
+        raise StoreError(f"no {model.__tablename__} row with id {key!r}")
+    return found
 
 
 def get_run(session: Session, *, run_id: int) -> Run | None:
@@ -205,7 +247,7 @@ def get_run(session: Session, *, run_id: int) -> Run | None:
 
 
 def find_reusable_run(session: Session, *, cache_key: str) -> Run | None:
-    """The latest successful run with this cache key, whose result can be reused."""
+    """The latest succeeded run with this cache key that kept its outputs, for reuse."""
     return session.scalars(
         select(Run)
         .where(Run.cache_key == cache_key, Run.status == "succeeded", Run.outputs_dir.is_not(None))
@@ -230,6 +272,7 @@ def create_evaluation(
     base_run_id: int | None = None,
     head_run_id: int | None = None,
     job_id: int | None = None,
+    status: str = "running",
 ) -> Evaluation:
     evaluation = Evaluation(
         repository_id=repository_id,
@@ -238,7 +281,7 @@ def create_evaluation(
         base_run_id=base_run_id,
         head_run_id=head_run_id,
         job_id=job_id,
-        status="running",
+        status=status,
     )
     session.add(evaluation)
     session.flush()
@@ -254,7 +297,7 @@ def finish_evaluation(
     report: dict[str, Any] | None = None,
     seconds: float | None = None,
 ) -> Evaluation:
-    evaluation = session.get_one(Evaluation, evaluation_id)
+    evaluation = _get(session, Evaluation, evaluation_id)
     evaluation.status, evaluation.passed, evaluation.report = status, passed, report
     evaluation.seconds, evaluation.finished_at = seconds, _now()
     session.flush()
@@ -308,14 +351,16 @@ def get_delivery(session: Session, *, delivery_id: str) -> Delivery | None:
 
 
 def mark_delivery_dispatched(session: Session, *, delivery_id: str, job_id: int | None) -> None:
-    delivery = session.get_one(Delivery, delivery_id)
+    delivery = _get(session, Delivery, delivery_id)
     delivery.job_id, delivery.dispatched_at = job_id, _now()
 
 
 def mark_delivery_processed(
     session: Session, *, delivery_id: str, outcome: str, detail: str, job_id: int | None = None
 ) -> None:
-    delivery = session.get_one(Delivery, delivery_id)
+    delivery = _get(session, Delivery, delivery_id)
+    # job_id (the job the event queued) is accepted for the callers but not stored yet:
+    # Delivery.job_id is the job that processes the delivery.
     delivery.outcome, delivery.detail, delivery.processed_at = outcome, detail, _now()
 
 
@@ -332,12 +377,14 @@ def undispatched_deliveries(session: Session, *, limit: int = 1000) -> list[str]
 
 
 def lock_key(session: Session, *, key: str) -> None:
-    """Hold a lock named ``key`` until the transaction ends (PostgreSQL; SQLite locks the file)."""
+    """Hold a lock named ``key`` until the transaction ends.
+
+    PostgreSQL: an advisory lock on a hash of the key. SQLite: the database's
+    write lock, which every transaction takes when it begins (see ``db``).
+    """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(
             text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(key.encode()) - 2**31}
         )
-
-
-def count_deliveries(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(Delivery)) or 0)
+    else:
+        session.connection()  # begins the transaction, and so takes the lock

@@ -1,0 +1,295 @@
+"""End to end: `modelci serve` / `modelci worker` processes, real PostgreSQL, the real
+sandbox, real webhook payloads re-signed, and the stand-in GitHub on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import GitRepo, commit_files, git
+from tests.github.conftest import INSTALLATION, REPO, GitHub, app_key, github, standin_server
+from tests.github.helpers import TEST_SECRET, load_sample, signed_delivery
+
+__all__ = ["app_key", "github", "standin_server"]  # fixtures used here
+
+pytestmark = pytest.mark.sandbox
+if shutil.which("bwrap") is None or os.geteuid() != 0:
+    pytest.skip("needs bubblewrap and root (scripts/setup installs it)", allow_module_level=True)
+
+TRAIN = """\
+import json, os, random, time
+p = json.load(open("params.json"))
+time.sleep(p.get("sleep", 0))
+rng = random.Random(0)
+y = [rng.randint(0, 1) for _ in range(300)]
+pred = [t if rng.random() < p["skill"] else 1 - t for t in y]
+json.dump({"accuracy": sum(a == b for a, b in zip(y, pred)) / len(y)}, open("metrics.json", "w"))
+"""
+CONFIG = "train: python train.py\nmetrics: metrics.json\n"
+MAINTAINER, OUTSIDER = "maintainer", "drive-by"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Service:
+    """modelci processes for one test, sharing one fresh PostgreSQL database."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}-{len(self.processes)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelci", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.processes.append(proc)
+        return proc
+
+    def serve(self, workers: int = 2) -> subprocess.Popen[bytes]:
+        proc = self._spawn("serve", "serve", "--port", str(self.port), "--workers", str(workers))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                time.sleep(0.2)
+            assert proc.poll() is None, self.dump()
+        raise AssertionError("modelci serve did not start\n" + self.dump())
+
+    def worker(self) -> subprocess.Popen[bytes]:
+        return self._spawn("worker", "worker", "--concurrency", "2")
+
+    def deliver(
+        self,
+        payload: dict[str, Any],
+        *,
+        event: str = "pull_request",
+        delivery_id: str | None = None,
+        secret: bytes = TEST_SECRET,
+    ) -> httpx.Response:
+        headers, body = signed_delivery(
+            payload, event=event, delivery_id=delivery_id, secret=secret
+        )
+        return httpx.post(f"{self.url}/webhooks/github", headers=headers, content=body, timeout=10)
+
+    def dump(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
+            for p in sorted(self.logs.glob("*.log"))
+        )
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture
+def service(github: GitHub, postgres_url: str, app_key: Any) -> Iterator[Service]:
+    data = Path(tempfile.mkdtemp(prefix="modelci-svc-", dir="/var/tmp"))
+    name = f"modelci_e2e_{uuid.uuid4().hex[:8]}"
+    admin = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    key = data / "app.pem"
+    key.write_bytes(app_key.private_pem)
+    key.chmod(0o600)
+    env = {
+        **os.environ,
+        "MODELCI_DATA_DIR": str(data),
+        "MODELCI_DATABASE_URL": url,
+        "MODELCI_GITHUB_API_URL": github.url,
+        "MODELCI_GITHUB_APP_ID": str(github.app_id),
+        "MODELCI_GITHUB_PRIVATE_KEY_PATH": str(key),
+        "MODELCI_GITHUB_WEBHOOK_SECRET": TEST_SECRET.decode(),
+        "MODELCI_WORKERS": "2",
+        "MODELCI_SANDBOX_UID_BASE": "60300",
+    }
+    github.state.set_role(REPO, MAINTAINER, "write")
+    github.state.set_role(REPO, OUTSIDER, "read")
+    svc = Service(env, data)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def model_repo(
+    github: GitHub, make_repo: GitRepo, *, head_skill: float = 0.9, sleep: float = 0
+) -> tuple[Path, str]:
+    """A model repository with a pull request #1 (branch ``feature``) open on GitHub."""
+    repo = make_repo(
+        {"modelci.yaml": CONFIG, "train.py": TRAIN, "params.json": json.dumps({"skill": 0.7})}
+    )
+    git(repo, "checkout", "-q", "-b", "feature")
+    head = commit_files(repo, {"params.json": json.dumps({"skill": head_skill, "sleep": sleep})})
+    git(repo, "checkout", "-q", "main")
+    github.state.add_pull(REPO, 1, head_sha=head, head_ref="feature", labels=("evaluate",))
+    return repo, head
+
+
+def labeled(
+    repo: Path,
+    head_sha: str,
+    *,
+    sender: str = MAINTAINER,
+    action: str = "labeled",
+    label: str = "evaluate",
+) -> dict[str, Any]:
+    """GitHub's real `pull_request` example, pointed at our repository."""
+    payload = load_sample("pull_request.labeled.json")
+    payload["action"] = action
+    payload["repository"]["full_name"] = REPO
+    payload["repository"]["clone_url"] = str(repo)
+    payload["pull_request"]["number"] = payload["number"] = 1
+    payload["pull_request"]["head"]["sha"] = head_sha
+    payload["pull_request"]["base"]["ref"] = "main"
+    payload["pull_request"]["labels"] = [{"name": label}]
+    payload["label"] = {"name": label}
+    payload["sender"]["login"] = sender
+    payload["installation"] = {"id": INSTALLATION}
+    return payload
+
+
+def wait_for(condition: Callable[[], bool], service: Service, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError("timed out\n" + service.dump())
+
+
+def comments(github: GitHub) -> list[dict[str, Any]]:
+    return [c for c in github.state.comments if c["_issue"] == 1]
+
+
+def finished(github: GitHub, head_sha: str) -> Callable[[], bool]:
+    def done() -> bool:
+        found = comments(github)
+        runs = [r for r in github.state.check_runs.values() if r["head_sha"] == head_sha]
+        return (
+            len(found) == 1
+            and head_sha[:7] in found[0]["body"]
+            and ("PASS" in found[0]["body"] or "FAIL" in found[0]["body"])
+            and any(r["status"] == "completed" for r in runs)
+        )
+
+    return done
+
+
+def test_label_gives_one_comment_and_a_completed_check(
+    service: Service, github: GitHub, make_repo: GitRepo
+) -> None:
+    repo, head = model_repo(github, make_repo)
+    service.serve()
+    answer = service.deliver(labeled(repo, head))
+    assert answer.status_code == 202, answer.text
+    wait_for(finished(github, head), service)
+    body = comments(github)[0]["body"]
+    assert "| accuracy |" in body and "improved" in body
+    run = next(r for r in github.state.check_runs.values() if r["head_sha"] == head)
+    assert run["conclusion"] == "success"
+
+
+def test_relabel_and_synchronize_update_the_same_comment(
+    service: Service, github: GitHub, make_repo: GitRepo
+) -> None:
+    repo, head = model_repo(github, make_repo)
+    service.serve()
+    assert service.deliver(labeled(repo, head)).status_code == 202
+    wait_for(finished(github, head), service)
+    assert service.deliver(labeled(repo, head)).status_code == 202
+    git(repo, "checkout", "-q", "feature")
+    newer = commit_files(repo, {"params.json": json.dumps({"skill": 0.5})})
+    git(repo, "checkout", "-q", "main")
+    assert service.deliver(labeled(repo, newer, action="synchronize")).status_code == 202
+    wait_for(finished(github, newer), service)
+    assert len(comments(github)) == 1
+    assert "FAIL" in comments(github)[0]["body"]  # 0.5 skill regresses accuracy
+
+
+def test_label_by_a_user_without_write_access_runs_nothing(
+    service: Service, github: GitHub, make_repo: GitRepo
+) -> None:
+    repo, head = model_repo(github, make_repo)
+    service.serve()
+    assert service.deliver(labeled(repo, head, sender=OUTSIDER)).status_code == 202
+    wait_for(lambda: len(comments(github)) == 1, service, timeout=30)
+    assert "maintainer" in comments(github)[0]["body"]
+    time.sleep(2)
+    assert github.state.check_runs == {}
+    assert not list((Path(service.env["MODELCI_DATA_DIR"]) / "logs").glob("*.log"))
+
+
+def test_redelivery_is_processed_once_and_bad_signatures_are_refused(
+    service: Service, github: GitHub, make_repo: GitRepo
+) -> None:
+    repo, head = model_repo(github, make_repo)
+    service.serve()
+    bad = service.deliver(labeled(repo, head), secret=b"wrong secret")
+    assert bad.status_code == 401
+    garbage = httpx.post(
+        f"{service.url}/webhooks/github",
+        content=b"{not json",
+        headers={
+            "X-GitHub-Event": "pull_request",
+            "X-GitHub-Delivery": "x",
+            "X-Hub-Signature-256": "sha256=00",
+        },
+        timeout=10,
+    )
+    assert garbage.status_code == 401
+    delivery = str(uuid.uuid4())
+    assert service.deliver(labeled(repo, head), delivery_id=delivery).status_code == 202
+    again = service.deliver(labeled(repo, head), delivery_id=delivery)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    wait_for(finished(github, head), service)
+    time.sleep(2)
+    assert len([r for r in github.state.check_runs.values() if r["head_sha"] == head]) == 1
+    jobs = httpx.get(f"{service.url}/api/jobs", timeout=10).json()
+    assert len([j for j in jobs if j["task"] == "modelci.evaluate_pull_request"]) == 1
+
+
+def test_jobs_queued_across_a_server_restart_all_complete(
+    service: Service, github: GitHub, make_repo: GitRepo
+) -> None:
+    repo, head = model_repo(github, make_repo)
+    server = service.serve(workers=0)
+    assert service.deliver(labeled(repo, head)).status_code == 202
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+    service.serve(workers=2)
+    wait_for(finished(github, head), service, timeout=120)
