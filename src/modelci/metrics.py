@@ -7,13 +7,12 @@ from the metric's name (its last dotted part, split on ``_`` and ``-``).
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Literal
 
 from modelci.errors import OutputError
 
-__all__ = ["Direction", "default_direction", "flatten_metrics", "is_finite", "name_tokens"]
+__all__ = ["Direction", "default_direction", "flatten_metrics", "name_tokens"]
 
 Direction = Literal["higher", "lower"]
 
@@ -141,7 +140,3 @@ def flatten_metrics(data: Any, *, source: str) -> dict[str, float]:
                 hint="write summary metrics, not per-example values",
             )
     return out
-
-
-def is_finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
