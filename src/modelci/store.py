@@ -1,4 +1,5 @@
-"""What modelci stores: repositories, runs, evaluations, webhook deliveries.
+"""What modelci stores: repositories, runs, evaluations, webhook deliveries, model
+lifecycle events and the prediction log.
 
 ORM models plus keyword-only query functions that take a ``Session`` first;
 nothing else in the package writes SQL. Works on PostgreSQL (the default,
@@ -18,14 +19,17 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
+    insert,
     select,
     text,
 )
@@ -40,6 +44,8 @@ __all__ = [
     "Base",
     "Delivery",
     "Evaluation",
+    "ModelEvent",
+    "PredictionRecord",
     "Repository",
     "Run",
     "create_evaluation",
@@ -52,11 +58,15 @@ __all__ = [
     "get_or_create_repository",
     "get_run",
     "list_evaluations",
+    "list_model_events",
+    "list_predictions",
     "list_runs",
     "lock_key",
+    "log_predictions",
     "mark_delivery_dispatched",
     "mark_delivery_processed",
     "record_delivery",
+    "record_model_event",
     "undispatched_deliveries",
 ]
 
@@ -162,6 +172,41 @@ class Delivery(Base):
     processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     outcome: Mapped[str | None] = mapped_column(String(30))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ModelEvent(Base):
+    """Something that happened to a registered model: who did it and why.
+
+    ``action`` is ``registered``, ``promoted``, ``rejected`` (failed its gates),
+    ``rolled_back`` or ``swap_failed`` (the server refused to serve it).
+    """
+
+    __tablename__ = "model_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(300), index=True)
+    version: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(30))
+    actor: Mapped[str] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(Text)
+    sha: Mapped[str | None] = mapped_column(String(40))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+
+
+class PredictionRecord(Base):
+    """One served prediction, written in batches off the request path."""
+
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_model_name_created_at", "model_name", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(300))
+    version: Mapped[int] = mapped_column(Integer)
+    inputs: Mapped[Any] = mapped_column(JsonType)
+    outputs: Mapped[Any] = mapped_column(JsonType)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
 def get_or_create_repository(session: Session, *, url: str, name: str) -> Repository:
@@ -388,3 +433,62 @@ def lock_key(session: Session, *, key: str) -> None:
         )
     else:
         session.connection()  # begins the transaction, and so takes the lock
+
+
+def record_model_event(
+    session: Session,
+    *,
+    model_name: str,
+    version: int | None,
+    action: str,
+    actor: str,
+    reason: str,
+    sha: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> ModelEvent:
+    event = ModelEvent(
+        model_name=model_name,
+        version=version,
+        action=action,
+        actor=actor,
+        reason=reason,
+        sha=sha,
+        details=details,
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def list_model_events(session: Session, *, model_name: str, limit: int = 50) -> list[ModelEvent]:
+    """The newest first."""
+    return list(
+        session.scalars(
+            select(ModelEvent)
+            .where(ModelEvent.model_name == model_name)
+            .order_by(ModelEvent.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def log_predictions(session: Session, *, rows: list[dict[str, Any]]) -> int:
+    """Insert a batch; each row has model_name, version, inputs, outputs, latency_ms,
+    created_at (timezone-aware)."""
+    if rows:
+        session.execute(insert(PredictionRecord), rows)
+    return len(rows)
+
+
+def list_predictions(
+    session: Session, *, model_name: str, limit: int = 100
+) -> list[PredictionRecord]:
+    """The newest first."""
+    return list(
+        session.scalars(
+            select(PredictionRecord)
+            .where(PredictionRecord.model_name == model_name)
+            .order_by(PredictionRecord.id.desc())
+            .limit(limit)
+        )
+    )
