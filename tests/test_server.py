@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -293,3 +294,39 @@ def test_jobs_queued_across_a_server_restart_all_complete(
     server.wait(timeout=30)
     service.serve(workers=2)
     wait_for(finished(github, head), service, timeout=120)
+
+
+def test_a_worker_killed_mid_evaluation_is_retried_and_one_comment_remains(
+    service: Service, github: GitHub, make_repo: GitRepo
+) -> None:
+    repo, head = model_repo(github, make_repo, sleep=20)
+    service.serve(workers=0)
+    first = service.worker()
+    assert service.deliver(labeled(repo, head)).status_code == 202
+    logs = Path(service.env["MODELCI_DATA_DIR"]) / "logs"
+
+    def training_head() -> bool:
+        # The head's sandbox log appears when its training starts (it then sleeps 20 s).
+        return any(logs.glob(f"*{head[:12]}*.log"))
+
+    wait_for(training_head, service)
+    assert first.poll() is None, service.dump()
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    killed_at = time.time()
+    service.worker()
+    wait_for(finished(github, head), service, timeout=180)
+    found = comments(github)
+    assert len(found) == 1 and "| accuracy |" in found[0]["body"]
+    runs = [r for r in github.state.check_runs.values() if r["head_sha"] == head]
+    assert [r["conclusion"] for r in runs if r["status"] == "completed"] == ["success"]
+    jobs = httpx.get(f"{service.url}/api/jobs", timeout=10).json()
+    evaluations = [j for j in jobs if j["task"] == "modelci.evaluate_pull_request"]
+    assert len(evaluations) == 1, evaluations
+    retried = (service.logs / "worker-2.log").read_text()
+    assert "lost its worker; retrying it" in retried, service.dump()
+    restart = next(
+        line for line in retried.splitlines() if "Starting job modelci.evaluate_pull_request" in line
+    )
+    started = datetime.strptime(restart[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    print(f"SIGKILL to the evaluation restarting: {started - killed_at:.1f} s")

@@ -128,7 +128,9 @@ def _register_tasks(app: procrastinate.App) -> None:
     def evaluate_pull_request(context: JobContext, /, **fields: Any) -> None:
         _evaluate(context, fields)
 
-    @app.periodic(cron="*/5 * * * * *")
+    # Six fields: croniter reads the last one as seconds ("*/5 * * * * *" would
+    # mean every second of every fifth minute, leaving stalled jobs for minutes).
+    @app.periodic(cron="* * * * * */5")
     @app.task(
         name=TASK_RETRY_STALLED,
         queue=QUEUE_EVENTS,

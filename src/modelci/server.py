@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,24 @@ class Runtime:
     job_app: object
     queue: jobs.ProcrastinateQueue
     service: PullRequestService
+
+
+def configure_logging() -> None:
+    """INFO to stderr for the long-running processes, so operators see jobs come and go.
+
+    Without this only warnings reach stderr (Python's last-resort handler), and
+    a ``modelci worker`` that picks up, retries or finishes jobs says nothing.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        root.addHandler(handler)
+    # One line per GitHub request drowns out the jobs; failures still show.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    root.setLevel(logging.INFO)
 
 
 def github_client(settings: Settings) -> GitHubClient:
@@ -130,6 +149,7 @@ def run_workers(
     settings: Settings, *, queues: list[str], concurrency: int, unsafe: bool = False
 ) -> None:
     """``modelci worker``: run jobs until interrupted."""
+    configure_logging()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with server_runtime(settings, unsafe=unsafe) as runtime:
@@ -156,6 +176,7 @@ def run_server(
 
     from modelci.api import ApiContext, create_app
 
+    configure_logging()
     secret = settings.read_webhook_secret()
     if not secret:
         raise ConfigError(
