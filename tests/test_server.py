@@ -13,8 +13,8 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -325,8 +325,7 @@ def test_a_worker_killed_mid_evaluation_is_retried_and_one_comment_remains(
     assert len(evaluations) == 1, evaluations
     retried = (service.logs / "worker-2.log").read_text()
     assert "lost its worker; retrying it" in retried, service.dump()
-    restart = next(
-        line for line in retried.splitlines() if "Starting job modelci.evaluate_pull_request" in line
-    )
+    task = "Starting job modelci.evaluate_pull_request"
+    restart = next(line for line in retried.splitlines() if task in line)
     started = datetime.strptime(restart[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
     print(f"SIGKILL to the evaluation restarting: {started - killed_at:.1f} s")
