@@ -11,10 +11,16 @@ The only module that imports procrastinate. Tasks:
   heartbeats (killed, machine lost) are put back in their queue, so a SIGKILL
   loses nothing; Procrastinate runs a periodic task once across all workers.
 
-Heartbeat every 2 s, a worker is stalled after 6 s without one: a killed
-worker's job restarts within about 10 s (measured on this machine kind).
+Heartbeat every 2 s, a worker is stalled after 6 s without one, stalled
+jobs are looked for every 5 s and workers poll for retried jobs every 1 s: a
+killed worker's job restarts about 10 s after the kill (measured by
+tests/test_jobs.py and tests/test_server.py). A job cancelled while its
+worker died ends aborted; one that lost its worker 3 times fails (it may be
+what kills them).
 Cancelling uses Procrastinate's abort flag, polled every 0.5 s by the task,
-which then kills its sandbox.
+which then kills its sandbox. An evaluation running longer than
+``job_timeout_s`` is stopped the same way, reported, and failed without a
+retry (it would only time out again).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,17 +37,26 @@ from typing import Any
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.jobs import Job, Status
+from procrastinate.retry import RetryDecision
 
+from modelci.errors import RunFailed
 from modelci.pullrequests import EvaluationJob
 
 __all__ = [
+    "CANCEL_ABORTED",
+    "CANCEL_TIMEOUT",
     "QUEUE_EVALUATIONS",
     "QUEUE_EVENTS",
     "QUEUE_GPU",
+    "Cancellation",
+    "JobTimedOut",
     "ProcrastinateQueue",
     "Services",
+    "apply_schema",
     "install_services",
     "make_job_app",
+    "run_worker",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,10 +67,39 @@ QUEUE_GPU = "gpu"
 HEARTBEAT_S = 2.0
 STALLED_AFTER_S = 6.0
 ABORT_POLL_S = 0.5
+FETCH_POLL_S = 1.0
+MAX_LOST_ATTEMPTS = 3
 
 TASK_DELIVERY = "modelci.process_delivery"
 TASK_EVALUATE = "modelci.evaluate_pull_request"
 TASK_RETRY_STALLED = "modelci.retry_stalled"
+
+
+CANCEL_ABORTED = "aborted"
+CANCEL_TIMEOUT = "timeout"
+
+
+class Cancellation(threading.Event):
+    """The event an evaluation watches; ``reason`` says why it was set."""
+
+    reason: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+        self.set()
+
+
+class JobTimedOut(RunFailed):
+    """An evaluation ran past ``MODELCI_JOB_TIMEOUT_S``."""
+
+
+class _EvaluationRetry(RetryStrategy):
+    # A timed-out evaluation would time out again: fail it at once.
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if isinstance(exception, JobTimedOut):
+            return None
+        return super().get_retry_decision(exception=exception, job=job)
 
 
 @dataclass
@@ -83,17 +128,19 @@ def _get_services() -> Services:
 def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
     services = _get_services()
     job = EvaluationJob(**fields)
-    cancel = threading.Event()
+    cancel = Cancellation()
     finished = threading.Event()
+    deadline = time.monotonic() + services.job_timeout_s
 
     def watch() -> None:
         # Abort requests (a newer push, an unlabel) and the job timeout both
         # end in the cancel event, which kills the running sandbox.
-        waited = 0.0
         while not finished.wait(ABORT_POLL_S):
-            waited += ABORT_POLL_S
-            if context.should_abort() or waited >= services.job_timeout_s:
-                cancel.set()
+            if context.should_abort():
+                cancel.cancel(CANCEL_ABORTED)
+                return
+            if time.monotonic() >= deadline:
+                cancel.cancel(CANCEL_TIMEOUT)
                 return
 
     watcher = threading.Thread(target=watch, name="modelci-abort-watch", daemon=True)
@@ -103,7 +150,14 @@ def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
     finally:
         finished.set()
         watcher.join()
-    if context.should_abort():
+    if cancel.reason == CANCEL_TIMEOUT:
+        log.warning("evaluation of %s at %s timed out", job.pr_key, job.head_sha[:7])
+        raise JobTimedOut(
+            f"the evaluation of {job.pr_key} at {job.head_sha[:7]} ran longer than "
+            f"{services.job_timeout_s:g} s and was stopped",
+            hint="raise MODELCI_JOB_TIMEOUT_S, or make the training faster",
+        )
+    if cancel.reason == CANCEL_ABORTED or context.should_abort():
         raise procrastinate.exceptions.JobAborted()
 
 
@@ -123,7 +177,7 @@ def _register_tasks(app: procrastinate.App) -> None:
         name=TASK_EVALUATE,
         queue=QUEUE_EVALUATIONS,
         pass_context=True,
-        retry=RetryStrategy(max_attempts=3, wait=5),
+        retry=_EvaluationRetry(max_attempts=3, wait=5),
     )
     def evaluate_pull_request(context: JobContext, /, **fields: Any) -> None:
         _evaluate(context, fields)
@@ -140,8 +194,19 @@ def _register_tasks(app: procrastinate.App) -> None:
     async def retry_stalled(context: JobContext, timestamp: int) -> None:
         manager = context.app.job_manager
         for job in await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER_S):
-            log.warning("job %s (%s) lost its worker; retrying it", job.id, job.task_name)
-            await manager.retry_job(job)
+            current = list(await manager.list_jobs_async(id=job.id))
+            if current and current[0].abort_requested:
+                # Cancelled while its worker was dying: nothing left to stop.
+                log.warning("job %s lost its worker after a cancel; aborted", job.id)
+                await manager.finish_job(job, status=Status.ABORTED, delete_job=False)
+            elif job.attempts >= MAX_LOST_ATTEMPTS:
+                # A job that keeps killing its worker (e.g. the machine runs out of
+                # memory) must not take every worker down in turn.
+                log.error("job %s lost its worker %d times; failing it", job.id, job.attempts)
+                await manager.finish_job(job, status=Status.FAILED, delete_job=False)
+            else:
+                log.warning("job %s (%s) lost its worker; retrying it", job.id, job.task_name)
+                await manager.retry_job(job)
 
 
 def _conninfo(sqlalchemy_url: str) -> str:
@@ -163,6 +228,9 @@ def make_job_app(database_url: str) -> procrastinate.App:
             "update_heartbeat_interval": HEARTBEAT_S,
             "stalled_worker_timeout": STALLED_AFTER_S,
             "abort_job_polling_interval": ABORT_POLL_S,
+            # New jobs arrive by NOTIFY, but retried jobs and jobs whose lock was
+            # freed by another worker are only found by polling.
+            "fetch_job_polling_interval": FETCH_POLL_S,
             "install_signal_handlers": False,
         },
     )
@@ -225,19 +293,39 @@ class ProcrastinateQueue:
             return None
 
     def enqueue_evaluation(self, job: EvaluationJob, *, gpu: bool = False) -> int:
+        """Queue ``job``, replacing an evaluation of the same pull request still queued."""
         slot = job.number % self.repo_concurrency
-        return self.app.configure_task(
+        task = self.app.configure_task(
             TASK_EVALUATE,
             queue=QUEUE_GPU if gpu else QUEUE_EVALUATIONS,
             lock=f"repo:{job.repo}:{slot}",
             queueing_lock=f"pr:{job.pr_key}",
-        ).defer(**job.to_json())
+        )
+        for _ in range(5):
+            try:
+                return task.defer(**job.to_json())
+            except AlreadyEnqueued:
+                # Another delivery for this pull request queued one between our
+                # caller's cancel and now: the newest head wins.
+                self._cancel_queued(job.repo, job.number)
+        raise RunFailed(
+            f"could not queue the evaluation of {job.pr_key}: other deliveries kept queueing one",
+            hint="redeliver the webhook from the App's settings",
+        )
 
-    def cancel_evaluations(self, *, repo: str, number: int) -> int:
+    def _cancel_queued(self, repo: str, number: int) -> int:
         manager = self.app.job_manager
         cancelled = 0
-        for status, abort in (("todo", False), ("doing", True)):
-            for found in manager.list_jobs(queueing_lock=f"pr:{repo}#{number}", status=status):
-                if found.id is not None and manager.cancel_job_by_id(found.id, abort=abort):
-                    cancelled += 1
+        for found in manager.list_jobs(queueing_lock=f"pr:{repo}#{number}", status="todo"):
+            if found.id is not None and manager.cancel_job_by_id(found.id):
+                cancelled += 1
+        return cancelled
+
+    def cancel_evaluations(self, *, repo: str, number: int) -> int:
+        """Cancel the pull request's queued evaluation and abort its running one."""
+        manager = self.app.job_manager
+        cancelled = self._cancel_queued(repo, number)
+        for found in manager.list_jobs(queueing_lock=f"pr:{repo}#{number}", status="doing"):
+            if found.id is not None and manager.cancel_job_by_id(found.id, abort=True):
+                cancelled += 1
         return cancelled

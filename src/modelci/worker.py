@@ -30,6 +30,7 @@ from modelci.github import (
     git_credentials,
 )
 from modelci.github.sansio import Delivery
+from modelci.jobs import CANCEL_TIMEOUT
 from modelci.pullrequests import EvaluationJob, JobQueue, Outcome, handle_event
 
 __all__ = ["PullRequestService"]
@@ -191,6 +192,8 @@ class PullRequestService:
             cancel=cancel,
         )
         if cancel.is_set():
+            if getattr(cancel, "reason", None) == CANCEL_TIMEOUT:
+                self._report_timeout(job, gh, check.id if check.kind == "check_run" else None)
             return  # superseded or cancelled: the newer job owns the comment now
         self.comment(job, final_comment(result, logs_url=self.public_url))
         text = check_text(result)
@@ -202,4 +205,19 @@ class PullRequestService:
             conclusion=text.conclusion,
             output=CheckOutput(text.title, text.summary),
             check_run_id=check.id if check.kind == "check_run" else None,
+        )
+
+    def _report_timeout(
+        self, job: EvaluationJob, gh: GitHubClient, check_run_id: int | None
+    ) -> None:
+        status = "⏱️ stopped: the evaluation ran longer than the job timeout (MODELCI_JOB_TIMEOUT_S)"
+        self.comment(job, status_comment(head_sha=job.head_sha, status=status))
+        gh.publish_check(
+            job.repo,
+            head_sha=job.head_sha,
+            name=self.check_name,
+            status="completed",
+            conclusion="timed_out",
+            output=CheckOutput("Timed out", status),
+            check_run_id=check_run_id,
         )
