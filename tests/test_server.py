@@ -193,6 +193,12 @@ def wait_for(condition: Callable[[], bool], service: Service, timeout: float = 9
     raise AssertionError("timed out\n" + service.dump())
 
 
+def sandbox_processes() -> str:
+    """Processes running as the sandbox's uids (MODELCI_SANDBOX_UID_BASE + slot)."""
+    uids = ",".join(str(60300 + slot) for slot in range(4))
+    return subprocess.run(["pgrep", "-a", "-u", uids], capture_output=True, text=True).stdout
+
+
 def comments(github: GitHub) -> list[dict[str, Any]]:
     return [c for c in github.state.comments if c["_issue"] == 1]
 
@@ -314,6 +320,9 @@ def test_a_worker_killed_mid_evaluation_is_retried_and_one_comment_remains(
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     killed_at = time.time()
+    # The sandbox dies with its worker (bwrap --die-with-parent), so no stale
+    # process holds the slot's uid or cgroup when the job is retried.
+    wait_for(lambda: not sandbox_processes(), service, timeout=10)
     service.worker()
     wait_for(finished(github, head), service, timeout=180)
     found = comments(github)
@@ -329,3 +338,31 @@ def test_a_worker_killed_mid_evaluation_is_retried_and_one_comment_remains(
     restart = next(line for line in retried.splitlines() if task in line)
     started = datetime.strptime(restart[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
     print(f"SIGKILL to the evaluation restarting: {started - killed_at:.1f} s")
+
+
+def test_an_evaluation_past_the_job_timeout_is_stopped_and_reported(
+    service: Service, github: GitHub, make_repo: GitRepo
+) -> None:
+    repo, head = model_repo(github, make_repo, sleep=120)
+    service.env["MODELCI_JOB_TIMEOUT_S"] = "10"
+    service.serve()
+    assert service.deliver(labeled(repo, head)).status_code == 202
+
+    def timed_out() -> bool:
+        runs = [r for r in github.state.check_runs.values() if r["head_sha"] == head]
+        return any(r.get("conclusion") == "timed_out" for r in runs)
+
+    wait_for(timed_out, service)
+    found = comments(github)
+    assert len(found) == 1 and "job timeout" in found[0]["body"], found
+    jobs = httpx.get(f"{service.url}/api/jobs", timeout=10).json()
+    evaluation = next(j for j in jobs if j["task"] == "modelci.evaluate_pull_request")
+    wait_for(
+        lambda: (
+            httpx.get(f"{service.url}/api/jobs/{evaluation['id']}", timeout=10).json()["status"]
+            == "failed"
+        ),
+        service,
+        timeout=30,
+    )
+    wait_for(lambda: not sandbox_processes(), service, timeout=10)
