@@ -241,6 +241,22 @@ def test_evaluations_of_one_repository_run_at_most_repo_concurrency_at_once(
         wait_until(lambda: all(engine.status(i) == "succeeded" for i in [*ids, elsewhere]))
 
 
+def test_a_stopping_worker_puts_its_running_evaluation_back_in_the_queue(engine: Engine) -> None:
+    recorder = Recorder(hold=True)
+    jobs.install_services(recorder.services())
+    job_id = engine.queue().enqueue_evaluation(evaluation(1, "head"))
+    with worker(engine):
+        wait_until(lambda: recorder.started == ["head"])
+    # The worker stopped (SIGTERM, a restart): the job was aborted for the
+    # shutdown, which Procrastinate retries, not left running or lost.
+    assert recorder.ended == {"head": jobs.CANCEL_SHUTDOWN}
+    assert engine.status(job_id) == "todo"
+    recorder.hold = False
+    with worker(engine):
+        wait_until(lambda: engine.status(job_id) == "succeeded", timeout=30)
+    assert recorder.started == ["head", "head"]
+
+
 KILLED_WORKER = textwrap.dedent(
     """\
     import sys, threading, time

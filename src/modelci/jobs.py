@@ -5,8 +5,10 @@ The only module that imports procrastinate. Tasks:
 - ``process_delivery`` (queue ``events``): one stored webhook delivery, once.
 - ``evaluate_pull_request`` (queue ``evaluations``, or ``gpu``): one
   evaluation; at most ``repo_concurrency`` per repository run at once
-  (Procrastinate locks), and only one is queued per pull request (a queueing
-  lock), so a new head replaces the old one.
+  (Procrastinate locks: the PR number modulo ``repo_concurrency`` picks one,
+  so two PRs can share a lock and wait while another is free), and only
+  one is queued per pull request (a queueing lock), so a new head replaces
+  the old one.
 - ``retry_stalled`` (periodic, every 5 s): jobs whose worker stopped sending
   heartbeats (killed, machine lost) are put back in their queue, so a SIGKILL
   loses nothing; Procrastinate runs a periodic task once across all workers.
@@ -17,10 +19,14 @@ killed worker's job restarts about 10 s after the kill (measured by
 tests/test_jobs.py and tests/test_server.py). A job cancelled while its
 worker died ends aborted; one that lost its worker 3 times fails (it may be
 what kills them).
+
 Cancelling uses Procrastinate's abort flag, polled every 0.5 s by the task,
 which then kills its sandbox. An evaluation running longer than
 ``job_timeout_s`` is stopped the same way, reported, and failed without a
-retry (it would only time out again).
+retry (it would only time out again). A worker that is stopped (SIGTERM, a
+restart) gives its running evaluations 1 s, then aborts them for the
+shutdown, which puts them back in the queue at once instead of leaving them
+to the stalled-job check.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.job_context import AbortReason
 from procrastinate.jobs import Job, Status
 from procrastinate.retry import RetryDecision
 
@@ -45,6 +52,7 @@ from modelci.pullrequests import EvaluationJob
 
 __all__ = [
     "CANCEL_ABORTED",
+    "CANCEL_SHUTDOWN",
     "CANCEL_TIMEOUT",
     "QUEUE_EVALUATIONS",
     "QUEUE_EVENTS",
@@ -68,6 +76,7 @@ HEARTBEAT_S = 2.0
 STALLED_AFTER_S = 6.0
 ABORT_POLL_S = 0.5
 FETCH_POLL_S = 1.0
+SHUTDOWN_GRACE_S = 1.0
 MAX_LOST_ATTEMPTS = 3
 
 TASK_DELIVERY = "modelci.process_delivery"
@@ -75,7 +84,8 @@ TASK_EVALUATE = "modelci.evaluate_pull_request"
 TASK_RETRY_STALLED = "modelci.retry_stalled"
 
 
-CANCEL_ABORTED = "aborted"
+CANCEL_ABORTED = "aborted"  # a newer head, an unlabel, the jobs API
+CANCEL_SHUTDOWN = "shutdown"  # the worker is stopping: the job goes back to its queue
 CANCEL_TIMEOUT = "timeout"
 
 
@@ -136,8 +146,10 @@ def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
         # Abort requests (a newer push, an unlabel) and the job timeout both
         # end in the cancel event, which kills the running sandbox.
         while not finished.wait(ABORT_POLL_S):
-            if context.should_abort():
-                cancel.cancel(CANCEL_ABORTED)
+            reason = context.abort_reason()
+            if reason is not None:
+                shutdown = reason == AbortReason.SHUTDOWN
+                cancel.cancel(CANCEL_SHUTDOWN if shutdown else CANCEL_ABORTED)
                 return
             if time.monotonic() >= deadline:
                 cancel.cancel(CANCEL_TIMEOUT)
@@ -157,7 +169,9 @@ def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
             f"{services.job_timeout_s:g} s and was stopped",
             hint="raise MODELCI_JOB_TIMEOUT_S, or make the training faster",
         )
-    if cancel.reason == CANCEL_ABORTED or context.should_abort():
+    if cancel.reason is not None or context.should_abort():
+        # Procrastinate retries a job aborted by a shutdown and ends one aborted
+        # by a user.
         raise procrastinate.exceptions.JobAborted()
 
 
@@ -232,6 +246,10 @@ def make_job_app(database_url: str) -> procrastinate.App:
             # freed by another worker are only found by polling.
             "fetch_job_polling_interval": FETCH_POLL_S,
             "install_signal_handlers": False,
+            # A stopping worker stops sending heartbeats: its jobs must be back
+            # in the queue before STALLED_AFTER_S, or another worker would run
+            # them a second time while they still run here.
+            "shutdown_graceful_timeout": SHUTDOWN_GRACE_S,
         },
     )
     _register_tasks(app)
