@@ -285,7 +285,7 @@ def doctor(offline: bool) -> None:
     console = Console()
     checks = run_checks(_settings(), online=not offline)
     for check in checks:
-        mark = "[green]✓[/]" if check.ok else "[red]✗[/]"
+        mark = "[yellow]![/]" if check.warning else "[green]✓[/]" if check.ok else "[red]✗[/]"
         console.print(f"{mark} [bold]{check.name}[/]: {check.message}", highlight=False)
     sys.exit(EXIT_OK if all(c.ok for c in checks) else EXIT_ERROR)
 

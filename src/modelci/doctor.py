@@ -1,100 +1,190 @@
-"""``modelci doctor``: check the settings, the key and the machine, and say what is missing."""
+"""``modelci doctor``: check the settings, the key and the machine, and say what is missing.
+
+Each check names the setting at fault and how to fix it. No check prints a
+secret: not the webhook secret, not the token, not a byte of the private key
+(the key's parse errors are reported without the library's detail, which
+could quote it).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from modelci.errors import ModelCIError
+from modelci.github import AppAuth, GitHubClient, GitHubError, make_auth
 from modelci.settings import Settings
 
 __all__ = ["Check", "run_checks"]
 
+CREDENTIALS = "GitHub credentials"
+API = "GitHub API"
+WEBHOOK_SECRET = "webhook secret"  # noqa: S105  (a check name, not a secret)
+# A doctor answers within seconds: no rate-limit waits, no long timeouts.
+API_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True)
 class Check:
+    """One finding. ``warning`` marks a check that passes but should be fixed."""
+
     name: str
     ok: bool
     message: str
+    warning: bool = False
 
 
-def _credentials(settings: Settings) -> Check:
-    from modelci.server import github_client
-
+def _loose_mode(path: Path, variable: str) -> str | None:
+    """Why ``path`` is too open for a secret, or None when only its owner can read it."""
     try:
-        client = github_client(settings)
-    except ModelCIError as exc:
-        return Check("GitHub credentials", False, str(exc))
-    try:
-        if client.auth.is_app:
-            from modelci.github import AppAuth
-
-            assert isinstance(client.auth, AppAuth)
-            client.auth.jwt()  # proves the private key parses and signs
-            return Check(
-                "GitHub credentials",
-                True,
-                f"GitHub App {settings.github_app_id}; the private key signs JWTs",
-            )
-        return Check(
-            "GitHub credentials",
-            True,
-            "a plain token (results go to commit statuses unless it may create checks)",
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None  # reading it already failed, with its own message
+    if mode & 0o077:
+        return (
+            f"{path} ({variable}) has mode {mode:04o}: other users of this machine can read "
+            f"it; run `chmod 600 {path}`"
         )
-    except Exception as exc:  # a malformed key raises from the crypto library
-        return Check(
-            "GitHub credentials",
-            False,
-            f"the private key cannot sign: {exc}. Download a new key from the App's "
-            "settings page and point MODELCI_GITHUB_PRIVATE_KEY_PATH at it",
-        )
-    finally:
-        client.close()
-
-
-def _api(settings: Settings) -> Check:
-    from modelci.server import github_client
-
-    try:
-        client = github_client(settings)
-        try:
-            login = client.identity()
-        finally:
-            client.close()
-    except ModelCIError as exc:
-        return Check("GitHub API", False, f"{settings.github_api_url}: {exc}")
-    except Exception as exc:  # network errors from httpx
-        return Check(
-            "GitHub API",
-            False,
-            f"{settings.github_api_url} is not reachable ({exc}); check "
-            "MODELCI_GITHUB_API_URL and the network, or use `serve --poll` later",
-        )
-    return Check("GitHub API", True, f"{settings.github_api_url} answers; acting as {login}")
+    return None
 
 
 def _webhook_secret(settings: Settings) -> Check:
     try:
         secret = settings.read_webhook_secret()
     except ModelCIError as exc:
-        return Check("webhook secret", False, str(exc))
-    if not secret:
+        return Check(WEBHOOK_SECRET, False, str(exc))
+    path = settings.github_webhook_secret_path
+    if secret is None:
         return Check(
-            "webhook secret",
+            WEBHOOK_SECRET,
             False,
-            "not set: put the secret you entered in the App's webhook settings in a "
-            "file and set MODELCI_GITHUB_WEBHOOK_SECRET_PATH",
+            "not set: `modelci serve` refuses deliveries without it. Put the secret you "
+            "entered in the App's webhook settings in a file (mode 0600) and set "
+            "MODELCI_GITHUB_WEBHOOK_SECRET_PATH to it, or set MODELCI_GITHUB_WEBHOOK_SECRET",
+        )
+    if not secret:
+        where = f"the file {path}" if settings.github_webhook_secret is None else "it"
+        return Check(
+            WEBHOOK_SECRET,
+            False,
+            f"empty: {where} holds no secret. Write the App's webhook secret there",
         )
     if len(secret) < 16:
         return Check(
-            "webhook secret",
+            WEBHOOK_SECRET,
             False,
             "shorter than 16 characters: use a random one "
-            "(python -c 'import secrets; print(secrets.token_hex(32))')",
+            "(python3 -c 'import secrets; print(secrets.token_hex(32))') in GitHub and here",
         )
-    return Check("webhook secret", True, "set")
+    source = "MODELCI_GITHUB_WEBHOOK_SECRET" if path is None else str(path)
+    if settings.github_webhook_secret is None and path is not None:
+        loose = _loose_mode(path, "MODELCI_GITHUB_WEBHOOK_SECRET_PATH")
+        if loose:
+            return Check(WEBHOOK_SECRET, True, f"set, but {loose}", warning=True)
+    return Check(WEBHOOK_SECRET, True, f"set ({source})")
+
+
+def _app_settings_problem(settings: Settings) -> str | None:
+    has_key = settings.github_private_key is not None or settings.github_private_key_path
+    if settings.github_app_id and not has_key:
+        return (
+            f"MODELCI_GITHUB_APP_ID is {settings.github_app_id} but no private key is set. "
+            "How to fix: generate a private key on the App's settings page, save the .pem "
+            "file with mode 0600 and set MODELCI_GITHUB_PRIVATE_KEY_PATH to it"
+        )
+    if has_key and not settings.github_app_id:
+        return (
+            "a private key is set but MODELCI_GITHUB_APP_ID is not. How to fix: set "
+            "MODELCI_GITHUB_APP_ID to the 'App ID' shown on the App's settings page"
+        )
+    return None
+
+
+def _credentials(settings: Settings) -> Check:
+    problem = _app_settings_problem(settings)
+    if problem:
+        return Check(CREDENTIALS, False, problem)
+    try:
+        auth = make_auth(
+            app_id=settings.github_app_id,
+            private_key_pem=settings.read_private_key(),
+            token=settings.github_token.get_secret_value() if settings.github_token else None,
+        )
+    except ModelCIError as exc:
+        return Check(CREDENTIALS, False, str(exc))
+    if isinstance(auth, AppAuth):
+        try:
+            auth.jwt()
+        except Exception:  # the crypto library's errors could quote key material
+            return Check(
+                CREDENTIALS,
+                False,
+                "the private key parses but cannot sign a JWT. How to fix: generate a new "
+                "key on the App's settings page and point MODELCI_GITHUB_PRIVATE_KEY_PATH at it",
+            )
+        message = f"GitHub App {settings.github_app_id}; the private key signs JWTs"
+        if settings.github_token is not None:
+            message += " (MODELCI_GITHUB_TOKEN is ignored while an App is configured)"
+        path = settings.github_private_key_path
+        if settings.github_private_key is None and path is not None:
+            loose = _loose_mode(path, "MODELCI_GITHUB_PRIVATE_KEY_PATH")
+            if loose:
+                return Check(CREDENTIALS, True, f"{message}, but {loose}", warning=True)
+        return Check(CREDENTIALS, True, message)
+    return Check(
+        CREDENTIALS,
+        True,
+        "a plain token (MODELCI_GITHUB_TOKEN): results go to commit statuses, since only a "
+        "GitHub App may create check runs",
+    )
+
+
+def _api(settings: Settings) -> Check:
+    url = settings.github_api_url
+    try:
+        auth = make_auth(
+            app_id=settings.github_app_id,
+            private_key_pem=settings.read_private_key(),
+            token=settings.github_token.get_secret_value() if settings.github_token else None,
+        )
+    except ModelCIError:
+        return Check(API, False, "not tried: fix the GitHub credentials first")
+    is_app = isinstance(auth, AppAuth)
+    try:
+        with GitHubClient(url, auth, max_retries=0, max_wait_s=0, timeout_s=API_TIMEOUT_S) as gh:
+            login = gh.identity()
+    except GitHubError as exc:
+        if exc.status == 401 and is_app:
+            return Check(
+                API,
+                False,
+                f"{url} refused the App's JWT (401: {exc.github_message or 'Bad credentials'}). "
+                f"How to fix: check that MODELCI_GITHUB_APP_ID ({settings.github_app_id}) is "
+                "the App the private key was generated for (download a new key from that "
+                "App's settings page if unsure), and that this machine's clock is right",
+            )
+        if exc.status == 401:
+            return Check(
+                API,
+                False,
+                f"{url} refused MODELCI_GITHUB_TOKEN (401: {exc.github_message or 'no detail'})."
+                " How to fix: the token is wrong, expired or revoked; create a new one",
+            )
+        if exc.status is None:
+            return Check(
+                API,
+                False,
+                f"{url} is not reachable ({exc.message}). How to fix: check "
+                "MODELCI_GITHUB_API_URL (https://HOST/api/v3 for GitHub Enterprise Server) "
+                "and this machine's network",
+            )
+        return Check(API, False, f"{url}: {exc}")
+    who = f"acting as {login}" if login else "it does not say which login modelci acts as"
+    return Check(API, True, f"{url} accepts the credentials; {who}")
 
 
 def _sandbox(settings: Settings) -> Check:
@@ -131,6 +221,7 @@ def _database(settings: Settings) -> Check:
 
 
 def run_checks(settings: Settings, *, online: bool = True) -> list[Check]:
+    """Every check, in the order a new operator fixes them; ``online`` also calls GitHub."""
     checks: list[Callable[[Settings], Check]] = [
         _webhook_secret,
         _credentials,
@@ -138,6 +229,11 @@ def run_checks(settings: Settings, *, online: bool = True) -> list[Check]:
         _tools,
         _database,
     ]
+    results = [check(settings) for check in checks]
     if online:
-        checks.append(_api)
-    return [check(settings) for check in checks]
+        credentials = next(c for c in results if c.name == CREDENTIALS)
+        if credentials.ok:
+            results.append(_api(settings))
+        else:
+            results.append(Check(API, False, "not tried: fix the GitHub credentials first"))
+    return results
