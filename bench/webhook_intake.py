@@ -383,10 +383,13 @@ def report(
         f"({GITHUB_DEADLINE_S / p99 if p99 else float('inf'):.0f}x headroom)",
         highlight=False,
     )
+    if processed == ours.sent:
+        after = f"all processed {waited:.1f} s after the last answer"
+    else:
+        after = f"gave up {waited:.1f} s after the last answer"
     console.print(
-        f"processed {processed} of {ours.sent} sent ({ours.accepted} accepted); all processed "
-        f"{waited:.1f} s after the last answer "
-        f"(end to end {ours.sent / (ours.elapsed_s + waited):.0f} deliveries/s)",
+        f"processed {processed} of {ours.sent} sent ({ours.accepted} accepted); {after} "
+        f"(end to end {processed / (ours.elapsed_s + waited):.0f} deliveries/s)",
         highlight=False,
     )
     ok = ours.accepted == ours.sent and processed == ours.sent and not ours.errors
