@@ -17,11 +17,19 @@ import difflib
 import hashlib
 import json
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from modelci.errors import ConfigError
 
@@ -29,8 +37,11 @@ __all__ = [
     "CONFIG_FILE",
     "InstallConfig",
     "LimitsConfig",
+    "FloorConfig",
     "MetricConfig",
+    "ModelConfig",
     "Overrides",
+    "PromotionConfig",
     "RepoConfig",
     "effective_config",
     "parse_config",
@@ -89,6 +100,175 @@ class MetricConfig(_Strict):
     gate: bool = True
 
 
+class FloorConfig(_Strict):
+    """An absolute bound a metric must meet to be promoted, whatever the champion's value."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+class PromotionConfig(_Strict):
+    """When a trained version of the default branch becomes the champion."""
+
+    gates: dict[str, MetricConfig] = Field(
+        default_factory=dict,
+        description="Direction and tolerance against the champion; the top-level gates "
+        "when empty",
+    )
+    floors: dict[str, FloorConfig] = Field(default_factory=dict)
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return _gate_shorthand(value)
+
+
+class ModelConfig(_Strict):
+    """Where the trained model is and what it takes as input."""
+
+    name: str | None = Field(
+        default=None, description="Registered model name; derived from the repository's name"
+    )
+    artifact: str | None = Field(
+        default=None, description="The pickle/joblib file the training writes, e.g. model.pkl"
+    )
+    loader: Literal["pickle", "joblib", "cloudpickle"] | None = Field(
+        default=None, description="How the artifact was written; guessed from its suffix"
+    )
+    interface: str | None = Field(
+        default=None,
+        description="module:Class (or module) with train/evaluate/predict/info methods",
+    )
+    mlflow: bool = Field(
+        default=False, description="The training logs an MLflow model itself (log_model)"
+    )
+    training_data: str | None = Field(
+        default=None, description="CSV of training rows: input columns and categories"
+    )
+    test_data: str | None = Field(
+        default=None, description="CSV the interface's evaluate() gets; training_data if unset"
+    )
+    target: str | None = Field(default=None, description="The label column of training_data")
+    input_example: str | None = Field(
+        default=None, description="JSON file of input records (a list of objects)"
+    )
+    method: str = Field(default="predict", description="The model method that serving calls")
+
+    @field_validator("artifact", "training_data", "test_data", "input_example")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        return _relative_path(value)
+
+    @field_validator("interface")
+    @classmethod
+    def _interface(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?", value):
+            raise ValueError("use module:Class or module, e.g. main:Model")
+        return value
+
+    @property
+    def source(self) -> Literal["artifact", "mlflow", "interface"] | None:
+        """Which of the three ways the repository hands its model over."""
+        if self.interface:
+            return "interface"
+        if self.mlflow:
+            return "mlflow"
+        if self.artifact:
+            return "artifact"
+        return None
+
+    def artifact_loader(self) -> str:
+        if self.loader:
+            return self.loader
+        suffix = (self.artifact or "").rsplit(".", 1)[-1].lower()
+        return "joblib" if suffix in ("joblib", "jbl", "z", "gz", "xz", "bz2", "lzma") else "pickle"
+
+
+def _relative_path(value: str | None) -> str | None:
+    if value is not None and (value.startswith("/") or ".." in value.split("/")):
+        raise ValueError("must be a path inside the repository, relative to its root")
+    return value
+
+
+def _gate_shorthand(value: Any) -> Any:
+    # `accuracy: higher` is accepted as a shorthand for {direction: higher}.
+    if isinstance(value, dict):
+        return {k: {"direction": v} if isinstance(v, str) else v for k, v in value.items()}
+    return value
+
+
+# What the four-method interface's driver writes in the work dir.
+INTERFACE_METRICS = ".modelci/metrics.json"
+INTERFACE_ARTIFACT = ".modelci/model.pkl"
+INTERFACE_INFO = ".modelci/info.json"
+INTERFACE_MODULE = "modelci_interface.py"
+# Pickled around the trained value, so serving calls the repository's predict(model,
+# features) through an ordinary .predict(features); it lives beside the repository's
+# code in the model directory.
+INTERFACE_ADAPTER = """\
+import importlib
+
+
+class InterfaceModel:
+    def __init__(self, spec, trained):
+        self.spec, self.trained = spec, trained
+
+    def __getstate__(self):
+        return {"spec": self.spec, "trained": self.trained}
+
+    def __setstate__(self, state):
+        self.spec, self.trained = state["spec"], state["trained"]
+
+    def implementation(self):
+        impl = self.__dict__.get("_impl")
+        if impl is None:
+            module, _, name = self.spec.partition(":")
+            impl = importlib.import_module(module)
+            impl = getattr(impl, name) if name else impl
+            impl = impl() if isinstance(impl, type) else impl
+            self.__dict__["_impl"] = impl
+        return impl
+
+    def predict(self, features):
+        return self.implementation().predict(self.trained, features)
+"""
+# Runs inside the sandbox, in the work dir: train, evaluate, info, then pickle.
+_INTERFACE_DRIVER = """\
+import json, os, pickle, sys
+spec, train_path, test_path, metrics_path, adapter = sys.argv[1:6]
+os.makedirs(".modelci", exist_ok=True)
+with open(".modelci/modelci_interface.py", "w") as f:
+    f.write(adapter)
+sys.path.insert(0, ".modelci")
+from modelci_interface import InterfaceModel
+def load(path):
+    if not path:
+        return None
+    try:
+        import pandas
+    except ImportError:
+        import csv
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    return pandas.read_csv(path)
+impl = InterfaceModel(spec, None).implementation()
+trained = impl.train(load(train_path))
+metrics = impl.evaluate(trained, load(test_path or train_path))
+with open(metrics_path, "w") as f:
+    json.dump(metrics, f, default=float)
+with open(".modelci/info.json", "w") as f:
+    json.dump(impl.info() if hasattr(impl, "info") else {}, f, default=str)
+with open(".modelci/model.pkl", "wb") as f:
+    pickle.dump(InterfaceModel(spec, trained), f)
+"""
+
+
+def interface_command(model: ModelConfig, metrics: str) -> str:
+    """A shell command running the four-method interface: train, evaluate, info, pickle."""
+    args = [model.interface or "", model.training_data or "", model.test_data or "", metrics]
+    return shlex.join(["python", "-c", _INTERFACE_DRIVER, *args, INTERFACE_ADAPTER])
+
+
 class LimitsConfig(_Strict):
     """Resources the repository's code may use in one run."""
 
@@ -129,24 +309,37 @@ class RepoConfig(_Strict):
         description="Gate metrics not listed under gates whose direction modelci knows",
     )
     limits: LimitsConfig = LimitsConfig()
+    model: ModelConfig = ModelConfig()
+    promotion: PromotionConfig = PromotionConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _interface_defaults(cls, data: Any) -> Any:
+        # The four-method interface brings its own training command and metrics file.
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, dict) and model.get("interface") and "train" not in data:
+            data = {**data, "train": []}
+            data.setdefault("metrics", INTERFACE_METRICS)
+        return data
 
     @field_validator("metrics", "predictions")
     @classmethod
     def _relative(cls, value: str | None) -> str | None:
-        if value is not None and (value.startswith("/") or ".." in value.split("/")):
-            raise ValueError("must be a path inside the repository, relative to its root")
-        return value
+        return _relative_path(value)
 
     @field_validator("gates", mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
-        # `accuracy: higher` is accepted as a shorthand for {direction: higher}.
-        if isinstance(value, dict):
-            return {k: {"direction": v} if isinstance(v, str) else v for k, v in value.items()}
-        return value
+        return _gate_shorthand(value)
+
+    def promotion_gates(self) -> dict[str, MetricConfig]:
+        """The gates against the champion: promotion.gates, else the top-level gates."""
+        return dict(self.promotion.gates or self.gates)
 
     def commands(self) -> list[str]:
         out: list[str] = []
+        if self.model.interface:
+            out.append(interface_command(self.model, self.metrics))
         for part in (self.train, self.evaluate):
             if part is None:
                 continue
@@ -197,11 +390,20 @@ def _explain(err: dict[str, Any], root: yaml.Node | None, source: str) -> str:
     where = f"{source}, line {line}" if line else source
     if err["type"] == "extra_forbidden":
         parent: type[BaseModel] = RepoConfig
-        sub: dict[str, type[BaseModel]] = {"install": InstallConfig, "limits": LimitsConfig}
+        sub: dict[str, type[BaseModel]] = {
+            "install": InstallConfig,
+            "limits": LimitsConfig,
+            "model": ModelConfig,
+            "promotion": PromotionConfig,
+        }
         if len(loc) >= 2 and loc[0] in sub:
             parent = sub[str(loc[0])]
-        elif len(loc) >= 2 and loc[0] == "gates":
+        if len(loc) >= 2 and loc[0] == "gates":
             parent = MetricConfig
+        elif len(loc) >= 4 and loc[:2] == ("promotion", "gates"):
+            parent = MetricConfig
+        elif len(loc) >= 4 and loc[:2] == ("promotion", "floors"):
+            parent = FloorConfig
         guess = difflib.get_close_matches(str(loc[-1]), _field_names(parent), n=1)
         fix = (
             f"did you mean '{guess[0]}'?"
