@@ -35,9 +35,9 @@ from modelci.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE",
+    "FloorConfig",
     "InstallConfig",
     "LimitsConfig",
-    "FloorConfig",
     "MetricConfig",
     "ModelConfig",
     "Overrides",
@@ -112,8 +112,7 @@ class PromotionConfig(_Strict):
 
     gates: dict[str, MetricConfig] = Field(
         default_factory=dict,
-        description="Direction and tolerance against the champion; the top-level gates "
-        "when empty",
+        description="Direction and tolerance against the champion; the top-level gates when empty",
     )
     floors: dict[str, FloorConfig] = Field(default_factory=dict)
 
@@ -398,9 +397,7 @@ def _explain(err: dict[str, Any], root: yaml.Node | None, source: str) -> str:
         }
         if len(loc) >= 2 and loc[0] in sub:
             parent = sub[str(loc[0])]
-        if len(loc) >= 2 and loc[0] == "gates":
-            parent = MetricConfig
-        elif len(loc) >= 4 and loc[:2] == ("promotion", "gates"):
+        if (len(loc) >= 2 and loc[0] == "gates") or loc[:2] == ("promotion", "gates"):
             parent = MetricConfig
         elif len(loc) >= 4 and loc[:2] == ("promotion", "floors"):
             parent = FloorConfig
