@@ -239,14 +239,18 @@ def serve(host: str, port: int, workers: int | None, poll: bool, unsafe: bool) -
     from modelci.server import run_server
 
     settings = _settings()
-    if poll:
-        _fail("polling mode is not available yet; expose /webhooks/github to GitHub instead")
+    if poll and not settings.poll_repositories:
+        _fail(
+            "--poll needs repositories to watch: set MODELCI_POLL_REPOSITORIES to a JSON "
+            "list, e.g. '[\"octo/model\"]'"
+        )
     run_server(
         settings,
         host=host,
         port=port,
         unsafe=unsafe,
         workers=settings.workers if workers is None else workers,
+        poll=poll,
     )
 
 

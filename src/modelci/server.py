@@ -168,15 +168,20 @@ def run_server(
     workers: int,
     unsafe: bool = False,
     queues: list[str] | None = None,
+    poll: bool = False,
 ) -> None:
-    """``modelci serve``: receiver, API and ``workers`` worker threads in one process."""
+    """``modelci serve``: receiver, API and ``workers`` worker threads in one process.
+
+    ``poll`` also watches ``settings.poll_repositories`` through the REST API
+    (:mod:`modelci.polling`); a webhook secret is then optional.
+    """
     import uvicorn
 
     from modelci.api import ApiContext, create_app
 
     configure_logging()
     secret = settings.read_webhook_secret()
-    if not secret:
+    if not secret and not poll:
         raise ConfigError(
             "no webhook secret is configured",
             hint="set MODELCI_GITHUB_WEBHOOK_SECRET_PATH (a file holding the "
@@ -187,15 +192,32 @@ def run_server(
         requeued = requeue_undispatched(runtime)
         if requeued:
             log.warning("queued %d stored deliveries that had not been queued", requeued)
+        poller = None
+        if poll:
+            from modelci.polling import start_poller
+
+            poller = start_poller(
+                github=runtime.service.github,
+                database=runtime.database,
+                queue=runtime.queue,
+                repositories=settings.poll_repositories,
+                label=settings.github_trigger_label,
+                data_dir=settings.data_dir,
+                interval_s=settings.poll_interval_s,
+                stop=stop,
+            )
         worker = None
         if workers > 0:
             worker = _worker_thread(
                 runtime, queues or [jobs.QUEUE_EVENTS, jobs.QUEUE_EVALUATIONS], workers, stop
             )
-        app = create_app(ApiContext(runtime.database, runtime.queue, secret))
+        # Without a secret (polling only) every webhook is refused with a ConfigError.
+        app = create_app(ApiContext(runtime.database, runtime.queue, secret or b""))
         try:
             uvicorn.run(app, host=host, port=port, log_level="info")
         finally:
             stop.set()
+            if poller is not None:
+                poller.join(30)
             if worker is not None:
                 worker.join(30)

@@ -85,6 +85,11 @@ class StandIn(Endpoints):
             route(repo + "/pulls", self.list_pulls, "GET", "token"),
             route(repo + "/pulls/{n:int}", self.get_pull, "GET", "token"),
             route(repo + "/branches/{branch}", self.get_branch, "GET", "token"),
+            route(repo, self.get_repo, "GET", "token"),
+            route(repo + "/installation", self.get_repo_installation, "GET", "jwt"),
+            route(repo + "/issues/{n:int}/events", self.list_issue_events, "GET", "token"),
+            route(repo + "/git/ref/{ref:path}", self.get_git_ref, "GET", "token"),
+            route("/rate_limit", self.get_rate_limit, "GET", "token"),
             route("/{owner}/{repo}.git/info/refs", self.git_probe, "GET", "none"),
         ]
 
@@ -119,7 +124,10 @@ class StandIn(Endpoints):
                     if owner is not None:
                         self._check_repo(who, f"{owner}/{request.path_params['repo']}")
                 result = fn(request, data, who, **request.path_params)
-                return result if isinstance(result, Response) else JSONResponse(result)
+                response = result if isinstance(result, Response) else JSONResponse(result)
+                if request.url.path != "/rate_limit":
+                    response.headers.update(st.charge(who, response.status_code))
+                return response
             except Reject as rejected:
                 return rejected.response
             finally:

@@ -328,6 +328,82 @@ class Endpoints:
             raise Reject(404, "Branch not found", "/branches/branches#get-a-branch")
         return {"name": branch, "commit": {"sha": sha}, "protected": False, "_links": {}}
 
+    # -- polling ----------------------------------------------------------------------
+
+    def get_repo(self, request: Request, data: Any, token: Token, owner: str, repo: str) -> Any:
+        return self.state.repo_json(f"{owner}/{repo}")
+
+    def get_repo_installation(
+        self, request: Request, data: Any, claims: Any, owner: str, repo: str
+    ) -> dict[str, Any]:
+        found = self.state.repos.get(f"{owner}/{repo}")
+        if found is None:
+            raise Reject(
+                404,
+                "Not Found",
+                "/apps/apps#get-a-repository-installation-for-the-authenticated-app",
+            )
+        iid = found.installation_id
+        return {
+            "id": iid,
+            "account": self.state.user(owner),
+            "app_id": self.state.app_id,
+            "app_slug": self.state.app_slug,
+            "target_type": "Organization",
+            "repository_selection": "selected",
+            "permissions": {"pull_requests": "write", "issues": "write", "checks": "write"},
+            "events": ["pull_request", "push"],
+        }
+
+    def list_issue_events(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, n: int
+    ) -> Response:
+        full_name = f"{owner}/{repo}"
+        self._issue_exists(full_name, n)
+        return self._page(request, self.state.repos[full_name].issue_events.get(n, []))
+
+    def get_git_ref(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, ref: str
+    ) -> Response:
+        full_name = f"{owner}/{repo}"
+        branch = ref.removeprefix("heads/")
+        sha = self.state.repos[full_name].branches.get(branch) if ref.startswith("heads/") else None
+        if sha is None:
+            raise Reject(404, "Not Found", "/git/refs#get-a-reference")
+        body = json.dumps(
+            {
+                "ref": f"refs/{ref}",
+                "node_id": f"REF_{branch}",
+                "url": f"{self.state.host_url}/repos/{full_name}/git/refs/{ref}",
+                "object": {
+                    "type": "commit",
+                    "sha": sha,
+                    "url": f"{self.state.host_url}/repos/{full_name}/git/commits/{sha}",
+                },
+            }
+        ).encode()
+        tag = 'W/"' + hashlib.sha256(body).hexdigest() + '"'
+        if request.headers.get("if-none-match") == tag:
+            return Response(status_code=304, headers={"etag": tag})
+        return Response(body, headers={"etag": tag}, media_type="application/json")
+
+    def get_rate_limit(self, request: Request, data: Any, token: Token) -> dict[str, Any]:
+        # Reading the limit is free on GitHub: report without charging (see StandIn._wrap).
+        st = self.state
+        key: object = (
+            ("installation", token.installation_id)
+            if token.kind == "installation"
+            else ("user", token.login)
+        )
+        used = st.rate_used.get(key, 0)
+        core = {
+            "limit": st.rate_limit,
+            "used": used,
+            "remaining": max(0, st.rate_limit - used),
+            "reset": int(st.clock()) + 3600,
+        }
+        return {"resources": {"core": core}, "rate": core}
+
     def git_probe(self, request: Request, data: Any, who: Any, owner: str, repo: str) -> Response:
         # Only records what git sent (the Authorization header); serves no repository.
         return PlainTextResponse("Repository not found.", status_code=404)

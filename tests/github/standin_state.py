@@ -70,6 +70,8 @@ class Repo:
     roles: dict[str, str] = field(default_factory=dict)
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
+    # Per issue number, oldest first, as GET /repos/{o}/{r}/issues/{n}/events lists them.
+    issue_events: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class StandInState:
@@ -96,6 +98,9 @@ class StandInState:
         self.in_flight = 0
         self.max_in_flight = 0
         self._ids = itertools.count(1001)
+        # GitHub's primary limit, per installation (or per user for a personal token).
+        self.rate_limit = 5000
+        self.rate_used: dict[object, int] = {}
 
     # -- arranging -------------------------------------------------------------------
 
@@ -128,6 +133,8 @@ class StandInState:
         labels: tuple[str, ...] = (),
         fork: str | None = None,
         updated_at: float | None = None,
+        labeled_by: str = "maintainer",
+        author: str = "contributor",
     ) -> dict[str, Any]:
         repo = self.repos[full_name]
         head_repo = fork or full_name
@@ -140,11 +147,110 @@ class StandInState:
             "head_repo": head_repo,
             "base_sha": base_sha,
             "base_ref": repo.default_branch,
-            "labels": list(labels),
+            "labels": [],
             "updated_at": updated_at if updated_at is not None else self.clock(),
+            "author": author,
+            "merged": False,
         }
         repo.pulls[number] = pull
+        for label in labels:
+            self.label_pull(full_name, number, label, by=labeled_by, updated_at=updated_at)
         return pull
+
+    def _issue_event(
+        self, full_name: str, number: int, event: str, actor: str, label: str | None
+    ) -> None:
+        eid = self.next_id()
+        item: dict[str, Any] = {
+            "id": eid,
+            "node_id": f"LE_{eid}",
+            "url": f"{self.host_url}/repos/{full_name}/issues/events/{eid}",
+            "actor": self.user(actor),
+            "event": event,
+            "commit_id": None,
+            "commit_url": None,
+            "created_at": iso(self.clock()),
+            "performed_via_github_app": None,
+        }
+        if label is not None:
+            item["label"] = {"name": label, "color": "ededed"}
+        self.repos[full_name].issue_events.setdefault(number, []).append(item)
+
+    def _touch(self, pull: dict[str, Any], updated_at: float | None = None) -> None:
+        # Strictly later, so a change within one clock second still changes updated_at.
+        pull["updated_at"] = max(
+            updated_at if updated_at is not None else self.clock(), pull["updated_at"] + 1
+        )
+
+    def label_pull(
+        self,
+        full_name: str,
+        number: int,
+        label: str,
+        *,
+        by: str = "maintainer",
+        updated_at: float | None = None,
+    ) -> None:
+        """Apply ``label`` as ``by``, recording the ``labeled`` issue event as GitHub does."""
+        pull = self.repos[full_name].pulls[number]
+        if label not in pull["labels"]:
+            pull["labels"].append(label)
+            self._issue_event(full_name, number, "labeled", by, label)
+            self._touch(pull, updated_at)
+
+    def unlabel_pull(
+        self, full_name: str, number: int, label: str, *, by: str = "maintainer"
+    ) -> None:
+        pull = self.repos[full_name].pulls[number]
+        if label in pull["labels"]:
+            pull["labels"].remove(label)
+            self._issue_event(full_name, number, "unlabeled", by, label)
+            self._touch(pull)
+
+    def push_pull(self, full_name: str, number: int, head_sha: str) -> None:
+        """New commits on the pull request's head branch."""
+        pull = self.repos[full_name].pulls[number]
+        pull["head_sha"] = head_sha
+        self._touch(pull)
+
+    def close_pull(
+        self, full_name: str, number: int, *, merged: bool = False, by: str = "maintainer"
+    ) -> None:
+        """Close (or merge, which also moves the base branch to ``head_sha``)."""
+        repo = self.repos[full_name]
+        pull = repo.pulls[number]
+        pull["state"], pull["merged"] = "closed", merged
+        self._issue_event(full_name, number, "merged" if merged else "closed", by, None)
+        self._touch(pull)
+        if merged:
+            repo.branches[pull["base_ref"]] = pull["head_sha"]
+
+    def charge(self, who: object, status: int) -> dict[str, str]:
+        """Count a request against the caller's primary limit; the headers GitHub sends.
+
+        As on GitHub, a 304 answer to a conditional request is not counted.
+        """
+        if isinstance(who, Token):
+            key: object = (
+                ("installation", who.installation_id)
+                if who.kind == "installation"
+                else ("user", who.login)
+            )
+        else:
+            return {}
+        if status != 304:
+            self.rate_used[key] = self.rate_used.get(key, 0) + 1
+        used = self.rate_used.get(key, 0)
+        return {
+            "x-ratelimit-limit": str(self.rate_limit),
+            "x-ratelimit-remaining": str(max(0, self.rate_limit - used)),
+            "x-ratelimit-used": str(used),
+            "x-ratelimit-reset": str(int(self.clock()) + 3600),
+            "x-ratelimit-resource": "core",
+        }
+
+    def rate_used_by(self, installation_id: int) -> int:
+        return self.rate_used.get(("installation", installation_id), 0)
 
     def add_comment(self, full_name: str, issue: int, body: str, *, login: str) -> dict[str, Any]:
         comment = self.make_comment(full_name, issue, body, {"login": login, "type": "User"})
@@ -244,17 +350,22 @@ class StandInState:
             "author_association": "NONE",
         }
 
+    def repo_json(self, name: str, *, base: str | None = None) -> dict[str, Any]:
+        """A repository object; ``base`` is the repository a fork was made from."""
+        base = base or name
+        return {
+            "id": abs(hash(name)) % 10**8,
+            "name": name.split("/")[1],
+            "full_name": name,
+            "private": False,
+            "fork": name != base,
+            "clone_url": f"https://github.com/{name}.git",
+            "default_branch": self.repos[base].default_branch,
+        }
+
     def pull_json(self, full_name: str, pull: dict[str, Any]) -> dict[str, Any]:
         def repo_json(name: str) -> dict[str, Any]:
-            return {
-                "id": abs(hash(name)) % 10**8,
-                "name": name.split("/")[1],
-                "full_name": name,
-                "private": False,
-                "fork": name != full_name,
-                "clone_url": f"https://github.com/{name}.git",
-                "default_branch": self.repos[full_name].default_branch,
-            }
+            return self.repo_json(name, base=full_name)
 
         number = pull["number"]
         return {
@@ -266,7 +377,7 @@ class StandInState:
             "state": pull["state"],
             "locked": False,
             "title": pull["title"],
-            "user": self.user("contributor"),
+            "user": self.user(pull.get("author", "contributor")),
             "body": None,
             "labels": [
                 {"id": i, "name": name, "color": "ededed"} for i, name in enumerate(pull["labels"])
@@ -274,7 +385,7 @@ class StandInState:
             "created_at": iso(pull["updated_at"]),
             "updated_at": iso(pull["updated_at"]),
             "draft": False,
-            "merged": False,
+            "merged": pull.get("merged", False),
             "head": {
                 "label": f"{pull['head_repo'].split('/')[0]}:{pull['head_ref']}",
                 "ref": pull["head_ref"],

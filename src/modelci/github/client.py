@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
+from modelci.github.auth import AppAuth
 from modelci.github.errors import GitHubError
-from modelci.github.events import PullRequest, pull_request_from_api
+from modelci.github.events import PullRequest, Repository, pull_request_from_api
 from modelci.github.models import (
     CHECK_TEXT_LIMIT,
     STATUS_DESCRIPTION_LIMIT,
@@ -33,9 +34,27 @@ from modelci.github.models import (
 )
 from modelci.github.rest import RestClient, quote, repo_path
 
-__all__ = ["GitHubClient"]
+__all__ = ["GitHubClient", "IssueEvent", "RateLimit"]
 
 log = logging.getLogger(__name__)
+
+
+class IssueEvent(NamedTuple):
+    """One entry of an issue's event log: who did what (``labeled``, ...), when."""
+
+    id: int
+    event: str
+    actor: str
+    label: str | None
+    created_at: str
+
+
+class RateLimit(NamedTuple):
+    """The primary ``core`` quota: requests left until ``reset`` (epoch seconds)."""
+
+    limit: int
+    remaining: int
+    reset: float
 
 
 class GitHubClient(RestClient):
@@ -366,3 +385,89 @@ class GitHubClient(RestClient):
             sha=str(data["commit"]["sha"]),
             protected=bool(data.get("protected")),
         )
+
+    # -- polling --------------------------------------------------------------------
+
+    def get_repository(self, repo: str, *, installation_id: int | None = None) -> Repository:
+        """``GET /repos/{o}/{r}``: its full name, clone URL and default branch."""
+        data = self._request("GET", repo_path(repo), installation_id=installation_id).json()
+        return Repository.from_payload(data, where="repository answer")
+
+    def get_repository_installation(self, repo: str) -> int | None:
+        """``GET /repos/{o}/{r}/installation`` as the App: the id of its installation there.
+
+        ``None`` with a plain token, which needs no installation.
+        """
+        if not isinstance(self.auth, AppAuth):
+            return None
+        data = self._request(
+            "GET", f"{repo_path(repo)}/installation", app_jwt=self.auth.jwt()
+        ).json()
+        return int(data["id"])
+
+    def latest_issue_event(
+        self,
+        repo: str,
+        *,
+        number: int,
+        event: str,
+        label: str | None = None,
+        installation_id: int | None = None,
+    ) -> IssueEvent | None:
+        """``GET /repos/{o}/{r}/issues/{n}/events``: the newest ``event`` (for ``label``).
+
+        The pull request list does not say who applied a label; this does
+        (``actor``), so the labeler's permission can be checked as for a webhook.
+        """
+        found: IssueEvent | None = None
+        for item in self._paginate(
+            f"{repo_path(repo)}/issues/{quote(number)}/events",
+            params={"per_page": 100},
+            installation_id=installation_id,
+        ):
+            if not isinstance(item, dict) or item.get("event") != event:
+                continue
+            name = (item.get("label") or {}).get("name")
+            if label is not None and name != label:
+                continue
+            current = IssueEvent(
+                id=int(item["id"]),
+                event=event,
+                actor=str((item.get("actor") or {}).get("login") or ""),
+                label=name if isinstance(name, str) else None,
+                created_at=str(item.get("created_at") or ""),
+            )
+            # The list is oldest first, but compare ids rather than trust the order.
+            if found is None or current.id > found.id:
+                found = current
+        return found
+
+    def get_branch_head(
+        self,
+        repo: str,
+        *,
+        branch: str,
+        etag: str | None = None,
+        installation_id: int | None = None,
+    ) -> tuple[str, str | None] | NotModified:
+        """``GET /repos/{o}/{r}/git/ref/heads/{branch}``: (sha, etag), or :class:`NotModified`.
+
+        Conditional like :meth:`list_open_pull_requests`: an unchanged branch
+        costs no rate limit.
+        """
+        response = self._request(
+            "GET",
+            f"{repo_path(repo)}/git/ref/heads/{'/'.join(quote(p) for p in branch.split('/'))}",
+            headers={"If-None-Match": etag} if etag else None,
+            installation_id=installation_id,
+        )
+        if response.status_code == 304:
+            return NotModified(etag or "")
+        data = response.json()
+        return str(data["object"]["sha"]), response.headers.get("etag")
+
+    def get_rate_limit(self, *, installation_id: int | None = None) -> RateLimit:
+        """``GET /rate_limit``: the core quota left; GitHub does not count this call."""
+        data = self._request("GET", "/rate_limit", installation_id=installation_id).json()
+        core = data["resources"]["core"]
+        return RateLimit(int(core["limit"]), int(core["remaining"]), float(core["reset"]))
