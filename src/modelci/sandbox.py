@@ -50,6 +50,7 @@ __all__ = [
     "Limits",
     "Sandbox",
     "SandboxResult",
+    "SandboxProcess",
     "SandboxSpec",
     "UnsafeLocalSandbox",
     "acquire_slot",
@@ -149,6 +150,9 @@ def _signal_name(number: int) -> str:
 class Sandbox(Protocol):
     def run(self, spec: SandboxSpec, *, cancel: threading.Event | None = None) -> SandboxResult:
         """Run spec.command to completion (or until killed) and say how it ended."""
+
+    def start(self, spec: SandboxSpec) -> SandboxProcess:
+        """Start spec.command as a long-running process talking over stdin/stdout."""
 
 
 def _make_cgroup(controller: str, name: str, settings: dict[str, int]) -> Path | None:
@@ -411,6 +415,12 @@ class _Runner:
             if self.private_home:
                 shutil.rmtree(home, ignore_errors=True)
 
+    def start(self, spec: SandboxSpec) -> SandboxProcess:
+        """Start spec.command and leave it running, with its stdin and stdout as pipes
+        (a model worker). The caller stops it; ``limits.timeout_s`` and the disk cap do
+        not apply, the other limits do."""
+        return _start(self, spec)
+
     def _supervise(
         self,
         job: _Job,
@@ -456,6 +466,112 @@ class _Runner:
             cancelled=reason == "cancelled",
             limits=lim,
         )
+
+
+class SandboxProcess:
+    """A long-running sandboxed process (a model worker) and its stdin/stdout pipes.
+
+    Its stderr goes to ``spec.log_path`` (capped); ``stop`` kills the whole tree
+    and removes its cgroups. Nothing bounds its wall-clock time but ``stop``.
+    """
+
+    def __init__(self, job: _Job, home: str | None, log: IO[bytes], spec: SandboxSpec) -> None:
+        self._job, self._home, self._log, self.spec = job, home, log, spec
+        assert job.proc.stdin is not None and job.proc.stdout is not None
+        self.stdin: IO[bytes] = job.proc.stdin
+        self.stdout: IO[bytes] = job.proc.stdout
+        self._stop_pump = threading.Event()
+        assert job.proc.stderr is not None
+        self._pump = threading.Thread(
+            target=job.pump,
+            args=(job.proc.stderr, log, spec.limits.max_log_mb * MB, self._stop_pump),
+            daemon=True,
+        )
+        self._pump.start()
+
+    @property
+    def pid(self) -> int:
+        return self._job.proc.pid
+
+    def poll(self) -> int | None:
+        """The exit code once it has ended, else None."""
+        return self._job.proc.poll()
+
+    def stop(self) -> None:
+        self._job.finished.set()
+        self._job.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._job.proc.wait(5)
+        self._stop_pump.set()
+        self._pump.join(2.0)
+        for stream in (self.stdin, self.stdout, self._job.proc.stderr, self._log):
+            with contextlib.suppress(OSError):
+                if stream is not None:
+                    stream.close()
+        for group in self._job.groups:
+            _remove_cgroup(group)
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+
+
+def _start(runner: _Runner, spec: SandboxSpec) -> SandboxProcess:
+    sources = [*([spec.venv] if spec.venv else []), *spec.ro_binds]
+    for path in [spec.workdir, *sources]:
+        if not path.is_dir():
+            raise ValueError(f"{path}, to be used by the sandbox, is not a directory")
+    uid = runner._uid(spec.slot)
+    if uid != os.getuid():
+        # Left owned by the uid: the process keeps using its work dir until stopped.
+        _chown_tree(spec.workdir, uid, uid)
+        for path, need in [(spec.workdir, 0o7), *((source, 0o5) for source in sources)]:
+            _check_reachable(path, uid, need)
+    lim, fds = spec.limits, list[int]()
+    home = tempfile.mkdtemp(prefix="modelci-home-") if runner.private_home else None
+    name, memory_cap = f"uid-{uid}-slot-{spec.slot}", lim.memory_mb * MB
+    memory = _make_cgroup(
+        "memory",
+        name,
+        {"memory.limit_in_bytes": memory_cap, "memory.memsw.limit_in_bytes": memory_cap},
+    )
+    pids = _make_cgroup("pids", name, {"pids.max": lim.max_processes})
+    groups = [group for group in (memory, pids) if group is not None]
+    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = spec.log_path.open("wb")
+    try:
+        argv, env = runner._argv(spec, uid, _environment(spec, home or "/tmp"), fds)
+        rlimits = f"--core=0 --cpu={lim.cpu_s}:{lim.cpu_s + 5} --nofile="
+        rlimits += f"{lim.max_open_files} --fsize={lim.max_file_mb * MB} --nproc="
+        rlimits += f"{lim.max_processes}" + ("" if memory else f" --as={memory_cap}")
+        argv = [runner._prlimit, *rlimits.split(), "--", *argv]
+        if groups:
+            procs = [str(group / "cgroup.procs") for group in groups]
+            argv = ["/bin/sh", "-c", _JOIN_CGROUPS, "job", *procs, "--", *argv]
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=spec.workdir,
+            pass_fds=fds,
+            start_new_session=True,
+            bufsize=0,
+        )
+    except BaseException as exc:
+        log.close()
+        for group in groups:
+            _remove_cgroup(group)
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise SandboxUnavailable(
+                f"could not start the sandbox: {exc}", hint=_INSTALL_HINT
+            ) from exc
+        raise
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return SandboxProcess(_Job(proc, groups), home, log, spec)
 
 
 def _data_fd(text: str) -> int:

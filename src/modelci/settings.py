@@ -84,6 +84,22 @@ class Settings(BaseSettings):
     )
     workers: int = Field(default=2, description="Worker threads `modelci serve` starts")
 
+    # Serving (modelci.serving): each champion in its own sandboxed model worker.
+    serving_uid_base: int = Field(
+        default=60400,
+        description="First uid of the model workers' sandboxes (one uid per running worker; "
+        "keep the range clear of sandbox_uid_base's)",
+    )
+    serving_poll_s: float = Field(default=5.0, description="How often the registry is polled")
+    serving_memory_mb: int = 2048
+    serving_start_timeout_s: float = 120
+    serving_request_timeout_s: float = 30
+    serving_max_rows: int = Field(default=10_000, description="Rows per predict request")
+    serving_log_queue: int = Field(
+        default=10_000,
+        description="Predict requests waiting to be logged; beyond it logs are dropped, counted",
+    )
+
     def read_private_key(self) -> str | None:
         if self.github_private_key is not None:
             return self.github_private_key.get_secret_value()

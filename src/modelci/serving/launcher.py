@@ -1,0 +1,149 @@
+"""Starting a model version's worker: its environment, a private copy, the sandbox.
+
+The model directory is copied into a fresh work dir under ``runs/serving``
+(the sandbox's uid owns it while the worker runs; nobody else can read it), the
+worker script beside it, and the environment is built from the spec's
+requirements by the same :class:`EnvironmentManager` as training's (uv, wheels
+only, cached). Each running worker holds its own slot: its own uid and cgroups.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelci.environments import EnvironmentManager, Requirements
+from modelci.modelspec import ServingSpec
+from modelci.sandbox import Limits, Sandbox, SandboxSpec
+from modelci.serving.errors import WorkerFailed
+from modelci.serving.worker import ModelWorker
+
+__all__ = ["Launcher", "SlotPool"]
+
+_WORKER_SCRIPT = Path(__file__).with_name("modelworker.py")
+# A worker runs until stopped: no wall-clock or CPU-time limit.
+SERVING_LIMITS = Limits(timeout_s=0, cpu_s=10**9, memory_mb=2048, max_disk_mb=1024)
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class SlotPool:
+    """Sandbox slots (uids) for workers that run at the same time."""
+
+    def __init__(self, size: int) -> None:
+        self._free = list(range(size))
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            if not self._free:
+                raise WorkerFailed(
+                    "every serving sandbox slot is in use",
+                    hint="raise MODELCI_SERVING_SLOTS or serve fewer models",
+                )
+            return self._free.pop(0)
+
+    def give(self, slot: int) -> None:
+        with self._lock:
+            self._free.append(slot)
+
+
+@dataclass
+class Launcher:
+    """Starts ready workers for model directories."""
+
+    sandbox: Sandbox
+    environments: EnvironmentManager
+    serving_dir: Path  # under the data dir's runs/, reachable by the sandbox's uids
+    logs_dir: Path
+    limits: Limits = SERVING_LIMITS
+    start_timeout_s: float = 120
+    request_timeout_s: float = 30
+    slots: SlotPool | None = None
+
+    def __post_init__(self) -> None:
+        if self.slots is None:
+            self.slots = SlotPool(64)
+
+    def start(self, name: str, version: int, model_dir: Path, spec: ServingSpec) -> ModelWorker:
+        """A worker that has loaded the model; WorkerFailed if it could not."""
+        requirements = list(spec.requirements)
+        if not any(re.match(r"numpy\b", line.strip(), re.IGNORECASE) for line in requirements):
+            requirements.append("numpy")  # the worker itself needs it
+        env = self.environments.ensure(
+            Requirements("\n".join(requirements), f"the requirements of {name} v{version}")
+        )
+        self.serving_dir.mkdir(parents=True, exist_ok=True)
+        self.serving_dir.chmod(0o711)
+        work = Path(
+            tempfile.mkdtemp(prefix=f"{_SAFE.sub('_', name)}-v{version}-", dir=self.serving_dir)
+        )
+        assert self.slots is not None
+        slot = self.slots.take()
+        try:
+            worker = self._start(name, version, model_dir, spec, env.path, work, slot)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            self.slots.give(slot)
+            raise
+        slots = self.slots
+
+        def release() -> None:
+            shutil.rmtree(work, ignore_errors=True)
+            slots.give(slot)
+
+        worker.on_stop = release
+        return worker
+
+    def _start(
+        self,
+        name: str,
+        version: int,
+        model_dir: Path,
+        spec: ServingSpec,
+        venv: Path,
+        work: Path,
+        slot: int,
+    ) -> ModelWorker:
+        work.chmod(0o700)
+        model = work / "model"
+        # Links are copied as links: a model dir cannot smuggle in a host file.
+        shutil.copytree(model_dir, model, symlinks=True)
+        shutil.copy(_WORKER_SCRIPT, work / "modelworker.py")
+        artifact = (model / spec.artifact).resolve()
+        if not artifact.is_relative_to(model.resolve()) or not artifact.is_file():
+            raise WorkerFailed(
+                f"{name} v{version}: the artifact {spec.artifact!r} is not a "
+                "file inside the model directory"
+            )
+        config = {
+            "loader": spec.loader,
+            "artifact": str(artifact),
+            "method": spec.method,
+            "code_paths": [str((model / path).resolve()) for path in spec.code_paths],
+            "columns": [{"name": c.name, "type": c.type} for c in spec.columns],
+        }
+        (work / "worker.json").write_text(json.dumps(config))
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs_dir / f"{work.name}.log"
+        process = self.sandbox.start(
+            SandboxSpec(
+                command=f"exec {venv}/bin/python -I modelworker.py worker.json",
+                workdir=work,
+                log_path=log_path,
+                venv=venv,
+                limits=self.limits,
+                slot=slot,
+            )
+        )
+        worker = ModelWorker(process, request_timeout_s=self.request_timeout_s)
+        try:
+            worker.wait_ready(self.start_timeout_s)
+        except WorkerFailed as exc:
+            worker.stop()
+            raise WorkerFailed(f"{name} v{version}: {exc.message}; log: {log_path}") from None
+        return worker

@@ -1,0 +1,181 @@
+"""All served models: one :class:`ModelService` per registered model, kept current
+by polling the registry, plus the shared prediction log.
+
+Build it with :func:`serving_manager` (settings, registry, database) or by hand
+(tests, the benchmark), then ``start()``; ``refresh()`` after a promotion makes
+the switch without waiting for the next poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from modelci.modelspec import ModelRegistry
+from modelci.serving.errors import ModelNotFound
+from modelci.serving.launcher import Launcher
+from modelci.serving.predictionlog import PredictionLog, SessionFactory
+from modelci.serving.service import ModelService
+from modelci.settings import Settings
+
+__all__ = ["ServingManager", "serving_manager"]
+
+log = logging.getLogger(__name__)
+
+
+class ServingManager:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        launcher: Launcher,
+        *,
+        sessions: SessionFactory | None = None,
+        poll_s: float = 5.0,
+        max_rows: int = 10_000,
+        log_queue: int = 10_000,
+    ) -> None:
+        self.registry = registry
+        self.launcher = launcher
+        self.sessions = sessions
+        self.poll_s = poll_s
+        self.max_rows = max_rows
+        self.predictions = PredictionLog(sessions, max_queued=log_queue)
+        self.services: dict[str, ModelService] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelci-swap")
+
+    def start(self, *, wait: bool = False) -> None:
+        """Start polling; with wait, load every champion before returning."""
+        self.predictions.start()
+        if wait:
+            self.refresh()
+        self._thread = threading.Thread(target=self._poll, name="modelci-serving-poll", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._pool.shutdown(wait=True)
+        for service in list(self.services.values()):
+            service.close()
+        self.predictions.close()
+
+    def refresh(self, name: str | None = None) -> None:
+        """Look at the registry now and swap what changed (blocks until done)."""
+        names = [name] if name is not None else self._names()
+        futures = [self._pool.submit(self._service(n).refresh) for n in names]
+        for future in futures:
+            try:
+                future.result()
+            except Exception:
+                log.exception("refreshing a served model failed")
+
+    def _names(self) -> list[str]:
+        try:
+            return sorted(self.registry.model_names())
+        except Exception:
+            log.exception("reading the model registry failed")
+            return sorted(self.services)
+
+    def _service(self, name: str) -> ModelService:
+        with self._lock:
+            service = self.services.get(name)
+            if service is None:
+                service = ModelService(
+                    name,
+                    self.registry,
+                    self.launcher.start,
+                    predictions=self.predictions,
+                    record_event=self._record_event if self.sessions else None,
+                    max_rows=self.max_rows,
+                )
+                self.services[name] = service
+            return service
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.refresh()
+
+    def _record_event(self, **event: Any) -> None:
+        from modelci import store
+
+        assert self.sessions is not None
+        with self.sessions() as session:
+            store.record_model_event(session, **event)
+
+    def get(self, name: str) -> ModelService:
+        service = self.services.get(name)
+        if service is None:
+            raise ModelNotFound(
+                f"no served model is named {name!r}; served: {', '.join(self.services) or 'none'}"
+            )
+        return service
+
+    def only(self) -> ModelService:
+        """The single served model, for ``POST /predict``."""
+        if len(self.services) == 1:
+            return next(iter(self.services.values()))
+        raise ModelNotFound(
+            "POST /predict needs exactly one served model; "
+            + (
+                f"use /models/NAME/predict with NAME one of: {', '.join(sorted(self.services))}"
+                if self.services
+                else "none is served yet"
+            )
+        )
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).status(dropped=self.predictions.dropped[name])
+
+    def not_ready(self) -> list[str]:
+        """Served models without a loaded champion (readiness)."""
+        return [name for name, service in sorted(self.services.items()) if service.current is None]
+
+
+def serving_manager(
+    settings: Settings,
+    registry: ModelRegistry,
+    *,
+    sessions: SessionFactory | None,
+    unsafe: bool = False,
+) -> ServingManager:
+    """The manager ``modelci serve`` runs, from the settings."""
+    import uv
+
+    from modelci.environments import EnvironmentManager
+    from modelci.sandbox import Limits, make_sandbox
+
+    sandbox = make_sandbox(unsafe=unsafe, uid_base=settings.serving_uid_base)
+    environments = EnvironmentManager(
+        envs_dir=settings.envs_dir,
+        python=settings.python,
+        uv_bin=uv.find_uv_bin(),
+        resolution_ttl_s=settings.env_resolution_ttl_s,
+    )
+    for path, mode in ((settings.data_dir, 0o711), (settings.runs_dir, 0o711)):
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(mode)
+    launcher = Launcher(
+        sandbox=sandbox,
+        environments=environments,
+        serving_dir=settings.runs_dir / "serving",
+        logs_dir=settings.logs_dir / "serving",
+        limits=Limits(
+            timeout_s=0, cpu_s=10**9, memory_mb=settings.serving_memory_mb, max_disk_mb=1024
+        ),
+        start_timeout_s=settings.serving_start_timeout_s,
+        request_timeout_s=settings.serving_request_timeout_s,
+    )
+    return ServingManager(
+        registry,
+        launcher,
+        sessions=sessions,
+        poll_s=settings.serving_poll_s,
+        max_rows=settings.serving_max_rows,
+        log_queue=settings.serving_log_queue,
+    )

@@ -1,0 +1,282 @@
+"""Predict request bodies: parsed and checked against a model's columns.
+
+Accepted shapes (MLflow's two included, for drop-in clients)::
+
+    {"records": [{col: value, ...}, ...]}        also "dataframe_records"
+    {"columns": {col: [value, ...], ...}}
+    {"dataframe_split": {"columns": [...], "data": [[...], ...]}}
+    [{col: value, ...}, ...]                     a bare list of records
+    {col: value, ...}                            one record
+
+Every problem is reported at once, FastAPI-style: ``{"loc": [...], "msg":
+..., "type": ...}`` with the row index and the column. Type rules follow
+MLflow's: a bool is not a number, an integer is a valid double, a double is a
+valid long only when it is whole. Plain loops, no per-request models: this is on
+the hot path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from modelci.modelspec import Column
+from modelci.serving.errors import BadRequest
+
+__all__ = ["Batch", "Validator"]
+
+_ENVELOPES = ("records", "dataframe_records", "columns", "dataframe_split", "instances")
+_MAX_ERRORS = 50
+_SHOWN_CATEGORIES = 20
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Validated inputs, column by column in the model's order."""
+
+    columns: dict[str, list[Any]]
+    rows: int
+
+
+def _error(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": ["body", *loc], "msg": msg, "type": kind}
+
+
+def _check(column: Column, value: Any, allowed: frozenset[str] | None) -> tuple[str, str] | None:
+    """(message, type) when value does not fit column, else None."""
+    kind = column.type
+    if value is None:
+        if column.required:
+            return "a value is required (null given)", "missing"
+        return None
+    if kind in ("double", "float"):
+        if type(value) is float or type(value) is int:
+            return None
+        return f"expected a number, got {_describe(value)}", "float_type"
+    if kind in ("long", "integer"):
+        if type(value) is int or (type(value) is float and value.is_integer()):
+            return None
+        return f"expected an integer, got {_describe(value)}", "int_type"
+    if kind == "boolean":
+        return (
+            None
+            if type(value) is bool
+            else (f"expected true or false, got {_describe(value)}", "bool_type")
+        )
+    if type(value) is not str:
+        return f"expected a string, got {_describe(value)}", "string_type"
+    if allowed is not None and value not in allowed:
+        shown = sorted(allowed)[:_SHOWN_CATEGORIES]
+        more = ", ..." if len(allowed) > _SHOWN_CATEGORIES else ""
+        return (
+            f"{value!r} is not an allowed value; allowed: {', '.join(map(repr, shown))}{more}",
+            "enum",
+        )
+    if kind == "datetime":
+        try:
+            dt.datetime.fromisoformat(value)
+        except ValueError:
+            return f"expected an ISO 8601 date-time, got {value!r}", "datetime_parsing"
+    return None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+class Validator:
+    """Checks request bodies against one model version's columns."""
+
+    def __init__(self, columns: tuple[Column, ...], *, max_rows: int = 10_000) -> None:
+        self.columns = columns
+        self.names = [column.name for column in columns]
+        self._known = frozenset(self.names)
+        self._allowed = {
+            c.name: None if c.categories is None else frozenset(c.categories) for c in columns
+        }
+        self.max_rows = max_rows
+
+    def parse(self, body: bytes) -> Batch:
+        """The validated batch of a raw request body; BadRequest otherwise."""
+        if not body.strip():
+            fields = ", ".join(f'"{name}": ...' for name in self.names[:3])
+            raise BadRequest(
+                f'the request body is empty; send JSON such as {{"records": [{{{fields}}}]}}',
+                status=400,
+            )
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(
+                f"the request body is not valid JSON: {exc}",
+                errors=[_error([], f"invalid JSON: {exc}", "json_invalid")],
+                status=400,
+            ) from None
+        return self.validate(payload)
+
+    def validate(self, payload: Any) -> Batch:
+        if isinstance(payload, list):
+            return self._records(payload, ["records"])
+        if not isinstance(payload, dict):
+            raise self._fail(
+                [
+                    _error(
+                        [],
+                        "expected a JSON object with records or columns",
+                        "model_attributes_type",
+                    )
+                ]
+            )
+        keys = [key for key in payload if key in _ENVELOPES and key not in self._known]
+        if not keys:
+            return self._records([payload], [])
+        if len(payload) != 1:
+            extra = [key for key in payload if key != keys[0]]
+            raise self._fail(
+                [
+                    _error([key], f"unexpected field next to {keys[0]!r}", "extra_forbidden")
+                    for key in extra
+                ]
+            )
+        key = keys[0]
+        value = payload[key]
+        if key in ("records", "dataframe_records", "instances"):
+            return self._records(value, [key])
+        if key == "columns":
+            return self._columns(value)
+        return self._split(value)
+
+    def _fail(self, errors: list[dict[str, Any]]) -> BadRequest:
+        first = errors[0]
+        where = ".".join(str(part) for part in first["loc"][1:]) or "body"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return BadRequest(f"{where}: {first['msg']}{more}", errors=errors[:_MAX_ERRORS])
+
+    def _size(self, rows: int, loc: list[Any]) -> None:
+        if rows == 0:
+            raise self._fail([_error(loc, "no rows given: send at least one", "too_short")])
+        if rows > self.max_rows:
+            raise self._fail(
+                [_error(loc, f"{rows} rows given; at most {self.max_rows} per request", "too_long")]
+            )
+
+    def _records(self, records: Any, loc: list[Any]) -> Batch:
+        if not isinstance(records, list):
+            raise self._fail([_error(loc, "expected a list of records", "list_type")])
+        self._size(len(records), loc)
+        columns: dict[str, list[Any]] = {name: [] for name in self.names}
+        errors: list[dict[str, Any]] = []
+        known, allowed = self._known, self._allowed
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                errors.append(_error([*loc, index], "expected an object", "dict_type"))
+                continue
+            for name in record:
+                if name not in known:
+                    errors.append(
+                        _error([*loc, index, name], self._unknown(name), "extra_forbidden")
+                    )
+            for column in self.columns:
+                value = record.get(column.name, _MISSING)
+                if value is _MISSING:
+                    if column.required:
+                        errors.append(
+                            _error([*loc, index, column.name], "field required", "missing")
+                        )
+                    value = None
+                else:
+                    problem = _check(column, value, allowed[column.name])
+                    if problem is not None:
+                        errors.append(_error([*loc, index, column.name], *problem))
+                columns[column.name].append(value)
+            if len(errors) >= _MAX_ERRORS:
+                break
+        if errors:
+            raise self._fail(errors)
+        return Batch(columns, len(records))
+
+    def _columns(self, given: Any) -> Batch:
+        if not isinstance(given, dict):
+            raise self._fail(
+                [_error(["columns"], "expected an object of column lists", "dict_type")]
+            )
+        errors = [
+            _error(["columns", name], self._unknown(name), "extra_forbidden")
+            for name in given
+            if name not in self._known
+        ]
+        lengths = {len(v) for v in given.values() if isinstance(v, list)}
+        rows = max(lengths) if lengths else 0
+        if len(lengths) > 1:
+            errors.append(
+                _error(
+                    ["columns"],
+                    f"the columns have different lengths ({sorted(lengths)})",
+                    "value_error",
+                )
+            )
+        columns: dict[str, list[Any]] = {}
+        for column in self.columns:
+            values = given.get(column.name, _MISSING)
+            if values is _MISSING:
+                if column.required:
+                    errors.append(_error(["columns", column.name], "field required", "missing"))
+                values = [None] * rows
+            elif not isinstance(values, list):
+                errors.append(_error(["columns", column.name], "expected a list", "list_type"))
+                continue
+            allowed = self._allowed[column.name]
+            for index, value in enumerate(values):
+                problem = _check(column, value, allowed)
+                if problem is not None:
+                    errors.append(_error(["columns", column.name, index], *problem))
+                    if len(errors) >= _MAX_ERRORS:
+                        break
+            columns[column.name] = values
+        if errors:
+            raise self._fail(errors)
+        self._size(rows, ["columns"])
+        return Batch(columns, rows)
+
+    def _split(self, split: Any) -> Batch:
+        loc = ["dataframe_split"]
+        if not isinstance(split, dict) or not isinstance(split.get("data"), list):
+            raise self._fail(
+                [_error(loc, 'expected {"columns": [...], "data": [[...], ...]}', "dict_type")]
+            )
+        names = split.get("columns", self.names)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise self._fail(
+                [_error([*loc, "columns"], "expected a list of column names", "list_type")]
+            )
+        records: list[Any] = []
+        for index, row in enumerate(split["data"]):
+            if not isinstance(row, list) or len(row) != len(names):
+                raise self._fail(
+                    [
+                        _error(
+                            [*loc, "data", index],
+                            f"expected a list of {len(names)} values",
+                            "list_type",
+                        )
+                    ]
+                )
+            records.append(dict(zip(names, row, strict=True)))
+        return self._records(records, [*loc, "data"])
+
+    def _unknown(self, name: str) -> str:
+        return f"unknown field {name!r}; the model takes: {', '.join(self.names)}"
+
+
+_MISSING: Any = object()

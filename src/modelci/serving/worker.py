@@ -1,0 +1,134 @@
+"""The host's side of one sandboxed model worker: framed JSON over its pipes.
+
+A worker answers one request at a time, so calls are serialised by a lock.
+What the worker sends is untrusted: frames are size-capped, parsed as JSON
+only, and a worker that stalls past the timeout or breaks the protocol is
+killed (it is restarted by its service).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from modelci.sandbox import SandboxProcess
+from modelci.serving.errors import PredictionFailed, WorkerFailed
+
+__all__ = ["ModelWorker"]
+
+_HEADER = struct.Struct(">I")
+_MAX_REPLY = 64 << 20
+
+
+class ModelWorker:
+    """A started worker process; ``wait_ready`` before ``predict``."""
+
+    def __init__(self, process: SandboxProcess, *, request_timeout_s: float = 30) -> None:
+        self.process = process
+        self.request_timeout_s = request_timeout_s
+        self._lock = threading.Lock()
+        self._out = process.stdin.fileno()
+        self._in = process.stdout.fileno()
+        self.dead = False
+        self.uses_frame = False
+        self.on_stop: Callable[[], None] | None = None  # cleanup after the process ended
+        self._stop_lock = threading.Lock()
+        self._stopped = False
+
+    def log_tail(self, limit: int = 2000) -> str:
+        try:
+            with self.process.spec.log_path.open("rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - limit))
+                return log.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout_s: float) -> None:
+        with self._lock:
+            reply = self._receive(time.monotonic() + timeout_s, "loading the model")
+        if not reply.get("ok"):
+            self.stop()
+            raise WorkerFailed(f"the model worker could not load the model: {reply.get('error')}")
+        self.uses_frame = bool(reply.get("frame"))
+
+    def predict(self, columns: dict[str, list[Any]], rows: int) -> list[Any]:
+        """Predictions for one validated batch; PredictionFailed if the model raised."""
+        body = orjson.dumps({"columns": columns, "rows": rows})
+        with self._lock:
+            if self.dead:
+                raise WorkerFailed("the model worker has stopped")
+            try:
+                os.write(self._out, _HEADER.pack(len(body)))
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(self._out, view) :]
+            except OSError as exc:
+                self._die()
+                raise WorkerFailed(f"the model worker is gone ({exc.strerror})") from None
+            reply = self._receive(time.monotonic() + self.request_timeout_s, "predicting")
+        if not reply.get("ok"):
+            raise PredictionFailed(f"the model raised on this input: {reply.get('error')}")
+        predictions = reply.get("predictions")
+        if not isinstance(predictions, list) or len(predictions) != rows:
+            raise PredictionFailed(
+                f"the model returned {type(predictions).__name__} "
+                f"of length {len(predictions) if isinstance(predictions, list) else '?'} "
+                f"for {rows} rows"
+            )
+        return predictions
+
+    def _receive(self, deadline: float, doing: str) -> dict[str, Any]:
+        header = self._read(_HEADER.size, deadline, doing)
+        (size,) = _HEADER.unpack(header)
+        if size > _MAX_REPLY:
+            self._die()
+            raise WorkerFailed(f"the model worker sent a {size}-byte reply while {doing}")
+        try:
+            reply = orjson.loads(self._read(size, deadline, doing))
+        except orjson.JSONDecodeError:
+            self._die()
+            raise WorkerFailed(f"the model worker sent invalid JSON while {doing}") from None
+        if not isinstance(reply, dict):
+            self._die()
+            raise WorkerFailed(f"the model worker sent a malformed reply while {doing}")
+        return reply
+
+    def _read(self, size: int, deadline: float, doing: str) -> bytes:
+        chunks, missing = [], size
+        while missing:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self._in], [], [], remaining)[0]:
+                self._die()
+                raise WorkerFailed(f"the model worker timed out while {doing}")
+            chunk = os.read(self._in, missing)
+            if not chunk:
+                self._die()
+                code = self.process.poll()
+                raise WorkerFailed(
+                    f"the model worker exited (code {code}) while {doing}: {self.log_tail(600)}"
+                )
+            chunks.append(chunk)
+            missing -= len(chunk)
+        return b"".join(chunks)
+
+    def _die(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Kill the worker and release what it held; safe to call more than once."""
+        self.dead = True
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.process.stop()
+        if self.on_stop is not None:
+            self.on_stop()
