@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         default=1, description="Evaluations of one repository that may run at once"
     )
     workers: int = Field(default=2, description="Worker threads `modelci serve` starts")
+    # Delivery: where trained versions are recorded and registered.
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="An existing MLflow tracking server (http://host:5000); unset keeps MLflow's "
+        "store beside modelci's database (<name>_mlflow, or a sibling SQLite file)",
+    )
 
     # Serving (modelci.serving): each champion in its own sandboxed model worker.
     serving_uid_base: int = Field(
