@@ -26,7 +26,7 @@ from typing import Any
 
 from modelci.errors import OutputError
 
-__all__ = ["read_json_output", "read_output_bytes"]
+__all__ = ["copy_output_tree", "read_json_output", "read_output_bytes"]
 
 # openat2 has the same number on both: it was added after the tables were unified.
 _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437}.get(platform.machine())
@@ -209,3 +209,109 @@ def read_json_output(workdir: Path, relpath: str, *, max_bytes: int = 10_000_000
             f"{relpath} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
             hint=hint,
         ) from None
+
+
+def _open_dir_beneath(workdir: Path, relpath: str) -> int:
+    dirfd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # ours, trusted
+    try:
+        for part in _parts(relpath) if relpath not in ("", ".") else []:
+            try:
+                following = os.open(part, _DIR_FLAGS, dir_fd=dirfd)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT:
+                    raise OutputError(
+                        f"the training command did not write {relpath}",
+                        hint="check the model paths in modelci.yaml and the run's log",
+                    ) from None
+                raise OutputError(
+                    f"{relpath} is not a directory reached without symbolic links",
+                    hint=_LINK_HINT,
+                ) from None
+            os.close(dirfd)
+            dirfd = following
+        return dirfd
+    except BaseException:
+        os.close(dirfd)
+        raise
+
+
+def copy_output_tree(
+    workdir: Path,
+    relpath: str,
+    dest: Path,
+    *,
+    max_bytes: int,
+    max_files: int = 10_000,
+    suffixes: tuple[str, ...] | None = None,
+    skip_unusual: bool = False,
+) -> int:
+    """Copy the directory workdir/relpath to dest (created), as read_output_bytes reads files.
+
+    Only directories and regular files are copied, none reached through a link.
+    Anything else (a link, FIFO, socket, device) is refused, or skipped with
+    ``skip_unusual`` (for copying source code, where links are ordinary).
+    ``suffixes`` keeps only files with those name endings. Returns the bytes copied.
+    """
+    state = {"bytes": 0, "files": 0}
+
+    def refuse(path: str, what: str) -> None:
+        if not skip_unusual:
+            raise OutputError(f"{path} is {what}", hint=_LINK_HINT)
+
+    def copy_dir(dirfd: int, target: Path, where: str, depth: int) -> None:
+        if depth > 64:
+            raise OutputError(f"{where} nests too deeply", hint="keep the model directory flat")
+        target.mkdir(parents=True, exist_ok=True)
+        with os.scandir(dirfd) as entries:
+            names = sorted(entry.name for entry in entries)
+        for name in names:
+            path = f"{where}/{name}"
+            info = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+            if stat.S_ISLNK(info.st_mode):
+                refuse(path, "a symbolic link")
+            elif stat.S_ISDIR(info.st_mode):
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=dirfd)
+                except OSError:
+                    refuse(path, "a directory that changed while it was copied")
+                    continue
+                try:
+                    copy_dir(child, target / name, path, depth + 1)
+                finally:
+                    os.close(child)
+            elif not stat.S_ISREG(info.st_mode):
+                refuse(path, "not a regular file (a FIFO, socket or device)")
+            elif suffixes is None or name.endswith(suffixes):
+                copy_file(dirfd, name, target / name, path)
+
+    def copy_file(dirfd: int, name: str, target: Path, path: str) -> None:
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dirfd)
+        except OSError:
+            refuse(path, "a symbolic link or a file that changed while it was copied")
+            return
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                refuse(path, "not a regular file")
+                return
+            state["files"] += 1
+            if state["files"] > max_files:
+                raise OutputError(f"{relpath} holds more than {max_files} files", hint="")
+            with open(target, "wb") as out:
+                while chunk := os.read(fd, 1 << 20):
+                    state["bytes"] += len(chunk)
+                    if state["bytes"] > max_bytes:
+                        raise OutputError(
+                            f"{relpath} is larger than {max_bytes:,} bytes",
+                            hint="keep only the model's files in that directory",
+                        )
+                    out.write(chunk)
+        finally:
+            os.close(fd)
+
+    dirfd = _open_dir_beneath(workdir, relpath)
+    try:
+        copy_dir(dirfd, dest, relpath.rstrip("/") or ".", 0)
+    finally:
+        os.close(dirfd)
+    return state["bytes"]
