@@ -366,3 +366,18 @@ def test_an_evaluation_past_the_job_timeout_is_stopped_and_reported(
         timeout=30,
     )
     wait_for(lambda: not sandbox_processes(), service, timeout=10)
+
+
+def test_poll_mode_evaluates_a_labeled_pull_request_without_webhooks(
+    service: Service, github: GitHub, make_repo: GitRepo
+) -> None:
+    repo, head = model_repo(github, make_repo)  # labeled by MAINTAINER
+    github.state.repos[REPO].clone_url = str(repo)
+    service.env.pop("MODELCI_GITHUB_WEBHOOK_SECRET")  # GitHub cannot reach us: no secret
+    service.env.update(
+        {"MODELCI_POLL_REPOSITORIES": json.dumps([REPO]), "MODELCI_POLL_INTERVAL_S": "1"}
+    )
+    service._spawn("serve", "serve", "--port", str(service.port), "--poll")
+    wait_for(finished(github, head), service)
+    assert len(comments(github)) == 1
+    assert (service.logs / "poll-state.json").exists()

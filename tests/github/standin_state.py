@@ -70,6 +70,7 @@ class Repo:
     roles: dict[str, str] = field(default_factory=dict)
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
+    clone_url: str | None = None  # where clients clone from (a local path in e2e tests)
     # Per issue number, oldest first, as GET /repos/{o}/{r}/issues/{n}/events lists them.
     issue_events: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -359,7 +360,8 @@ class StandInState:
             "full_name": name,
             "private": False,
             "fork": name != base,
-            "clone_url": f"https://github.com/{name}.git",
+            "clone_url": (name == base and self.repos[base].clone_url)
+            or f"https://github.com/{name}.git",
             "default_branch": self.repos[base].default_branch,
         }
 
