@@ -14,6 +14,7 @@ signature comes from the configuration and the training data, not the object.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -137,10 +138,14 @@ def build_model_dir(
     )
     example = columns_example if columns_example is not None else spec.input_example
     if example:
-        (dest / "input_example.json").write_text(json.dumps(example))
+        # MLflow's own layout for a DataFrame example (orient "split"), which its UI shows.
+        columns = list(example[0])
+        rows = [[record.get(c) for c in columns] for record in example]
+        (dest / "input_example.json").write_text(json.dumps({"columns": columns, "data": rows}))
         model.saved_input_example_info = {
             "artifact_path": "input_example.json",
-            "type": "json_object",
+            "type": "dataframe",
+            "pandas_orient": "split",
         }
     model.save(str(dest / "MLmodel"))
 
@@ -260,7 +265,22 @@ class Registry:
 
     def list_versions(self, name: str) -> list[ModelVersion]:
         found = self.client.search_model_versions(f"name = '{_quote(name)}'")
-        return sorted((self._version(v, download=False) for v in found), key=lambda v: v.version)
+        champion = self._champion_number(name)
+        versions = []
+        for item in found:
+            version = self._version(item, download=False)
+            if version.version == champion and CHAMPION not in version.aliases:
+                version = dataclasses.replace(version, aliases=(*version.aliases, CHAMPION))
+            versions.append(version)
+        return sorted(versions, key=lambda v: v.version)
+
+    def _champion_number(self, name: str) -> int | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return int(self.client.get_model_version_by_alias(name, CHAMPION).version)
+        except MlflowException:
+            return None
 
     def get_version(self, name: str, version: int) -> ModelVersion:
         from mlflow.exceptions import MlflowException
