@@ -19,15 +19,22 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modelci.checkout import Mirror, open_mirror, repository_name
 from modelci.config import CONFIG_FILE, Overrides, RepoConfig, effective_config
-from modelci.environments import EnvironmentManager, gather_requirements
+from modelci.environments import _COMPLETE as _ENV_COMPLETE
+from modelci.environments import (
+    Environment,
+    EnvironmentManager,
+    Requirements,
+    gather_requirements,
+)
 from modelci.errors import ModelCIError, OutputError, RunFailed
 from modelci.metrics import flatten_metrics
 from modelci.outputs import read_json_output
@@ -40,7 +47,14 @@ if TYPE_CHECKING:  # heavy imports (numpy, sqlalchemy) load in the background, w
     from modelci.compare import Comparison, MetricRule, Predictions
     from modelci.db import Database
 
-__all__ = ["EvaluationRequest", "EvaluationResult", "Evaluator", "Reporter", "SideResult"]
+__all__ = [
+    "EvaluationRequest",
+    "EvaluationResult",
+    "Evaluator",
+    "Reporter",
+    "SideResult",
+    "TrainedCommit",
+]
 
 # Bump when the meaning of a stored result changes, so old results are not reused.
 RESULT_VERSION = "1"
@@ -93,6 +107,21 @@ class SideResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True)
+class TrainedCommit:
+    """A commit's finished run, while its work dir exists (see Evaluator.train_commit)."""
+
+    side: SideResult
+    workdir: Path
+    config: RepoConfig
+    environment: Environment
+
+    def resolved_requirements(self) -> tuple[str, ...]:
+        """The pinned requirements the run's environment was built from."""
+        text = (self.environment.path / _ENV_COMPLETE).read_text()
+        return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 @dataclass
@@ -299,30 +328,74 @@ class Evaluator:
         overrides: Overrides,
         cancel: threading.Event | None,
     ) -> None:
-        role, sha, t0 = side.role, side.sha, time.monotonic()
-        self.reporter.update(role, "reading configuration")
+        t0 = time.monotonic()
+        requirements = self._prepare(side, mirror, overrides)
+        if side.role == "base":
+            from modelci import store
+
+            with self._database().session() as session:
+                previous = store.find_reusable_run(session, cache_key=side.cache_key or "")
+                if previous is not None and previous.outputs_dir:
+                    side.run_id = side.reused_from = previous.id
+                    side.log_path = Path(previous.log_path) if previous.log_path else None
+                    _load_outputs(Path(previous.outputs_dir), side, previous.metrics or {})
+                    side.timings = {"reused": 1.0}
+                    self.reporter.update(side.role, f"reused the result of run {previous.id}")
+                    return
+        with self._train(side, mirror, requirements, cancel, t0):
+            pass
+
+    def _prepare(self, side: SideResult, mirror: Mirror, overrides: Overrides) -> Requirements:
+        """Config, requirements and keys of a commit, read from git without a checkout."""
+        sha = side.sha
+        self.reporter.update(side.role, "reading configuration")
 
         def read(path: str) -> bytes | None:
             return mirror.read_file(sha, path)
 
         side.config = config = effective_config(read(CONFIG_FILE), overrides)
         requirements = gather_requirements(config.install, read, uv_bin=self.environments.uv_bin)
-        self.reporter.update(role, "resolving requirements")
-        env_key = self.environments.key_for(requirements)
-        side.env_key = env_key
-        side.cache_key = cache_key = _cache_key(sha, env_key, config, self.sandbox)
-        if role == "base":
-            from modelci import store
+        self.reporter.update(side.role, "resolving requirements")
+        side.env_key = env_key = self.environments.key_for(requirements)
+        side.cache_key = _cache_key(sha, env_key, config, self.sandbox)
+        return requirements
 
-            with self._database().session() as session:
-                previous = store.find_reusable_run(session, cache_key=cache_key)
-                if previous is not None and previous.outputs_dir:
-                    side.run_id = side.reused_from = previous.id
-                    side.log_path = Path(previous.log_path) if previous.log_path else None
-                    _load_outputs(Path(previous.outputs_dir), side, previous.metrics or {})
-                    side.timings = {"reused": 1.0}
-                    self.reporter.update(role, f"reused the result of run {previous.id}")
-                    return
+    @contextmanager
+    def train_commit(
+        self,
+        side: SideResult,
+        mirror: Mirror,
+        *,
+        overrides: Overrides | None = None,
+        cancel: threading.Event | None = None,
+        extra_env: Callable[[Path], Mapping[str, str]] | None = None,
+    ) -> Iterator[TrainedCommit]:
+        """Train one commit (side.sha) in the sandbox and read its metrics.
+
+        Yields while its work dir still exists, so the caller can collect the
+        artifacts the run wrote (read them only with modelci.outputs: the
+        repository's code controlled that directory). ``extra_env`` gives
+        variables for the run from the work dir's path. Raises on failure.
+        """
+        _prepare_dirs(self.settings)
+        t0 = time.monotonic()
+        requirements = self._prepare(side, mirror, overrides or Overrides())
+        with self._train(side, mirror, requirements, cancel, t0, extra_env) as trained:
+            yield trained
+
+    @contextmanager
+    def _train(
+        self,
+        side: SideResult,
+        mirror: Mirror,
+        requirements: Requirements,
+        cancel: threading.Event | None,
+        t0: float,
+        extra_env: Callable[[Path], Mapping[str, str]] | None = None,
+    ) -> Iterator[TrainedCommit]:
+        role, sha = side.role, side.sha
+        config = side.config
+        assert config is not None
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         side.log_path = (
             self.settings.logs_dir / f"{stamp}-{role}-{sha[:12]}-{uuid.uuid4().hex[:6]}.log"
@@ -344,6 +417,9 @@ class Evaluator:
                 max_disk_mb=config.limits.disk_mb,
             )
             command = "set -e\n" + "\n".join(config.commands())
+            variables = {"PYTHONPATH": f"{workdir}/src:{workdir}"}
+            if extra_env is not None:
+                variables.update(extra_env(workdir))
             outcome = self.sandbox.run(
                 SandboxSpec(
                     command=command,
@@ -352,7 +428,7 @@ class Evaluator:
                     venv=env.path,
                     limits=limits,
                     slot=slot,
-                    env={"PYTHONPATH": f"{workdir}/src:{workdir}"},
+                    env=variables,
                 ),
                 cancel=cancel,
             )
@@ -377,6 +453,7 @@ class Evaluator:
                     workdir, config.predictions, max_bytes=_MAX_PREDICTIONS_BYTES
                 )
                 side.predictions = predictions_from_json(data, source=config.predictions)
+            yield TrainedCommit(side=side, workdir=workdir, config=config, environment=env)
         side.timings["total_s"] = time.monotonic() - t0
         self.reporter.update(role, "done")
 
