@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
+from sqlalchemy.engine import make_url
 
 from modelci import store
 from modelci.cli import cli
@@ -15,7 +18,8 @@ from modelci.db import Database, open_database
 from modelci.errors import ConfigError
 from modelci.github import AppAuth, GitHubClient, PullRequestEvent, PushEvent, classify
 from modelci.github.sansio import Delivery
-from modelci.polling import STATE_FILE, Poller
+from modelci.polling import STATE_FILE, Poller, delivery_id
+from modelci.pullrequests import EvaluationJob, handle_event
 from modelci.settings import Settings
 from tests.github import conftest as github_fixtures
 from tests.github.conftest import APP_ID, INSTALLATION, REPO, GitHub
@@ -39,9 +43,16 @@ class FakeQueue:
         return len(self.deferred)
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = open_database(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/s.db"))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path}/s.db"
+    if request.param == "postgresql":
+        server: str = request.getfixturevalue("postgres_url")
+        name = f"modelci_poll_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(server.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    db = open_database(Settings(data_dir=tmp_path, database_url=url))
     yield db
     db.close()
 
@@ -252,3 +263,57 @@ def test_serve_poll_without_repositories_fails_clearly(
     assert result.exit_code != 0
     assert "MODELCI_POLL_REPOSITORIES" in result.output
     assert "Traceback" not in result.output
+
+
+class Workflow:
+    """The workflow's queue and GitHub actions: real permission checks, recorded effects."""
+
+    def __init__(self, client: GitHubClient) -> None:
+        self.client = client
+        self.queued: list[EvaluationJob] = []
+        self.said: list[str] = []
+
+    def enqueue_evaluation(self, job: EvaluationJob) -> int:
+        self.queued.append(job)
+        return len(self.queued)
+
+    def cancel_evaluations(self, *, repo: str, number: int) -> int:
+        return 0
+
+    def can_write(self, repo: str, username: str, installation_id: int | None) -> bool:
+        return self.client.has_write_access(
+            repo, username=username, installation_id=installation_id
+        )
+
+    def say(self, job_or_pr: object, body: str) -> None:
+        self.said.append(body)
+
+
+def test_the_labelers_permission_decides_as_for_a_webhook(
+    github: GitHub, poller: Poller, database: Database, client: GitHubClient
+) -> None:
+    github.state.set_role(REPO, "maintainer", "write")
+    github.state.set_role(REPO, "drive-by", "triage")  # may label, may not run code
+    github.state.add_pull(REPO, 5, labels=(LABEL,), labeled_by="maintainer")
+    github.state.add_pull(REPO, 6, labels=(LABEL,), labeled_by="drive-by")
+    workflow = Workflow(client)
+
+    outcomes = {}
+    for created in poller.poll_once():
+        event = event_of(database, created)
+        outcomes[event.pull_request.number] = handle_event(  # type: ignore[union-attr]
+            event, label=LABEL, queue=workflow, github=workflow
+        ).action
+
+    assert outcomes == {5: "queued", 6: "refused"}
+    assert [job.number for job in workflow.queued] == [5]
+    assert workflow.queued[0].installation_id == INSTALLATION
+    assert any("drive-by" in said for said in workflow.said)
+
+
+def test_long_delivery_ids_are_hashed_to_fit_the_store() -> None:
+    short = "poll:octo/model#5:labeled:1001"
+    assert delivery_id(short) == short
+    long = "poll:" + "o" * 39 + "/" + "n" * 100 + "#5:closed:" + "a" * 40
+    assert len(delivery_id(long)) <= 100
+    assert delivery_id(long) == delivery_id(long) != delivery_id(long + "b")

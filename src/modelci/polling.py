@@ -38,6 +38,7 @@ written atomically after each repository's round.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -62,12 +63,30 @@ from modelci.github import (
 )
 from modelci.github.rest import repo_path
 
-__all__ = ["DeliveryQueue", "PollState", "Poller", "PullState", "RepoState", "start_poller"]
+__all__ = [
+    "DeliveryQueue",
+    "PollState",
+    "Poller",
+    "PullState",
+    "RepoState",
+    "delivery_id",
+    "pull_request_json",
+    "start_poller",
+    "submit_delivery",
+]
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "poll-state.json"
 _STATE_VERSION = 1
+_DELIVERY_ID_MAX = 100  # the store's key length
+
+
+def delivery_id(text: str) -> str:
+    """``text`` as a delivery id; a long one (long repository names) is hashed to fit."""
+    if len(text) <= _DELIVERY_ID_MAX:
+        return text
+    return "poll:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 class DeliveryQueue(Protocol):
@@ -280,24 +299,23 @@ class Poller:
         if not self._spent:
             return self.interval_s
         self._spent = False
-        try:
-            quota = self.github.get_rate_limit(installation_id=self._any_installation())
-        except ModelCIError as exc:
-            log.info("could not read the rate limit: %s", exc)
-            return self.interval_s
-        if quota.remaining < quota.limit * self.reserve_fraction:
-            wait = max(self.interval_s, quota.reset - self._clock())
-            log.warning(
-                "GitHub quota low (%d of %d left): polling paused for %.0f s",
-                quota.remaining,
-                quota.limit,
-                wait,
-            )
-            return wait
-        return self.interval_s
-
-    def _any_installation(self) -> int | None:
-        return next((t.installation_id for t in self._targets.values()), None)
+        wait = self.interval_s
+        # Each installation (or the token's user) has its own quota.
+        for installation in {t.installation_id for t in self._targets.values()}:
+            try:
+                quota = self.github.get_rate_limit(installation_id=installation)
+            except ModelCIError as exc:
+                log.info("could not read the rate limit: %s", exc)
+                continue
+            if quota.remaining < quota.limit * self.reserve_fraction:
+                wait = max(wait, quota.reset - self._clock())
+                log.warning(
+                    "GitHub quota low (%d of %d left): polling paused for %.0f s",
+                    quota.remaining,
+                    quota.limit,
+                    wait,
+                )
+        return wait
 
     def _target(self, name: str) -> _Target:
         target = self._targets.get(name)
@@ -350,7 +368,9 @@ class Poller:
         if action in ("labeled", "unlabeled"):
             fields["label"] = {"name": self.label}
         payload = _envelope(target.repo, target.installation_id, sender, **fields)
-        return self._submit(f"poll:{full}#{pr.number}:{action}:{key}", "pull_request", payload)
+        return self._submit(
+            delivery_id(f"poll:{full}#{pr.number}:{action}:{key}"), "pull_request", payload
+        )
 
     def _diff_pulls(
         self, target: _Target, state: RepoState, pulls: tuple[PullRequest, ...]
@@ -452,7 +472,9 @@ class Poller:
             forced=False,
         )
         return self._submit(
-            f"poll:{target.repo.full_name}:push:{branch}:{before}..{sha}", "push", payload
+            delivery_id(f"poll:{target.repo.full_name}:push:{branch}:{before}..{sha}"),
+            "push",
+            payload,
         )
 
     # -- the loop -------------------------------------------------------------------------
