@@ -1,0 +1,524 @@
+"""Deliver a commit: train it, register the model in MLflow, promote it if it passes.
+
+``Deliverer.deliver`` trains the commit in the sandbox (through
+``Evaluator.train_commit``), collects the model from the work dir with the
+link-refusing readers of ``outputs`` (the repository's code wrote that
+directory), builds an MLflow model directory with ``modelci-serving.json``,
+registers it as a new version, and moves the ``champion`` alias only if the
+gates against the current champion and the floors pass. Every step that
+changes the champion is a model event with who and why.
+
+The gates are the delivered commit's own: it was reviewed and merged, and its
+pull request was already judged by the base's gates.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from modelci.checkout import open_mirror, repository_name
+from modelci.config import (
+    INTERFACE_ADAPTER,
+    INTERFACE_ARTIFACT,
+    INTERFACE_INFO,
+    INTERFACE_MODULE,
+    RepoConfig,
+)
+from modelci.errors import EXIT_ERROR, EXIT_OK, EXIT_REGRESSION, ConfigError, ModelCIError
+from modelci.evaluation import Evaluator, Reporter, SideResult, TrainedCommit
+from modelci.gates import Decision, decide
+from modelci.modelspec import Column, ModelVersion, ServingSpec
+from modelci.outputs import copy_output_tree, read_json_output, read_output_bytes
+from modelci.settings import Settings
+
+if TYPE_CHECKING:
+    from modelci.db import Database
+    from modelci.tracking import Registry
+
+__all__ = ["Deliverer", "DeliveryResult", "model_name_for"]
+
+ROLE = "deliver"
+_MAX_ARTIFACT_BYTES = 2 * 1024**3
+_MAX_CODE_BYTES = 50 * 1024**2
+_MAX_DATA_BYTES = 200 * 1024**2
+_MAX_CATEGORIES = 1000
+_EXAMPLE_ROWS = 5
+_MAX_SUMMARY = 65_535
+_MLRUNS = ".modelci/mlruns"
+_PANDAS_TYPES = {"i": "long", "u": "long", "f": "double", "b": "boolean", "M": "datetime"}
+
+
+@dataclass
+class DeliveryResult:
+    """What one delivery did; ``summary_markdown`` is the text for a check run."""
+
+    repo: str
+    ref: str
+    sha: str = ""
+    model_name: str = ""
+    version: int | None = None
+    promoted: bool = False
+    decision: Decision | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    champion_before: ModelVersion | None = None
+    error: str | None = None
+    log_path: Path | None = None
+    run_id: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None:
+            return EXIT_ERROR
+        return EXIT_OK if self.promoted else EXIT_REGRESSION
+
+    @property
+    def title(self) -> str:
+        if self.error is not None:
+            return f"delivery of {self.sha[:7] or self.ref} failed"
+        if self.promoted:
+            return f"{self.model_name} version {self.version} is the champion"
+        return f"{self.model_name} version {self.version} registered, not promoted"
+
+    def summary_markdown(self) -> str:
+        lines = [f"### {self.title}", ""]
+        if self.error is not None:
+            lines += ["```", self.error[:20_000], "```"]
+        if self.decision is not None:
+            lines += ["**Why not:**", *[f"- {r}" for r in self.decision.reasons], ""][
+                : 0 if self.promoted else None
+            ]
+            lines += ["**Checks passed:**", *[f"- {c}" for c in self.decision.checks], ""]
+        if self.metrics:
+            before = self.champion_before.metrics if self.champion_before else {}
+            champion = f"champion v{self.champion_before.version}" if self.champion_before else "-"
+            lines += [f"| metric | this commit | {champion} |", "|---|---|---|"]
+            for name, value in sorted(self.metrics.items())[:200]:
+                old = before.get(name)
+                lines.append(f"| {name} | {value:.6g} | {'' if old is None else f'{old:.6g}'} |")
+            lines.append("")
+        facts = [
+            ("commit", self.sha),
+            ("model", f"{self.model_name} v{self.version}" if self.version else None),
+            ("MLflow run", self.run_id),
+            ("log", str(self.log_path) if self.log_path else None),
+        ]
+        lines += [f"- {k}: `{v}`" for k, v in facts if v]
+        text = "\n".join(lines)
+        return text if len(text) <= _MAX_SUMMARY else text[: _MAX_SUMMARY - 20] + "\n…(truncated)"
+
+
+def model_name_for(repo: str, config: RepoConfig) -> str:
+    """The registered model's name: model.name, else the repository's name."""
+    if config.model.name:
+        return config.model.name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", repository_name(repo)).strip("-") or "model"
+
+
+class Deliverer:
+    """Trains, registers and promotes; one instance serves many deliveries."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        database: Callable[[], Database],
+        evaluator: Evaluator,
+        registry: Callable[[], Registry],
+    ) -> None:
+        self.settings = settings
+        self._database = database
+        self.evaluator = evaluator
+        self._registry = registry
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry()
+
+    def deliver(
+        self,
+        repo: str,
+        ref: str,
+        *,
+        actor: str,
+        cancel: threading.Event | None = None,
+        git_env: Mapping[str, str] | None = None,
+        reporter: Reporter | None = None,
+    ) -> DeliveryResult:
+        """Train ``ref`` of ``repo``, register it and promote it if it passes the gates.
+
+        Errors of the commit (a failed run, a bad config, a hostile artifact)
+        come back in ``DeliveryResult.error``; the result is never raised.
+        """
+        result = DeliveryResult(repo=repo, ref=ref)
+        evaluator = self.evaluator.with_reporter(reporter) if reporter else self.evaluator
+        say = evaluator.reporter.update
+        try:
+            say(ROLE, "fetching")
+            mirror = open_mirror(repo, self.settings.mirrors_dir, git_env=git_env)
+            result.sha = sha = mirror.resolve(ref)
+            side = SideResult(ROLE, ref, sha, ref_repo=repo)
+            staging = Path(tempfile.mkdtemp(prefix="delivery-", dir=self.settings.data_dir))
+            try:
+                with evaluator.train_commit(
+                    side, mirror, cancel=cancel, extra_env=_mlflow_env
+                ) as trained:
+                    result.log_path = side.log_path
+                    result.model_name = name = model_name_for(repo, trained.config)
+                    say(ROLE, "collecting the model")
+                    params, tags = _collect_model(trained, staging / "model")
+                result.metrics = dict(side.metrics)
+                say(ROLE, "registering in MLflow")
+                registry = self.registry
+                result.champion_before = champion = registry.champion(name)
+                config = trained.config
+                decision = decide(
+                    side.metrics,
+                    None if champion is None else champion.metrics,
+                    config.promotion_gates(),
+                    config.promotion.floors,
+                )
+                version = registry.log_training(
+                    name=name,
+                    repository=repository_name(repo),
+                    sha=sha,
+                    model_dir=staging / "model",
+                    params=params,
+                    metrics=side.metrics,
+                    tags=tags,
+                    log_path=side.log_path,
+                )
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            result.version, result.run_id, result.decision = (
+                version.version,
+                version.run_id,
+                decision,
+            )
+            details = {"metrics": side.metrics, "run_id": version.run_id, "repository": repo}
+            self._event(
+                name, version.version, "registered", actor, f"trained {sha[:12]}", sha, details
+            )
+            if decision.promote:
+                registry.set_champion(name, version.version)
+                result.promoted = True
+            action = "promoted" if decision.promote else "rejected"
+            self._event(
+                name,
+                version.version,
+                action,
+                actor,
+                decision.summary(),
+                sha,
+                {
+                    "reasons": decision.reasons,
+                    "checks": decision.checks,
+                    "champion_before": champion.version if champion else None,
+                },
+            )
+            say(ROLE, "done" if decision.promote else "done: not promoted")
+        except ModelCIError as exc:
+            result.error = str(exc)
+            say(ROLE, f"failed: {exc.message}")
+        return result
+
+    def promote(self, name: str, version: int, *, actor: str, reason: str) -> ModelVersion:
+        """Make ``version`` the champion by hand, whatever the gates say."""
+        registry = self.registry
+        before = registry.champion(name)
+        target = registry.get_version(name, version)
+        registry.set_champion(name, version)
+        self._event(
+            name,
+            version,
+            "promoted",
+            actor,
+            reason,
+            target.sha,
+            {"manual": True, "champion_before": before.version if before else None},
+        )
+        return target
+
+    def rollback(self, name: str, *, actor: str, reason: str) -> ModelVersion:
+        """Move the champion back to the one before it (by the event history, else the
+        previous version number)."""
+        registry = self.registry
+        current = registry.champion(name)
+        if current is None:
+            raise ConfigError(
+                f"model {name} has no champion to roll back",
+                hint=f"promote a version first: modelci models promote {name} VERSION",
+            )
+        history = self.champion_history(name)
+        while history and history[-1] == current.version:
+            history.pop()
+        target = history[-1] if history else None
+        if target is None:
+            older = [v.version for v in registry.list_versions(name) if v.version < current.version]
+            target = max(older) if older else None
+        if target is None:
+            raise ConfigError(
+                f"model {name} has no version before {current.version} to roll back to",
+                hint="deliver or promote another version",
+            )
+        registry.set_champion(name, target)
+        chosen = registry.get_version(name, target)
+        self._event(
+            name, target, "rolled_back", actor, reason, chosen.sha, {"from": current.version}
+        )
+        return chosen
+
+    def champion_history(self, name: str) -> list[int]:
+        """Champions in order, the current last: promotions push, rollbacks pop."""
+        from modelci import store
+
+        with self._database().session() as session:
+            events = store.list_model_events(session, model_name=name, limit=10_000)
+            stack: list[int] = []
+            for event in reversed(events):
+                if event.version is None:
+                    continue
+                if event.action == "promoted":
+                    stack.append(event.version)
+                elif event.action == "rolled_back":
+                    while stack and stack[-1] != event.version:
+                        stack.pop()
+                    if not stack:
+                        stack.append(event.version)
+        return stack
+
+    def events(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        from modelci import store
+
+        with self._database().session() as session:
+            return [
+                {
+                    "at": e.created_at,
+                    "version": e.version,
+                    "action": e.action,
+                    "actor": e.actor,
+                    "reason": e.reason,
+                    "sha": e.sha,
+                }
+                for e in store.list_model_events(session, model_name=name, limit=limit)
+            ]
+
+    def _event(
+        self,
+        name: str,
+        version: int | None,
+        action: str,
+        actor: str,
+        reason: str,
+        sha: str | None,
+        details: dict[str, Any],
+    ) -> None:
+        from modelci import store
+
+        with self._database().session() as session:
+            store.record_model_event(
+                session,
+                model_name=name,
+                version=version,
+                action=action,
+                actor=actor,
+                reason=reason,
+                sha=sha,
+                details=details,
+            )
+
+
+def _mlflow_env(workdir: Path) -> dict[str, str]:
+    # The repository's MLflow calls go to a file store in its own work dir:
+    # its code never talks to the real tracking server.
+    return {"MLFLOW_TRACKING_URI": f"file://{workdir}/{_MLRUNS}"}
+
+
+def _collect_model(trained: TrainedCommit, dest: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Copy the model out of the work dir into dest as an MLflow model directory."""
+    from modelci.tracking import build_model_dir, read_mlflow_run
+
+    config, workdir = trained.config, trained.workdir
+    model = config.model
+    source = model.source
+    if source is None:
+        raise ConfigError(
+            "modelci.yaml says nothing about the trained model",
+            hint="add a model: section with artifact: model.pkl (the file the training "
+            "writes), mlflow: true, or interface: main:Model",
+        )
+    params: dict[str, Any] = {"modelci.source": source, "modelci.config": config.digest()[:16]}
+    tags: dict[str, str] = {"modelci.source": source}
+    requirements = trained.resolved_requirements()
+    columns, example = _signature(workdir, config)
+    dest.mkdir(parents=True)
+    if source == "mlflow":
+        store = dest.parent / "mlruns"
+        copy_output_tree(workdir, _MLRUNS, store, max_bytes=_MAX_ARTIFACT_BYTES)
+        run = read_mlflow_run(store)
+        params.update(run["params"])
+        trained.side.metrics = {**run["metrics"], **trained.side.metrics}
+        tags["modelci.imported_run"] = str(run["run_id"])
+        shutil.copytree(run["model_dir"], dest, dirs_exist_ok=True)
+        loader, artifact, logged = _logged_sklearn(dest)
+        columns = columns or logged
+        spec = ServingSpec(
+            loader=loader,
+            artifact=artifact,
+            columns=columns,
+            input_example=example,
+            method=model.method,
+            requirements=requirements,
+        )
+        spec.write(dest)
+        return params, tags
+    if source == "interface":
+        artifact_path, loader = INTERFACE_ARTIFACT, "pickle"
+        info = read_json_output(workdir, INTERFACE_INFO, max_bytes=1_000_000)
+        if isinstance(info, dict):
+            tags.update({f"modelci.info.{k}"[:250]: str(v)[:5000] for k, v in info.items()})
+    else:
+        artifact_path, loader = model.artifact or "", model.artifact_loader()
+    code = dest / "code"
+    copy_output_tree(
+        workdir, ".", code, max_bytes=_MAX_CODE_BYTES, suffixes=(".py",), skip_unusual=True
+    )
+    shutil.rmtree(code / ".modelci", ignore_errors=True)
+    if source == "interface":
+        (code / INTERFACE_MODULE).write_text(INTERFACE_ADAPTER)
+    (dest / "artifacts").mkdir()
+    target = f"artifacts/{Path(artifact_path).name}"
+    data = read_output_bytes(workdir, artifact_path, max_bytes=_MAX_ARTIFACT_BYTES)
+    (dest / target).write_bytes(data)
+    if not columns:
+        raise ConfigError(
+            "modelci cannot tell the model's input columns",
+            hint="set model.training_data (a CSV, with model.target) or model.input_example "
+            "(a JSON list of records) in modelci.yaml",
+        )
+    spec = ServingSpec(
+        loader=loader,
+        artifact=target,
+        columns=columns,
+        input_example=example,
+        method=model.method,
+        code_paths=("code",),
+        requirements=requirements,
+    )
+    build_model_dir(dest, spec=spec)
+    return params, tags
+
+
+def _logged_sklearn(model_dir: Path) -> tuple[str, str, tuple[Column, ...]]:
+    """Loader, artifact and signature columns of an MLflow model the repository logged."""
+    hint = (
+        "log the model with mlflow.sklearn.log_model(model, name='model', "
+        "serialization_format='cloudpickle'): serving loads it without mlflow"
+    )
+    try:
+        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text()) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        raise ConfigError(
+            "the logged MLflow model's MLmodel file is unreadable", hint=hint
+        ) from None
+    sklearn = (mlmodel.get("flavors") or {}).get("sklearn") or {}
+    loader = sklearn.get("serialization_format")
+    artifact = sklearn.get("pickled_model")
+    if loader not in ("pickle", "cloudpickle") or not isinstance(artifact, str):
+        raise ConfigError(
+            "the logged MLflow model is not a pickled scikit-learn model "
+            f"(serialization format: {loader or 'none'})",
+            hint=hint,
+        )
+    columns: list[Column] = []
+    inputs = (mlmodel.get("signature") or {}).get("inputs")
+    if isinstance(inputs, str):
+        import json
+
+        for item in json.loads(inputs):
+            if isinstance(item, dict) and item.get("name") and item.get("type"):
+                required = bool(item.get("required", True))
+                columns.append(Column(str(item["name"]), str(item["type"]), required))
+    return loader, artifact, tuple(columns)
+
+
+def _signature(
+    workdir: Path, config: RepoConfig
+) -> tuple[tuple[Column, ...], list[dict[str, Any]]]:
+    """Input columns (with categories) and an input example, from the config's files.
+
+    Parsed here, in the trusted process: CSV and JSON parsing run no code.
+    """
+    model = config.model
+    example: list[dict[str, Any]] = []
+    columns: list[Column] = []
+    if model.input_example:
+        data = read_json_output(workdir, model.input_example, max_bytes=_MAX_DATA_BYTES)
+        if isinstance(data, dict):
+            data = [data]
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data) or not data:
+            raise ConfigError(
+                f"{model.input_example} is not a list of records",
+                hint='write a JSON list of objects, e.g. [{"age": 31, "city": "Lima"}]',
+            )
+        example = data[:_EXAMPLE_ROWS]
+    if model.training_data:
+        import pandas  # type: ignore[import-untyped]
+
+        raw = read_output_bytes(workdir, model.training_data, max_bytes=_MAX_DATA_BYTES)
+        try:
+            frame = pandas.read_csv(io.BytesIO(raw))
+        except (ValueError, pandas.errors.ParserError) as exc:
+            raise ConfigError(
+                f"{model.training_data} is not a readable CSV file: {exc}",
+                hint="point model.training_data at a CSV file with a header row",
+            ) from None
+        if model.target:
+            if model.target not in frame.columns:
+                raise ConfigError(
+                    f"model.target {model.target!r} is not a column of {model.training_data}",
+                    hint="columns: " + ", ".join(map(str, frame.columns[:30])),
+                )
+            frame = frame.drop(columns=[model.target])
+        for name in frame.columns:
+            series = frame[name]
+            kind = _PANDAS_TYPES.get(series.dtype.kind, "string")
+            categories = None
+            if kind == "string":
+                values = sorted({str(v) for v in series.dropna().unique()})
+                categories = tuple(values) if len(values) <= _MAX_CATEGORIES else None
+            required = not bool(series.isna().any())
+            columns.append(Column(str(name), kind, required, categories))
+        if not example:
+            head = frame.head(_EXAMPLE_ROWS).astype(object).where(frame.head(_EXAMPLE_ROWS).notna())
+            example = [
+                {str(k): _plain(v) for k, v in row.items()} for row in head.to_dict("records")
+            ]
+    elif example:
+        columns = [Column(str(k), _json_type(v)) for k, v in example[0].items()]
+    return tuple(columns), example
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)  # numpy scalars to Python ones
+    value = item() if callable(item) else value
+    return None if value != value else value  # NaN → None
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "long"
+    if isinstance(value, float):
+        return "double"
+    return "string"

@@ -1,0 +1,278 @@
+"""Delivery end to end: real git repositories, the real sandbox, real MLflow and stores."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uv
+
+from modelci.db import Database, open_database
+from modelci.delivery import Deliverer, DeliveryResult
+from modelci.environments import EnvironmentManager
+from modelci.evaluation import Evaluator
+from modelci.modelspec import ServingSpec
+from modelci.sandbox import make_sandbox
+from modelci.settings import Settings
+from modelci.tracking import Registry
+
+from .conftest import GitRepo, commit_files
+
+pytestmark = pytest.mark.sandbox
+
+if shutil.which("bwrap") is None or os.geteuid() != 0:
+    pytest.skip("needs bubblewrap and root (scripts/setup installs it)", allow_module_level=True)
+
+# A stdlib-only model whose class lives in the repository's code, so loading the
+# pickle needs the code_paths that delivery copies beside it.
+MODEL_LIB = """\
+class Threshold:
+    def __init__(self, cut):
+        self.cut = cut
+
+    def predict(self, rows):
+        return [int(float(r["x"]) > self.cut) for r in rows]
+"""
+TRAIN = """\
+import csv, json, pickle
+from model_lib import Threshold
+p = json.load(open("params.json"))
+rows = list(csv.DictReader(open("data/train.csv")))
+model = Threshold(p["cut"])
+hits = sum(int(float(r["x"]) > p["cut"]) == int(r["label"]) for r in rows)
+json.dump({"accuracy": hits / len(rows), "loss": 1 - hits / len(rows)}, open("metrics.json", "w"))
+pickle.dump(model, open("model.pkl", "wb"))
+"""
+DATA = "x,color,label\n" + "".join(
+    f"{x},{'red' if x % 2 else 'blue'},{int(x > 5)}\n" for x in range(10)
+)
+CONFIG = """\
+train: python train.py
+metrics: metrics.json
+model:
+  name: threshold
+  artifact: model.pkl
+  training_data: data/train.csv
+  target: label
+promotion:
+  gates:
+    accuracy: {direction: higher, tolerance: 0.002}
+  floors:
+    accuracy: {min: 0.6}
+"""
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    data = Path(tempfile.mkdtemp(prefix="modelci-test-", dir="/var/tmp"))
+    try:
+        yield data
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _deliverer(settings: Settings, db: Database) -> Deliverer:
+    evaluator = Evaluator(
+        settings=settings,
+        database=lambda: db,
+        sandbox=make_sandbox(),
+        environments=EnvironmentManager(
+            envs_dir=settings.envs_dir, python=settings.python, uv_bin=uv.find_uv_bin()
+        ),
+    )
+    registry = Registry.from_settings(settings, db.url)
+    return Deliverer(
+        settings=settings, database=lambda: db, evaluator=evaluator, registry=lambda: registry
+    )
+
+
+@pytest.fixture
+def deliverer(data_dir: Path) -> Iterator[Deliverer]:
+    settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{data_dir}/store.db")
+    db = open_database(settings)
+    try:
+        yield _deliverer(settings, db)
+    finally:
+        db.close()
+
+
+def pickle_repo(make_repo: GitRepo, cut: float) -> Path:
+    return make_repo(
+        {
+            "modelci.yaml": CONFIG,
+            "train.py": TRAIN,
+            "model_lib.py": MODEL_LIB,
+            "data/train.csv": DATA,
+            "params.json": json.dumps({"cut": cut}),
+        }
+    )
+
+
+def check_spec(result: DeliveryResult, deliverer: Deliverer) -> ServingSpec:
+    assert result.version is not None
+    version = deliverer.registry.get_version(result.model_name, result.version)
+    spec = ServingSpec.read(version.model_dir)
+    assert (version.model_dir / "MLmodel").is_file()
+    assert (version.model_dir / spec.artifact).is_file()
+    return spec
+
+
+def test_better_commit_becomes_champion_worse_is_rejected_and_rollback(
+    make_repo: GitRepo, deliverer: Deliverer
+) -> None:
+    repo = pickle_repo(make_repo, cut=3.5)  # accuracy 0.8
+    first = deliverer.deliver(str(repo), "HEAD", actor="alice")
+    assert first.error is None, first.error
+    assert first.promoted and first.version == 1 and first.exit_code == 0
+    spec = check_spec(first, deliverer)
+    assert spec.loader == "pickle" and spec.code_paths == ("code",)
+    assert [c.name for c in spec.columns] == ["x", "color"]
+    assert spec.columns[1].categories == ("blue", "red")
+    assert spec.input_example[0] == {"x": 0, "color": "blue"}
+    model_dir = deliverer.registry.get_version("threshold", 1).model_dir
+    assert (model_dir / "code" / "model_lib.py").is_file()
+    import sys
+
+    sys.path.insert(0, str(model_dir / "code"))
+    try:  # our own test pickle, loaded here only to prove the files fit together
+        loaded = pickle.loads((model_dir / spec.artifact).read_bytes())
+        assert loaded.predict(spec.input_example) == [0, 0, 0, 0, 1]
+    finally:
+        sys.path.remove(str(model_dir / "code"))
+        sys.modules.pop("model_lib", None)
+
+    commit_files(repo, {"params.json": json.dumps({"cut": 5.5})}, "better")  # accuracy 1.0
+    better = deliverer.deliver(str(repo), "HEAD", actor="alice")
+    assert better.promoted and better.version == 2, better.error
+    assert deliverer.registry.champion("threshold").version == 2
+
+    commit_files(repo, {"params.json": json.dumps({"cut": 4.5})}, "worse")  # accuracy 0.9
+    worse = deliverer.deliver(str(repo), "HEAD", actor="bob")
+    assert worse.error is None and not worse.promoted and worse.exit_code == 1
+    assert worse.version == 3
+    assert worse.decision is not None
+    assert worse.decision.reasons == [
+        "accuracy 0.9 dropped below the champion's 1 by more than 0.002"
+    ]
+    assert "dropped below" in worse.summary_markdown()
+    assert deliverer.registry.champion("threshold").version == 2
+
+    back = deliverer.rollback("threshold", actor="carol", reason="bad predictions in prod")
+    assert back.version == 1
+    assert deliverer.registry.champion("threshold").version == 1
+    actions = [(e["action"], e["version"], e["actor"]) for e in deliverer.events("threshold")]
+    assert actions[:3] == [
+        ("rolled_back", 1, "carol"),
+        ("rejected", 3, "bob"),
+        ("registered", 3, "bob"),
+    ]
+    assert deliverer.events("threshold")[0]["reason"] == "bad predictions in prod"
+
+    deliverer.promote("threshold", 3, actor="dave", reason="accepted by hand")
+    assert deliverer.registry.champion("threshold").version == 3
+    assert deliverer.champion_history("threshold") == [1, 3]
+
+
+def test_first_version_below_the_floor_is_not_promoted(
+    make_repo: GitRepo, deliverer: Deliverer
+) -> None:
+    repo = pickle_repo(make_repo, cut=1.5)  # accuracy 0.6 - but floor needs 0.6: lower it
+    commit_files(repo, {"params.json": json.dumps({"cut": 0.5})}, "poor")  # accuracy 0.5
+    result = deliverer.deliver(str(repo), "HEAD", actor="alice")
+    assert result.error is None, result.error
+    assert result.version == 1 and not result.promoted
+    assert result.decision is not None and result.decision.reasons == ["accuracy 0.5 < floor 0.6"]
+    assert deliverer.registry.champion("threshold") is None
+
+
+def test_hostile_artifact_symlink_is_refused(make_repo: GitRepo, deliverer: Deliverer) -> None:
+    train = TRAIN.replace(
+        'pickle.dump(model, open("model.pkl", "wb"))',
+        'import os; os.symlink("/etc/shadow", "model.pkl")',
+    )
+    repo = pickle_repo(make_repo, cut=3.5)
+    commit_files(repo, {"train.py": train}, "hostile")
+    result = deliverer.deliver(str(repo), "HEAD", actor="alice")
+    assert result.error is not None and "symbolic link" in result.error
+    assert result.exit_code == 2
+    assert deliverer.registry.model_names() == []
+
+
+INTERFACE = """\
+import pickle
+
+
+class Model:
+    def train(self, data):
+        # data: the training CSV as a DataFrame when pandas is there, else records
+        return pickle.dumps({"cut": 5.5})
+
+    def evaluate(self, model, data):
+        cut = pickle.loads(model)["cut"]
+        hits = sum(int(float(r["x"]) > cut) == int(r["label"]) for r in data)
+        return {"accuracy": hits / len(data)}
+
+    def predict(self, model, features):
+        cut = pickle.loads(model)["cut"]
+        return [int(float(r["x"]) > cut) for r in features]
+
+    def info(self):
+        return {"kind": "threshold", "author": "seed 003"}
+"""
+
+
+def test_four_method_interface(make_repo: GitRepo, deliverer: Deliverer) -> None:
+    repo = make_repo(
+        {
+            "modelci.yaml": "model:\n  interface: main:Model\n  training_data: data/train.csv\n"
+            "  target: label\n",
+            "main.py": INTERFACE,
+            "data/train.csv": DATA,
+        }
+    )
+    result = deliverer.deliver(str(repo), "HEAD", actor="alice")
+    assert result.error is None, result.error
+    assert result.promoted and result.metrics == {"accuracy": 1.0}
+    spec = check_spec(result, deliverer)
+    version = deliverer.registry.get_version(result.model_name, 1)
+    assert (version.model_dir / "code" / "main.py").is_file()
+    assert (version.model_dir / "code" / "modelci_interface.py").is_file()
+    import sys
+
+    sys.path.insert(0, str(version.model_dir / "code"))
+    try:
+        loaded = pickle.loads((version.model_dir / spec.artifact).read_bytes())
+        assert loaded.predict([{"x": 7}, {"x": 1}]) == [1, 0]
+    finally:
+        sys.path.remove(str(version.model_dir / "code"))
+        for name in ("main", "modelci_interface"):
+            sys.modules.pop(name, None)
+    run = deliverer.registry.client.get_run(version.run_id or "")
+    assert run.data.tags["modelci.info.kind"] == "threshold"
+
+
+def test_delivery_on_postgresql(make_repo: GitRepo, data_dir: Path, postgres_url: str) -> None:
+    settings = Settings(data_dir=data_dir, database_url=postgres_url)
+    db = open_database(settings)
+    try:
+        deliverer = _deliverer(settings, db)
+        assert "_mlflow" in deliverer.registry.tracking_uri
+        repo = pickle_repo(make_repo, cut=3.5)
+        name = f"threshold-{data_dir.name}"
+        config = CONFIG.replace("name: threshold", f"name: {name}")
+        commit_files(repo, {"modelci.yaml": config}, "name")
+        result = deliverer.deliver(str(repo), "HEAD", actor="alice")
+        assert result.error is None, result.error
+        assert result.promoted
+        champion = deliverer.registry.champion(name)
+        assert champion is not None and champion.sha == result.sha
+        assert champion.metrics["accuracy"] == pytest.approx(0.8)
+        check_spec(result, deliverer)
+    finally:
+        db.close()
