@@ -294,5 +294,148 @@ def doctor(offline: bool) -> None:
     sys.exit(EXIT_OK if all(c.ok for c in checks) else EXIT_ERROR)
 
 
+def _actor(actor: str | None) -> str:
+    import getpass
+
+    if actor:
+        return actor
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@cli.command()
+@click.argument("repo")
+@click.option("--ref", default="HEAD", show_default=True, help="Commit, branch or tag to deliver.")
+@click.option("--actor", help="Who is delivering (default: $USER).")
+@_unsafe
+@_quiet
+@_guarded
+def deliver(repo: str, ref: str, actor: str | None, unsafe: bool, quiet: bool) -> None:
+    """Train REPO at --ref, register it in MLflow, and promote it if it passes the gates.
+
+    Exit codes: 0 promoted, 1 registered but refused by the gates, 2 error.
+    """
+    from modelci.delivery import deliverer_for
+    from modelci.progress import progress_reporter
+
+    settings = _settings()
+    with (
+        progress_reporter(quiet=quiet) as reporter,
+        deliverer_for(settings, unsafe=unsafe, reporter=reporter) as deliverer,
+    ):
+        result = deliverer.deliver(repo, ref, actor=_actor(actor))
+    console = Console()
+    if result.error is not None:
+        _fail(result.error)
+    color = "green" if result.promoted else "yellow"
+    console.print(f"[bold {color}]{result.title}[/]", highlight=False)
+    if result.decision is not None:
+        for line in result.decision.reasons:
+            console.print(f"  [red]✗[/] {line}", highlight=False)
+        for line in result.decision.checks:
+            console.print(f"  [green]✓[/] {line}", highlight=False)
+    console.print(f"[dim]commit {result.sha}  MLflow run {result.run_id}[/]", highlight=False)
+    sys.exit(result.exit_code)
+
+
+@cli.group()
+def models() -> None:
+    """Registered models: versions, the champion, promotion and rollback."""
+
+
+def _models_deliverer() -> Any:
+    from modelci.delivery import deliverer_for
+
+    return deliverer_for(_settings())
+
+
+@models.command("list")
+@_guarded
+def models_list() -> None:
+    """Every registered model with its champion."""
+    from rich.table import Table
+
+    with _models_deliverer() as deliverer:
+        registry = deliverer.registry
+        table = Table("model", "champion", "versions", "commit", "metrics")
+        for name in registry.model_names():
+            versions = registry.list_versions(name)
+            champion = next((v for v in versions if "champion" in v.aliases), None)
+            metrics = champion.metrics if champion else {}
+            table.add_row(
+                name,
+                f"v{champion.version}" if champion else "-",
+                str(len(versions)),
+                (champion.sha or "")[:7] if champion else "",
+                ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())[:4]),
+            )
+        console = Console()
+        console.print(table)
+        console.print(f"[dim]MLflow UI: {registry.ui_command()}[/]", highlight=False)
+
+
+@models.command("show")
+@click.argument("name")
+@_guarded
+def models_show(name: str) -> None:
+    """Versions, champion, metrics, commits and the event history of NAME."""
+    from rich.table import Table
+
+    with _models_deliverer() as deliverer:
+        versions = deliverer.registry.list_versions(name)
+        if not versions:
+            _fail(f"no registered model named {name}; see: modelci models list")
+        table = Table("version", "", "commit", "trained", "metrics", title=name)
+        for v in reversed(versions):
+            table.add_row(
+                str(v.version),
+                "champion" if "champion" in v.aliases else "",
+                (v.sha or "")[:7],
+                v.trained_at.strftime("%Y-%m-%d %H:%M") if v.trained_at else "",
+                ", ".join(f"{k}={x:.4g}" for k, x in sorted(v.metrics.items())[:6]),
+            )
+        history = Table("when", "version", "action", "by", "reason", title="history")
+        for e in deliverer.events(name):
+            history.add_row(
+                e["at"].strftime("%Y-%m-%d %H:%M") if e["at"] else "",
+                str(e["version"] or ""),
+                e["action"],
+                e["actor"],
+                e["reason"],
+            )
+        console = Console()
+        console.print(table)
+        console.print(history)
+
+
+@models.command("promote")
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--reason", required=True, help="Why, for the history.")
+@click.option("--actor", help="Who (default: $USER).")
+@_guarded
+def models_promote(name: str, version: int, reason: str, actor: str | None) -> None:
+    """Make VERSION of NAME the champion by hand."""
+    with _models_deliverer() as deliverer:
+        chosen = deliverer.promote(name, version, actor=_actor(actor), reason=reason)
+    Console().print(f"[green]{name} v{chosen.version} is the champion[/]", highlight=False)
+
+
+@models.command("rollback")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why, for the history.")
+@click.option("--actor", help="Who (default: $USER).")
+@_guarded
+def models_rollback(name: str, reason: str, actor: str | None) -> None:
+    """Move NAME's champion back to the previous champion."""
+    with _models_deliverer() as deliverer:
+        chosen = deliverer.rollback(name, actor=_actor(actor), reason=reason)
+    Console().print(
+        f"[green]{name} rolled back: v{chosen.version} is the champion[/]", highlight=False
+    )
+
+
 def main() -> None:
     cli(prog_name="modelci")

@@ -19,7 +19,8 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from modelci.db import Database
     from modelci.tracking import Registry
 
-__all__ = ["Deliverer", "DeliveryResult", "model_name_for"]
+__all__ = ["Deliverer", "DeliveryResult", "deliver_commit", "deliverer_for", "model_name_for"]
 
 ROLE = "deliver"
 _MAX_ARTIFACT_BYTES = 2 * 1024**3
@@ -139,6 +140,26 @@ class Deliverer:
         self._database = database
         self.evaluator = evaluator
         self._registry = registry
+
+    @classmethod
+    def from_evaluator(cls, evaluator: Evaluator) -> Deliverer:
+        """A deliverer on the evaluator's store, its MLflow registry opened on first use."""
+        from modelci.tracking import Registry
+
+        registries: list[Registry] = []
+
+        def registry() -> Registry:
+            if not registries:
+                url = evaluator.database().url
+                registries.append(Registry.from_settings(evaluator.settings, url))
+            return registries[0]
+
+        return cls(
+            settings=evaluator.settings,
+            database=evaluator.database,
+            evaluator=evaluator,
+            registry=registry,
+        )
 
     @property
     def registry(self) -> Registry:
@@ -522,3 +543,29 @@ def _json_type(value: Any) -> str:
     if isinstance(value, float):
         return "double"
     return "string"
+
+
+@contextmanager
+def deliverer_for(
+    settings: Settings, *, unsafe: bool = False, reporter: Reporter | None = None
+) -> Iterator[Deliverer]:
+    """A deliverer whose store is opened in the background and closed on exit."""
+    from modelci.runtime import evaluator_for
+
+    with evaluator_for(settings, unsafe=unsafe, reporter=reporter) as evaluator:
+        yield Deliverer.from_evaluator(evaluator)
+
+
+def deliver_commit(
+    evaluator: Evaluator,
+    repo: str,
+    ref: str,
+    *,
+    actor: str,
+    git_env: Mapping[str, str] | None = None,
+    cancel: threading.Event | None = None,
+) -> DeliveryResult:
+    """For the job on a push to the default branch: deliver ``ref``; never raises for the
+    commit's own problems (see DeliveryResult.error, .summary_markdown(), .exit_code)."""
+    deliverer = Deliverer.from_evaluator(evaluator)
+    return deliverer.deliver(repo, ref, actor=actor, cancel=cancel, git_env=git_env)

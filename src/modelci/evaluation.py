@@ -193,6 +193,10 @@ class Evaluator:
         self.environments = environments
         self.reporter: Reporter = reporter or _Silent()
 
+    def database(self) -> Database:
+        """The store (opened in the background; this waits for it)."""
+        return self._database()
+
     def with_reporter(self, reporter: Reporter) -> Evaluator:
         """The same evaluator, reporting progress somewhere else."""
         return Evaluator(

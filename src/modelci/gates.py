@@ -58,7 +58,8 @@ def decide(
             else:
                 checks.append(f"{name} {_fmt(value)} ≤ ceiling {_fmt(floor.max)}")
     if champion is None:
-        checks.append("no champion yet: the first version passing the floors is promoted")
+        if not reasons:
+            checks.append("no champion yet: the first version that meets the floors is promoted")
         return Decision(promote=not reasons, reasons=reasons, checks=checks)
     for name, rule in gates.items():
         if not rule.gate:
