@@ -49,8 +49,8 @@ __all__ = [
     "BubblewrapSandbox",
     "Limits",
     "Sandbox",
-    "SandboxResult",
     "SandboxProcess",
+    "SandboxResult",
     "SandboxSpec",
     "UnsafeLocalSandbox",
     "acquire_slot",
@@ -418,7 +418,8 @@ class _Runner:
     def start(self, spec: SandboxSpec) -> SandboxProcess:
         """Start spec.command and leave it running, with its stdin and stdout as pipes
         (a model worker). The caller stops it; ``limits.timeout_s`` and the disk cap do
-        not apply, the other limits do."""
+        not apply, the other limits do. Call it from a thread that outlives the process:
+        ``--die-with-parent`` kills the process when the thread that started it exits."""
         return _start(self, spec)
 
     def _supervise(
@@ -477,7 +478,8 @@ class SandboxProcess:
 
     def __init__(self, job: _Job, home: str | None, log: IO[bytes], spec: SandboxSpec) -> None:
         self._job, self._home, self._log, self.spec = job, home, log, spec
-        assert job.proc.stdin is not None and job.proc.stdout is not None
+        assert job.proc.stdin is not None
+        assert job.proc.stdout is not None
         self.stdin: IO[bytes] = job.proc.stdin
         self.stdout: IO[bytes] = job.proc.stdout
         self._stop_pump = threading.Event()

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +107,10 @@ class ModelService:
         self.champion_version: int | None = None
         self._swap_lock = threading.Lock()  # one swap or restart at a time
         self._restarting = False
+        # Workers are started only from this thread, which lives as long as the
+        # service: bwrap's --die-with-parent fires when the *thread* that started
+        # it exits, so a worker started from a passing thread would die with it.
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"modelci-{name}")
 
     # --- requests -----------------------------------------------------------
 
@@ -171,7 +176,11 @@ class ModelService:
     # --- swaps --------------------------------------------------------------
 
     def refresh(self, *, force: bool = False) -> bool:
-        """Load the registry's champion if it is not the one served; True if served now."""
+        """Load the registry's champion if it is not the one served; True if served now.
+        Blocks until the swap is done (or refused); callable from any thread."""
+        return self._starter.submit(self._refresh, force).result()
+
+    def _refresh(self, force: bool) -> bool:
         champion = self.registry.champion(self.name)
         if champion is None:
             self.champion_version = None
@@ -242,9 +251,7 @@ class ModelService:
             if self._restarting:
                 return
             self._restarting = True
-        threading.Thread(
-            target=self._restart, args=(broken,), name=f"modelci-restart-{self.name}", daemon=True
-        ).start()
+        self._starter.submit(self._restart, broken)
 
     def _restart(self, broken: Loaded) -> None:
         try:
@@ -260,6 +267,7 @@ class ModelService:
             self._restarting = False
 
     def close(self) -> None:
+        self._starter.shutdown(wait=True)
         with self._swap_lock:
             old, self.current = self.current, None
         if old is not None:

@@ -120,7 +120,7 @@ class Validator:
         except orjson.JSONDecodeError as exc:
             raise BadRequest(
                 f"the request body is not valid JSON: {exc}",
-                errors=[_error([], f"invalid JSON: {exc}", "json_invalid")],
+                errors=[_error([], f"the request body is not valid JSON: {exc}", "json_invalid")],
                 status=400,
             ) from None
         return self.validate(payload)
