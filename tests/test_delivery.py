@@ -276,3 +276,47 @@ def test_delivery_on_postgresql(make_repo: GitRepo, data_dir: Path, postgres_url
         check_spec(result, deliverer)
     finally:
         db.close()
+
+
+MLFLOW_TRAIN = """\
+import mlflow, mlflow.sklearn, pandas
+from sklearn.linear_model import LogisticRegression
+frame = pandas.read_csv("data/train.csv")
+X, y = frame[["x"]].astype(float), frame["label"]
+with mlflow.start_run():
+    model = LogisticRegression().fit(X, y)
+    mlflow.log_param("C", 1.0)
+    mlflow.log_metric("accuracy", float(model.score(X, y)))
+    mlflow.sklearn.log_model(
+        model, name="model", serialization_format="cloudpickle", input_example=X.head(2)
+    )
+open("metrics.json", "w").write('{"accuracy": %f}' % model.score(X, y))
+"""
+
+
+def test_repository_that_logs_an_mlflow_model_is_imported(
+    make_repo: GitRepo, deliverer: Deliverer
+) -> None:
+    repo = make_repo(
+        {
+            "modelci.yaml": "train: python train.py\nmetrics: metrics.json\n"
+            "model:\n  name: logged\n  mlflow: true\n",
+            "requirements.txt": "mlflow-skinny==3.17.2\nscikit-learn\npandas\n",
+            "train.py": MLFLOW_TRAIN,
+            "data/train.csv": DATA,
+        }
+    )
+    result = deliverer.deliver(str(repo), "HEAD", actor="alice")
+    log = result.log_path.read_text()[-3000:] if result.log_path else ""
+    assert result.error is None, f"{result.error}\n{log}"
+    assert result.promoted
+    spec = check_spec(result, deliverer)
+    assert spec.loader == "cloudpickle"
+    assert [c.name for c in spec.columns] == ["x"]
+    assert any(line.startswith("scikit-learn==") for line in spec.requirements)
+    version = deliverer.registry.get_version("logged", 1)
+    run = deliverer.registry.client.get_run(version.run_id or "")
+    assert run.data.params["C"] == "1.0"
+    assert run.data.tags["modelci.imported_run"]
+    # No file of the repository's own store leaks into the registered model.
+    assert not (version.model_dir / "mlruns").exists()

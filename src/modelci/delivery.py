@@ -183,6 +183,7 @@ class Deliverer:
         result = DeliveryResult(repo=repo, ref=ref)
         evaluator = self.evaluator.with_reporter(reporter) if reporter else self.evaluator
         say = evaluator.reporter.update
+        side: SideResult | None = None
         try:
             say(ROLE, "fetching")
             mirror = open_mirror(repo, self.settings.mirrors_dir, git_env=git_env)
@@ -249,6 +250,7 @@ class Deliverer:
             say(ROLE, "done" if decision.promote else "done: not promoted")
         except ModelCIError as exc:
             result.error = str(exc)
+            result.log_path = side.log_path if side is not None else None
             say(ROLE, f"failed: {exc.message}")
         return result
 
@@ -361,7 +363,8 @@ class Deliverer:
 def _mlflow_env(workdir: Path) -> dict[str, str]:
     # The repository's MLflow calls go to a file store in its own work dir:
     # its code never talks to the real tracking server.
-    return {"MLFLOW_TRACKING_URI": f"file://{workdir}/{_MLRUNS}"}
+    # MLflow 3 refuses file stores unless told: this one only carries the run out.
+    return {"MLFLOW_TRACKING_URI": f"file://{workdir}/{_MLRUNS}", "MLFLOW_ALLOW_FILE_STORE": "true"}
 
 
 def _collect_model(trained: TrainedCommit, dest: Path) -> tuple[dict[str, Any], dict[str, str]]:

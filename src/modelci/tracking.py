@@ -366,6 +366,8 @@ def read_mlflow_run(store: Path) -> dict[str, Any]:
     out of the sandbox): its params, metrics and the local directory of its logged model."""
     from mlflow.tracking import MlflowClient
 
+    # MLflow 3 refuses file stores unless allowed; modelci only reads this one.
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
     client = MlflowClient(tracking_uri=store.as_uri())
     experiments = client.search_experiments()
     runs = client.search_runs(
