@@ -179,3 +179,47 @@ def test_other_python_literals_are_refused(work: Path, text: str) -> None:
     (work / "result.txt").write_text(text)
     with pytest.raises(OutputError, match="not valid JSON"):
         read_json_output(work, "result.txt")
+
+
+def test_copy_output_tree_copies_regular_files(work: Path, tmp_path: Path) -> None:
+    (work / "model" / "sub").mkdir(parents=True)
+    (work / "model" / "MLmodel").write_text("flavors: {}")
+    (work / "model" / "sub" / "weights.bin").write_bytes(b"\0" * 10)
+    copied = outputs.copy_output_tree(work, "model", tmp_path / "out", max_bytes=1000)
+    assert copied == len("flavors: {}") + 10
+    assert (tmp_path / "out" / "sub" / "weights.bin").read_bytes() == b"\0" * 10
+
+
+@pytest.mark.parametrize("kind", ["file link", "dir link", "fifo"])
+def test_copy_output_tree_refuses_links_and_fifos(work: Path, tmp_path: Path, kind: str) -> None:
+    (work / "model").mkdir()
+    target = work / "model" / "x"
+    if kind == "file link":
+        target.symlink_to("/etc/shadow")
+    elif kind == "dir link":
+        target.symlink_to("/etc")
+    else:
+        os.mkfifo(target)
+    with pytest.raises(OutputError, match=r"symbolic link|not a regular file"):
+        outputs.copy_output_tree(work, "model", tmp_path / "out", max_bytes=10**9)
+    assert not (tmp_path / "out" / "x").exists()
+
+
+def test_copy_output_tree_skips_links_when_asked_and_filters(work: Path, tmp_path: Path) -> None:
+    (work / "lib.py").write_text("x = 1")
+    (work / "data.csv").write_text("a")
+    (work / "evil.py").symlink_to("/etc/shadow")
+    outputs.copy_output_tree(
+        work, ".", tmp_path / "out", max_bytes=1000, suffixes=(".py",), skip_unusual=True
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["lib.py"]
+
+
+def test_copy_output_tree_caps_size_and_refuses_a_linked_root(work: Path, tmp_path: Path) -> None:
+    (work / "big").mkdir()
+    (work / "big" / "f").write_bytes(b"x" * 2000)
+    with pytest.raises(OutputError, match="larger than"):
+        outputs.copy_output_tree(work, "big", tmp_path / "out", max_bytes=1000)
+    (work / "root").symlink_to("/etc")
+    with pytest.raises(OutputError, match="symbolic links"):
+        outputs.copy_output_tree(work, "root", tmp_path / "out2", max_bytes=1000)
