@@ -1,12 +1,15 @@
 """Train a random forest on scikit-learn's breast-cancer data set and evaluate it.
 
 Writes metrics.json (summary metrics) and predictions.json (labels and scores
-of every held-out row), which modelci compares between commits.
+of every held-out row), which modelci compares between commits; and the model
+(model.joblib) with a few input rows (input_example.json), which modelci
+registers in MLflow and serves when the commit is delivered.
 """
 
 import json
 from pathlib import Path
 
+import joblib
 import numpy as np
 from sklearn.datasets import load_breast_cancer
 from sklearn.ensemble import RandomForestClassifier
@@ -15,7 +18,8 @@ from sklearn.model_selection import train_test_split
 
 params = json.loads(Path("params.json").read_text())
 
-X, y = load_breast_cancer(return_X_y=True)
+data = load_breast_cancer()
+X, y = data.data, data.target
 # A fixed split: head and base are evaluated on exactly the same rows.
 X_train, X_test, y_train, y_test = train_test_split(
     X, y, test_size=0.4, random_state=42, stratify=y
@@ -36,4 +40,8 @@ Path("metrics.json").write_text(json.dumps(metrics, indent=2))
 Path("predictions.json").write_text(
     json.dumps({"y_true": y_test.tolist(), "y_pred": predicted.tolist(), "scores": scores.tolist()})
 )
+joblib.dump(model, "model.joblib")
+names = [str(n) for n in data.feature_names]
+example = [dict(zip(names, map(float, row), strict=True)) for row in X_test[:3]]
+Path("input_example.json").write_text(json.dumps(example, indent=1))
 print(json.dumps(metrics))
