@@ -2,7 +2,9 @@
 
 Requests only append to a bounded queue; when it is full (the database is slow
 or down) the prediction is dropped and counted, never waited for: logging must
-not slow down or fail a prediction. One stored row per predicted input row.
+not slow down or fail a prediction. One stored row per request: ``inputs`` is
+the request's columns (``{column: [value per row]}``) and ``outputs`` the list of
+predictions, one per row, so a 100-row request costs one insert, not 100.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import datetime as dt
 import logging
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -42,13 +45,13 @@ class PredictionLog:
         sessions: SessionFactory | None,
         *,
         max_queued: int = 10_000,
-        batch_rows: int = 500,
-        flush_s: float = 1.0,
+        batch_size: int = 1000,
+        flush_s: float = 0.5,
     ) -> None:
         self._sessions = sessions
         self._queue: queue.Queue[LoggedBatch | None] = queue.Queue(maxsize=max_queued)
-        self.batch_rows, self.flush_s = batch_rows, flush_s
-        self.dropped: Counter[str] = Counter()  # per model name
+        self.batch_size, self.flush_s = batch_size, flush_s
+        self.dropped: Counter[str] = Counter()  # requests, per model name
         self.written: Counter[str] = Counter()
         self.failed_writes = 0
         self._thread: threading.Thread | None = None
@@ -65,7 +68,7 @@ class PredictionLog:
         try:
             self._queue.put_nowait(batch)
         except queue.Full:
-            self.dropped[batch.model_name] += batch_rows(batch)
+            self.dropped[batch.model_name] += 1
 
     def flush(self, timeout_s: float = 10) -> None:
         """Wait until everything queued so far is written (tests, shutdown)."""
@@ -89,27 +92,24 @@ class PredictionLog:
 
     def _run(self) -> None:
         while not self._stopping:
-            pending: list[LoggedBatch] = []
-            marker = False
             try:
-                item = self._queue.get(timeout=self.flush_s)
+                item = self._queue.get(timeout=1.0)
             except queue.Empty:
                 continue
-            if item is None:
-                marker = True
-            else:
+            pending: list[LoggedBatch] = []
+            marker = item is None
+            # Collect for up to flush_s: one transaction per interval rather than
+            # per request (each commit syncs the database's log to disk).
+            deadline = time.monotonic() + self.flush_s
+            while item is not None:
                 pending.append(item)
-                rows = batch_rows(item)
-                while rows < self.batch_rows:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        marker = True
-                        break
-                    pending.append(item)
-                    rows += batch_rows(item)
+                if len(pending) >= self.batch_size:
+                    break
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                marker = item is None
             if pending:
                 self._write(pending)
             if marker:
@@ -118,7 +118,7 @@ class PredictionLog:
     def _write(self, batches: list[LoggedBatch]) -> None:
         from modelci import store
 
-        rows = [row for batch in batches for row in _rows(batch)]
+        rows = [_row(batch) for batch in batches]
         assert self._sessions is not None
         try:
             with self._sessions() as session:
@@ -126,28 +126,19 @@ class PredictionLog:
         except Exception:
             self.failed_writes += 1
             for batch in batches:
-                self.dropped[batch.model_name] += batch_rows(batch)
+                self.dropped[batch.model_name] += 1
             log.exception("writing %d predictions to the store failed; they are dropped", len(rows))
             return
         for batch in batches:
-            self.written[batch.model_name] += batch_rows(batch)
+            self.written[batch.model_name] += 1
 
 
-def batch_rows(batch: LoggedBatch) -> int:
-    return len(batch.predictions)
-
-
-def _rows(batch: LoggedBatch) -> list[dict[str, Any]]:
-    names = list(batch.columns)
-    values = list(zip(*(batch.columns[name] for name in names), strict=True))
-    return [
-        {
-            "model_name": batch.model_name,
-            "version": batch.version,
-            "inputs": dict(zip(names, row, strict=True)),
-            "outputs": prediction,
-            "latency_ms": batch.latency_ms,
-            "created_at": batch.created_at,
-        }
-        for row, prediction in zip(values, batch.predictions, strict=True)
-    ]
+def _row(batch: LoggedBatch) -> dict[str, Any]:
+    return {
+        "model_name": batch.model_name,
+        "version": batch.version,
+        "inputs": batch.columns,
+        "outputs": batch.predictions,
+        "latency_ms": batch.latency_ms,
+        "created_at": batch.created_at,
+    }
