@@ -320,3 +320,19 @@ def test_repository_that_logs_an_mlflow_model_is_imported(
     assert run.data.tags["modelci.imported_run"]
     # No file of the repository's own store leaks into the registered model.
     assert not (version.model_dir / "mlruns").exists()
+
+    # A logged model whose MLmodel points outside the model directory is refused.
+    escape = (
+        MLFLOW_TRAIN
+        + """
+import glob, re
+for path in glob.glob(".modelci/mlruns/**/MLmodel", recursive=True):
+    text = open(path).read()
+    outside = "pickled_model: ../../../../../etc/shadow"
+    open(path, "w").write(re.sub(r"pickled_model: .*", outside, text))
+"""
+    )
+    commit_files(repo, {"train.py": escape}, "escape")
+    hostile = deliverer.deliver(str(repo), "HEAD", actor="mallory")
+    assert hostile.error is not None and "not a file inside the model" in hostile.error
+    assert [v.version for v in deliverer.registry.list_versions("logged")] == [1]

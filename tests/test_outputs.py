@@ -223,3 +223,15 @@ def test_copy_output_tree_caps_size_and_refuses_a_linked_root(work: Path, tmp_pa
     (work / "root").symlink_to("/etc")
     with pytest.raises(OutputError, match="symbolic links"):
         outputs.copy_output_tree(work, "root", tmp_path / "out2", max_bytes=1000)
+
+
+def test_copy_output_file_streams_and_refuses_links(work: Path, tmp_path: Path) -> None:
+    (work / "model.pkl").write_bytes(b"p" * 5000)
+    assert outputs.copy_output_file(work, "model.pkl", tmp_path / "a", max_bytes=10_000) == 5000
+    assert (tmp_path / "a").read_bytes() == b"p" * 5000
+    with pytest.raises(OutputError, match="larger than"):
+        outputs.copy_output_file(work, "model.pkl", tmp_path / "b", max_bytes=100)
+    assert not (tmp_path / "b").exists()
+    (work / "evil.pkl").symlink_to("/etc/shadow")
+    with pytest.raises(OutputError, match="symbolic link"):
+        outputs.copy_output_file(work, "evil.pkl", tmp_path / "c", max_bytes=10_000)

@@ -39,7 +39,12 @@ from modelci.errors import EXIT_ERROR, EXIT_OK, EXIT_REGRESSION, ConfigError, Mo
 from modelci.evaluation import Evaluator, Reporter, SideResult, TrainedCommit
 from modelci.gates import Decision, decide
 from modelci.modelspec import Column, ModelVersion, ServingSpec
-from modelci.outputs import copy_output_tree, read_json_output, read_output_bytes
+from modelci.outputs import (
+    copy_output_file,
+    copy_output_tree,
+    read_json_output,
+    read_output_bytes,
+)
 from modelci.settings import Settings
 
 if TYPE_CHECKING:
@@ -421,8 +426,7 @@ def _collect_model(trained: TrainedCommit, dest: Path) -> tuple[dict[str, Any], 
         (code / INTERFACE_MODULE).write_text(INTERFACE_ADAPTER)
     (dest / "artifacts").mkdir()
     target = f"artifacts/{Path(artifact_path).name}"
-    data = read_output_bytes(workdir, artifact_path, max_bytes=_MAX_ARTIFACT_BYTES)
-    (dest / target).write_bytes(data)
+    copy_output_file(workdir, artifact_path, dest / target, max_bytes=_MAX_ARTIFACT_BYTES)
     if not columns:
         raise ConfigError(
             "modelci cannot tell the model's input columns",
@@ -461,6 +465,14 @@ def _logged_sklearn(model_dir: Path) -> tuple[str, str, tuple[Column, ...]]:
         raise ConfigError(
             "the logged MLflow model is not a pickled scikit-learn model "
             f"(serialization format: {loader or 'none'})",
+            hint=hint,
+        )
+    # The repository wrote MLmodel: its artifact path must stay inside the model.
+    inside = model_dir.resolve()
+    path = (model_dir / artifact).resolve()
+    if artifact.startswith("/") or not path.is_relative_to(inside) or not path.is_file():
+        raise ConfigError(
+            f"the logged model names {artifact!r}, which is not a file inside the model",
             hint=hint,
         )
     columns: list[Column] = []

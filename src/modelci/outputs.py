@@ -26,7 +26,7 @@ from typing import Any
 
 from modelci.errors import OutputError
 
-__all__ = ["copy_output_tree", "read_json_output", "read_output_bytes"]
+__all__ = ["copy_output_file", "copy_output_tree", "read_json_output", "read_output_bytes"]
 
 # openat2 has the same number on both: it was added after the tables were unified.
 _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437}.get(platform.machine())
@@ -124,8 +124,9 @@ def _open_error(exc: OSError, relpath: str, dirfd: int, parts: list[str]) -> Out
     return OutputError(f"cannot open {relpath}: {exc.strerror}", hint="write a regular file")
 
 
-def read_output_bytes(workdir: Path, relpath: str, *, max_bytes: int) -> bytes:
-    """The bytes of workdir/relpath, a regular file of at most max_bytes reached without links."""
+def _open_regular(workdir: Path, relpath: str, max_bytes: int) -> tuple[int, OutputError]:
+    """An fd on workdir/relpath, a regular file of at most max_bytes reached without links,
+    and the error to raise if it turns out larger while it is read."""
     global _use_openat2
     parts = _parts(relpath)
     dirfd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # ours, trusted
@@ -155,6 +156,16 @@ def read_output_bytes(workdir: Path, relpath: str, *, max_bytes: int) -> bytes:
         )
         if info.st_size > max_bytes:
             raise too_big
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, too_big
+
+
+def read_output_bytes(workdir: Path, relpath: str, *, max_bytes: int) -> bytes:
+    """The bytes of workdir/relpath, a regular file of at most max_bytes reached without links."""
+    fd, too_big = _open_regular(workdir, relpath, max_bytes)
+    try:
         chunks, total = [], 0
         while chunk := os.read(fd, min(max_bytes + 1 - total, 1 << 20)):
             chunks.append(chunk)
@@ -164,6 +175,26 @@ def read_output_bytes(workdir: Path, relpath: str, *, max_bytes: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def copy_output_file(workdir: Path, relpath: str, dest: Path, *, max_bytes: int) -> int:
+    """Copy workdir/relpath (read as read_output_bytes does) to dest without holding it in
+    memory; returns its size."""
+    fd, too_big = _open_regular(workdir, relpath, max_bytes)
+    total = 0
+    try:
+        with open(dest, "wb") as out:
+            while chunk := os.read(fd, 1 << 20):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise too_big
+                out.write(chunk)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return total
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
