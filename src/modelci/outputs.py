@@ -283,7 +283,7 @@ def copy_output_tree(
     ``skip_unusual`` (for copying source code, where links are ordinary).
     ``suffixes`` keeps only files with those name endings. Returns the bytes copied.
     """
-    state = {"bytes": 0, "files": 0}
+    state = {"bytes": 0, "files": 0, "seen": 0}
 
     def refuse(path: str, what: str) -> None:
         if not skip_unusual:
@@ -295,6 +295,10 @@ def copy_output_tree(
         target.mkdir(parents=True, exist_ok=True)
         with os.scandir(dirfd) as entries:
             names = sorted(entry.name for entry in entries)
+        # Even skipped entries cost a stat: a tree of millions must not stall the server.
+        state["seen"] += len(names)
+        if state["seen"] > max_files * 20:
+            raise OutputError(f"{relpath} holds too many entries", hint="keep it small")
         for name in names:
             path = f"{where}/{name}"
             info = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
