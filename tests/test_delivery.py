@@ -336,3 +336,40 @@ for path in glob.glob(".modelci/mlruns/**/MLmodel", recursive=True):
     hostile = deliverer.deliver(str(repo), "HEAD", actor="mallory")
     assert hostile.error is not None and "not a file inside the model" in hostile.error
     assert [v.version for v in deliverer.registry.list_versions("logged")] == [1]
+
+
+def test_cli_deliver_and_models(
+    make_repo: GitRepo, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from modelci.cli import cli
+
+    monkeypatch.setenv("MODELCI_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("MODELCI_DATABASE_URL", f"sqlite:///{data_dir}/store.db")
+    repo = pickle_repo(make_repo, cut=3.5)
+    runner = CliRunner()
+    first = runner.invoke(cli, ["deliver", str(repo), "--ref", "HEAD", "-q", "--actor", "ann"])
+    assert first.exit_code == 0, first.output
+    assert "threshold version 1 is the champion" in first.output
+    commit_files(repo, {"params.json": json.dumps({"cut": 0.5})}, "worse")
+    worse = runner.invoke(cli, ["deliver", str(repo), "-q"])
+    assert worse.exit_code == 1, worse.output
+    assert "accuracy 0.5 < floor 0.6" in worse.output
+    listed = runner.invoke(cli, ["models", "list"])
+    assert listed.exit_code == 0 and "threshold" in listed.output
+    assert "mlflow ui --backend-store-uri" in listed.output
+    promoted = runner.invoke(cli, ["models", "promote", "threshold", "2", "--reason", "try it"])
+    assert promoted.exit_code == 0, promoted.output
+    back = runner.invoke(
+        cli, ["models", "rollback", "threshold", "--reason", "too many errors", "--actor", "bo"]
+    )
+    assert back.exit_code == 0 and "v1 is the champion" in back.output
+    shown = runner.invoke(cli, ["models", "show", "threshold"])
+    assert shown.exit_code == 0
+    for text in ("champion", "rolled_back", "too many errors", "rejected"):
+        assert text in shown.output
+    missing = runner.invoke(cli, ["models", "promote", "threshold", "9", "--reason", "x"])
+    assert missing.exit_code == 2 and "has no version 9" in missing.output
+    unknown = runner.invoke(cli, ["models", "show", "nope"])
+    assert unknown.exit_code == 2 and "no registered model named nope" in unknown.output
