@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import shutil
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelci.errors import StoreError
 from modelci.modelspec import SERVING_SPEC_FILE, ModelVersion, ServingSpec
@@ -158,6 +159,28 @@ def _local_path(uri: str) -> Path | None:
     return None
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _mlflow_errors(method: F) -> F:
+    """MLflow's own failures (server down, store unreachable) as modelci's StoreError."""
+
+    @functools.wraps(method)
+    def wrapper(self: Registry, *args: Any, **kwargs: Any) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return method(self, *args, **kwargs)
+        except MlflowException as exc:
+            raise StoreError(
+                f"MLflow ({_hide_password(self.tracking_uri)}) failed: {exc.message[:500]}",
+                hint="check that the tracking store is reachable (MODELCI_MLFLOW_TRACKING_URI "
+                "or modelci's database) and retry",
+            ) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 class Registry:
     """The registry modelci delivers into, on MLflow; implements modelspec.ModelRegistry."""
 
@@ -197,6 +220,7 @@ class Registry:
         location.mkdir(parents=True, exist_ok=True)
         return str(self.client.create_experiment(title, artifact_location=location.as_uri()))
 
+    @_mlflow_errors
     def log_training(
         self,
         *,
@@ -259,10 +283,12 @@ class Registry:
             except MlflowException:
                 self.client.get_registered_model(name)  # a concurrent create won
 
+    @_mlflow_errors
     def model_names(self) -> list[str]:
         names = [model.name for model in self.client.search_registered_models()]
         return sorted(names)
 
+    @_mlflow_errors
     def list_versions(self, name: str) -> list[ModelVersion]:
         found = self.client.search_model_versions(f"name = '{_quote(name)}'")
         champion = self._champion_number(name)
@@ -282,6 +308,7 @@ class Registry:
         except MlflowException:
             return None
 
+    @_mlflow_errors
     def get_version(self, name: str, version: int) -> ModelVersion:
         from mlflow.exceptions import MlflowException
 
@@ -294,6 +321,7 @@ class Registry:
             ) from None
         return self._version(found, download=True)
 
+    @_mlflow_errors
     def champion(self, name: str) -> ModelVersion | None:
         from mlflow.exceptions import MlflowException
 
@@ -303,6 +331,7 @@ class Registry:
             return None
         return self._version(found, download=True)
 
+    @_mlflow_errors
     def set_champion(self, name: str, version: int) -> None:
         self.get_version(name, version)  # a clear error for a version that does not exist
         self.client.set_registered_model_alias(name, CHAMPION, str(version))
@@ -364,6 +393,18 @@ def _hide_password(uri: str) -> str:
 def read_mlflow_run(store: Path) -> dict[str, Any]:
     """The newest run of a file store that the repository's training wrote (already copied
     out of the sandbox): its params, metrics and the local directory of its logged model."""
+    try:
+        return _read_mlflow_run(store)
+    except StoreError:
+        raise
+    except Exception as exc:  # the repository wrote every byte of that store
+        raise StoreError(
+            f"the MLflow run the training logged cannot be read: {str(exc)[:500]}",
+            hint="log with the mlflow client as usual; do not edit its files by hand",
+        ) from None
+
+
+def _read_mlflow_run(store: Path) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     # MLflow 3 refuses file stores unless allowed; modelci only reads this one.
