@@ -14,6 +14,7 @@ pull request was already judged by the base's gates.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import re
 import shutil
@@ -192,118 +193,131 @@ class Deliverer:
         try:
             say(ROLE, "fetching")
             mirror = open_mirror(repo, self.settings.mirrors_dir, git_env=git_env)
-            result.sha = sha = mirror.resolve(ref)
-            side = SideResult(ROLE, ref, sha, ref_repo=repo)
+            result.sha = mirror.resolve(ref)
+            side = SideResult(ROLE, ref, result.sha, ref_repo=repo)
             staging = Path(tempfile.mkdtemp(prefix="delivery-", dir=self.settings.data_dir))
             try:
                 with evaluator.train_commit(
                     side, mirror, cancel=cancel, extra_env=_mlflow_env
                 ) as trained:
                     result.log_path = side.log_path
-                    result.model_name = name = model_name_for(repo, trained.config)
+                    result.model_name = model_name_for(repo, trained.config)
                     say(ROLE, "collecting the model")
                     params, tags = _collect_model(trained, staging / "model")
                 result.metrics = dict(side.metrics)
                 say(ROLE, "registering in MLflow")
-                registry = self.registry
-                result.champion_before = champion = registry.champion(name)
-                config = trained.config
-                decision = decide(
-                    side.metrics,
-                    None if champion is None else champion.metrics,
-                    config.promotion_gates(),
-                    config.promotion.floors,
-                )
-                version = registry.log_training(
-                    name=name,
-                    repository=repository_name(repo),
-                    sha=sha,
-                    model_dir=staging / "model",
-                    params=params,
-                    metrics=side.metrics,
-                    tags=tags,
-                    log_path=side.log_path,
-                )
+                # One delivery of a model at a time judges against the champion and
+                # moves it: two merges in a row must not both beat the same champion.
+                with _model_lock(self.settings, result.model_name):
+                    self._register(result, trained.config, staging / "model", params, tags, actor)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            result.version, result.run_id, result.decision = (
-                version.version,
-                version.run_id,
-                decision,
-            )
-            details = {"metrics": side.metrics, "run_id": version.run_id, "repository": repo}
-            self._event(
-                name, version.version, "registered", actor, f"trained {sha[:12]}", sha, details
-            )
-            if decision.promote:
-                registry.set_champion(name, version.version)
-                result.promoted = True
-            action = "promoted" if decision.promote else "rejected"
-            self._event(
-                name,
-                version.version,
-                action,
-                actor,
-                decision.summary(),
-                sha,
-                {
-                    "reasons": decision.reasons,
-                    "checks": decision.checks,
-                    "champion_before": champion.version if champion else None,
-                },
-            )
-            say(ROLE, "done" if decision.promote else "done: not promoted")
+            say(ROLE, "promoted" if result.promoted else "registered, not promoted")
         except ModelCIError as exc:
             result.error = str(exc)
             result.log_path = side.log_path if side is not None else None
             say(ROLE, f"failed: {exc.message}")
         return result
 
-    def promote(self, name: str, version: int, *, actor: str, reason: str) -> ModelVersion:
-        """Make ``version`` the champion by hand, whatever the gates say."""
-        registry = self.registry
-        before = registry.champion(name)
-        target = registry.get_version(name, version)
-        registry.set_champion(name, version)
+    def _register(
+        self,
+        result: DeliveryResult,
+        config: RepoConfig,
+        model_dir: Path,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        actor: str,
+    ) -> None:
+        registry, name, sha = self.registry, result.model_name, result.sha
+        champion = registry.champion(name)
+        result.champion_before = champion
+        decision = decide(
+            result.metrics,
+            None if champion is None else champion.metrics,
+            config.promotion_gates(),
+            config.promotion.floors,
+        )
+        version = registry.log_training(
+            name=name,
+            repository=repository_name(result.repo),
+            sha=sha,
+            model_dir=model_dir,
+            params=params,
+            metrics=result.metrics,
+            tags=tags,
+            log_path=result.log_path,
+        )
+        result.version, result.run_id = version.version, version.run_id
+        result.decision = decision
+        details = {"metrics": result.metrics, "run_id": version.run_id, "repository": result.repo}
+        trained_from = f"trained {sha[:12]}"
+        self._event(name, version.version, "registered", actor, trained_from, sha, details)
+        if decision.promote:
+            registry.set_champion(name, version.version)
+            result.promoted = True
         self._event(
             name,
-            version,
-            "promoted",
+            version.version,
+            "promoted" if decision.promote else "rejected",
             actor,
-            reason,
-            target.sha,
-            {"manual": True, "champion_before": before.version if before else None},
+            decision.summary(),
+            sha,
+            {
+                "reasons": decision.reasons,
+                "checks": decision.checks,
+                "champion_before": champion.version if champion else None,
+            },
         )
-        return target
+
+    def promote(self, name: str, version: int, *, actor: str, reason: str) -> ModelVersion:
+        """Make ``version`` the champion by hand, whatever the gates say."""
+        with _model_lock(self.settings, name):
+            registry = self.registry
+            before = registry.champion(name)
+            target = registry.get_version(name, version)
+            registry.set_champion(name, version)
+            self._event(
+                name,
+                version,
+                "promoted",
+                actor,
+                reason,
+                target.sha,
+                {"manual": True, "champion_before": before.version if before else None},
+            )
+            return target
 
     def rollback(self, name: str, *, actor: str, reason: str) -> ModelVersion:
         """Move the champion back to the one before it (by the event history, else the
         previous version number)."""
-        registry = self.registry
-        current = registry.champion(name)
-        if current is None:
-            raise ConfigError(
-                f"model {name} has no champion to roll back",
-                hint=f"promote a version first: modelci models promote {name} VERSION",
+        with _model_lock(self.settings, name):
+            registry = self.registry
+            current = registry.champion(name)
+            if current is None:
+                raise ConfigError(
+                    f"model {name} has no champion to roll back",
+                    hint=f"promote a version first: modelci models promote {name} VERSION",
+                )
+            history = self.champion_history(name)
+            while history and history[-1] == current.version:
+                history.pop()
+            target = history[-1] if history else None
+            if target is None:
+                older = [
+                    v.version for v in registry.list_versions(name) if v.version < current.version
+                ]
+                target = max(older) if older else None
+            if target is None:
+                raise ConfigError(
+                    f"model {name} has no version before {current.version} to roll back to",
+                    hint="deliver or promote another version",
+                )
+            registry.set_champion(name, target)
+            chosen = registry.get_version(name, target)
+            self._event(
+                name, target, "rolled_back", actor, reason, chosen.sha, {"from": current.version}
             )
-        history = self.champion_history(name)
-        while history and history[-1] == current.version:
-            history.pop()
-        target = history[-1] if history else None
-        if target is None:
-            older = [v.version for v in registry.list_versions(name) if v.version < current.version]
-            target = max(older) if older else None
-        if target is None:
-            raise ConfigError(
-                f"model {name} has no version before {current.version} to roll back to",
-                hint="deliver or promote another version",
-            )
-        registry.set_champion(name, target)
-        chosen = registry.get_version(name, target)
-        self._event(
-            name, target, "rolled_back", actor, reason, chosen.sha, {"from": current.version}
-        )
-        return chosen
+            return chosen
 
     def champion_history(self, name: str) -> list[int]:
         """Champions in order, the current last: promotions push, rollbacks pop."""
@@ -363,6 +377,15 @@ class Deliverer:
                 sha=sha,
                 details=details,
             )
+
+
+@contextmanager
+def _model_lock(settings: Settings, name: str) -> Iterator[None]:
+    path = settings.data_dir / "locks" / f"model-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _mlflow_env(workdir: Path) -> dict[str, str]:

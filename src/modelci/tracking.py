@@ -216,6 +216,8 @@ class Registry:
         found = self.client.get_experiment_by_name(title)
         if found is not None:
             return str(found.experiment_id)
+        if self.tracking_uri.startswith(("http://", "https://", "databricks")):
+            return str(self.client.create_experiment(title))  # the server's artifact store
         location = self.artifacts_dir / name
         location.mkdir(parents=True, exist_ok=True)
         return str(self.client.create_experiment(title, artifact_location=location.as_uri()))
