@@ -4,8 +4,8 @@
 serve``); ``create_serving_app(manager)`` makes a standalone app (bench, tests).
 Bodies are read raw and parsed with orjson against the model's columns, not
 through a pydantic model: that path runs for every prediction. The prediction
-itself waits on the model worker's pipe in a worker thread, so the event loop
-keeps accepting requests.
+itself is awaited on the model worker's pipe (no thread hop), so the event loop
+keeps accepting requests meanwhile.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _error(exc: ModelCIError) -> Response:
 async def _predict(service: ModelService, request: Request) -> Response:
     body = await request.body()
     try:
-        result = await run_in_threadpool(service.predict, body)
+        result = await service.predict_async(body)
     except ModelCIError as exc:
         return _error(exc)
     return Response(

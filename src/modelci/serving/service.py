@@ -124,6 +124,20 @@ class ModelService:
         finally:
             loaded.release()
 
+    async def predict_async(self, body: bytes) -> Prediction:
+        """``predict`` for the event loop (validation runs in it: it is fast)."""
+        loaded = self._acquire()
+        try:
+            batch = loaded.validator.parse(body)
+            started = time.perf_counter()
+            try:
+                outputs = await loaded.worker.predict_async(batch.columns, batch.rows)
+            except WorkerFailed as exc:
+                raise self._broken(loaded, exc) from None
+            return self._done(loaded, batch, outputs, started)
+        finally:
+            loaded.release()
+
     def predict_batch(self, payload: Any) -> Prediction:
         loaded = self._acquire()
         try:
@@ -146,11 +160,17 @@ class ModelService:
         try:
             outputs = loaded.worker.predict(batch.columns, batch.rows)
         except WorkerFailed as exc:
-            self._restart_later(loaded)
-            raise ModelUnavailable(
-                f"the worker of {self.name!r} v{loaded.version.version} failed ({exc.message}); "
-                "it is being restarted, retry in a few seconds"
-            ) from None
+            raise self._broken(loaded, exc) from None
+        return self._done(loaded, batch, outputs, started)
+
+    def _broken(self, loaded: Loaded, exc: WorkerFailed) -> ModelUnavailable:
+        self._restart_later(loaded)
+        return ModelUnavailable(
+            f"the worker of {self.name!r} v{loaded.version.version} failed ({exc.message}); "
+            "it is being restarted, retry in a few seconds"
+        )
+
+    def _done(self, loaded: Loaded, batch: Batch, outputs: list[Any], started: float) -> Prediction:
         latency = (time.perf_counter() - started) * 1000
         if self._log is not None:
             self._log.add(

@@ -8,6 +8,7 @@ killed (it is restarted by its service).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import struct
@@ -27,6 +28,11 @@ _HEADER = struct.Struct(">I")
 _MAX_REPLY = 64 << 20
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class ModelWorker:
     """A started worker process; ``wait_ready`` before ``predict``."""
 
@@ -38,6 +44,7 @@ class ModelWorker:
         self._in = process.stdout.fileno()
         self.dead = False
         self.uses_frame = False
+        self._async_lock: asyncio.Lock | None = None
         self.on_stop: Callable[[], None] | None = None  # cleanup after the process ended
         self._stop_lock = threading.Lock()
         self._stopped = False
@@ -63,17 +70,46 @@ class ModelWorker:
         """Predictions for one validated batch; PredictionFailed if the model raised."""
         body = orjson.dumps({"columns": columns, "rows": rows})
         with self._lock:
-            if self.dead:
-                raise WorkerFailed("the model worker has stopped")
-            try:
-                os.write(self._out, _HEADER.pack(len(body)))
-                view = memoryview(body)
-                while view:
-                    view = view[os.write(self._out, view) :]
-            except OSError as exc:
-                self._die()
-                raise WorkerFailed(f"the model worker is gone ({exc.strerror})") from None
+            self._send(body)
             reply = self._receive(time.monotonic() + self.request_timeout_s, "predicting")
+        return self._predictions(reply, rows)
+
+    async def predict_async(self, columns: dict[str, list[Any]], rows: int) -> list[Any]:
+        """``predict`` for the event loop: waits for the reply without a thread, so the
+        loop serves other requests meanwhile (one request at a time per worker)."""
+        if self._async_lock is None:
+            self._async_lock = asyncio.Lock()
+        async with self._async_lock:
+            if not self._lock.acquire(blocking=False):  # a thread is using it (rare)
+                return await asyncio.to_thread(self.predict, columns, rows)
+            try:
+                self._send(orjson.dumps({"columns": columns, "rows": rows}))
+                try:
+                    reply = await asyncio.wait_for(
+                        self._receive_async(), timeout=self.request_timeout_s
+                    )
+                except TimeoutError:
+                    self._die()
+                    raise WorkerFailed("the model worker timed out while predicting") from None
+            finally:
+                self._lock.release()
+        return self._predictions(reply, rows)
+
+    def _send(self, body: bytes) -> None:
+        if self.dead:
+            raise WorkerFailed("the model worker has stopped")
+        try:
+            # Requests are small next to a pipe's buffer and the worker reads
+            # them at once, so a blocking write does not hold the loop up.
+            os.write(self._out, _HEADER.pack(len(body)))
+            view = memoryview(body)
+            while view:
+                view = view[os.write(self._out, view) :]
+        except OSError as exc:
+            self._die()
+            raise WorkerFailed(f"the model worker is gone ({exc.strerror})") from None
+
+    def _predictions(self, reply: dict[str, Any], rows: int) -> list[Any]:
         if not reply.get("ok"):
             raise PredictionFailed(f"the model raised on this input: {reply.get('error')}")
         predictions = reply.get("predictions")
@@ -87,12 +123,22 @@ class ModelWorker:
 
     def _receive(self, deadline: float, doing: str) -> dict[str, Any]:
         header = self._read(_HEADER.size, deadline, doing)
+        return self._parse(self._read(self._size(header, doing), deadline, doing), doing)
+
+    async def _receive_async(self) -> dict[str, Any]:
+        header = await self._read_async(_HEADER.size)
+        return self._parse(await self._read_async(self._size(header, "predicting")), "predicting")
+
+    def _size(self, header: bytes, doing: str) -> int:
         (size,) = _HEADER.unpack(header)
         if size > _MAX_REPLY:
             self._die()
             raise WorkerFailed(f"the model worker sent a {size}-byte reply while {doing}")
+        return int(size)
+
+    def _parse(self, body: bytes, doing: str) -> dict[str, Any]:
         try:
-            reply = orjson.loads(self._read(size, deadline, doing))
+            reply = orjson.loads(body)
         except orjson.JSONDecodeError:
             self._die()
             raise WorkerFailed(f"the model worker sent invalid JSON while {doing}") from None
@@ -114,6 +160,27 @@ class ModelWorker:
                 code = self.process.poll()
                 raise WorkerFailed(
                     f"the model worker exited (code {code}) while {doing}: {self.log_tail(600)}"
+                )
+            chunks.append(chunk)
+            missing -= len(chunk)
+        return b"".join(chunks)
+
+    async def _read_async(self, size: int) -> bytes:
+        loop = asyncio.get_running_loop()
+        chunks, missing = [], size
+        while missing:
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(self._in, _wake, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(self._in)
+            chunk = os.read(self._in, missing)
+            if not chunk:
+                self._die()
+                raise WorkerFailed(
+                    f"the model worker exited (code {self.process.poll()}) while predicting: "
+                    f"{self.log_tail(600)}"
                 )
             chunks.append(chunk)
             missing -= len(chunk)
