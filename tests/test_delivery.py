@@ -373,3 +373,23 @@ def test_cli_deliver_and_models(
     assert missing.exit_code == 2 and "has no version 9" in missing.output
     unknown = runner.invoke(cli, ["models", "show", "nope"])
     assert unknown.exit_code == 2 and "no registered model named nope" in unknown.output
+
+
+def test_summary_for_a_check_run_says_why_and_stays_bounded() -> None:
+    from modelci.gates import Decision
+
+    result = DeliveryResult(
+        repo="acme/churn",
+        ref="main",
+        sha="a" * 40,
+        model_name="churn",
+        version=3,
+        decision=Decision(False, ["accuracy 0.9 < floor 0.93"], []),
+        metrics={f"m{i}": float(i) for i in range(300)},
+    )
+    text = result.summary_markdown()
+    assert text.startswith("### churn version 3 registered, not promoted")
+    assert "- accuracy 0.9 < floor 0.93" in text
+    assert result.exit_code == 1
+    failed = DeliveryResult(repo="r", ref="main", error="x" * 100_000)
+    assert failed.exit_code == 2 and len(failed.summary_markdown()) <= 65_535

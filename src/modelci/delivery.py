@@ -100,10 +100,9 @@ class DeliveryResult:
         lines = [f"### {self.title}", ""]
         if self.error is not None:
             lines += ["```", self.error[:20_000], "```"]
-        if self.decision is not None:
-            lines += ["**Why not:**", *[f"- {r}" for r in self.decision.reasons], ""][
-                : 0 if self.promoted else None
-            ]
+        if self.decision is not None and self.decision.reasons:
+            lines += ["**Why not:**", *[f"- {r}" for r in self.decision.reasons], ""]
+        if self.decision is not None and self.decision.checks:
             lines += ["**Checks passed:**", *[f"- {c}" for c in self.decision.checks], ""]
         if self.metrics:
             before = self.champion_before.metrics if self.champion_before else {}
