@@ -26,6 +26,8 @@ from modelci.serving.service import ModelService
 
 __all__ = ["create_serving_app", "mount_serving"]
 
+_MAX_BODY = 64 << 20  # bytes of a predict request
+
 _EXAMPLES = {
     "records": {
         "summary": "Rows as records",
@@ -97,7 +99,12 @@ def _error(exc: ModelCIError) -> Response:
 
 
 async def _predict(service: ModelService, request: Request) -> Response:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > _MAX_BODY:
+        return _json({"detail": f"the body is over {_MAX_BODY >> 20} MB; send fewer rows"}, 413)
     body = await request.body()
+    if len(body) > _MAX_BODY:
+        return _json({"detail": f"the body is over {_MAX_BODY >> 20} MB; send fewer rows"}, 413)
     try:
         result = await service.predict_async(body)
     except ModelCIError as exc:
