@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
@@ -23,6 +24,7 @@ from modelci import store
 from modelci.db import Database
 from modelci.errors import ModelCIError
 from modelci.github import BadDelivery, InvalidSignature, parse_delivery
+from modelci.intake import submit_delivery
 from modelci.jobs import ProcrastinateQueue
 
 __all__ = ["ApiContext", "create_app"]
@@ -96,20 +98,17 @@ def create_app(context: ApiContext) -> FastAPI:
             return JSONResponse({"detail": str(exc)}, status_code=401)
         except BadDelivery as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
-        with context.database.session() as session:
-            created = store.record_delivery(
-                session,
-                delivery_id=delivery.delivery_id,
-                event=delivery.event,
-                action=delivery.action,
-                payload=delivery.payload,
-            )
-        if created:
-            job_id = context.queue.defer_delivery(delivery.delivery_id)
-            with context.database.session() as session:
-                store.mark_delivery_dispatched(
-                    session, delivery_id=delivery.delivery_id, job_id=job_id
-                )
+        # The database work runs in a thread: done on the event loop, it would
+        # serialise every delivery behind the one being stored.
+        created = await run_in_threadpool(
+            submit_delivery,
+            context.database,
+            context.queue,
+            delivery_id=delivery.delivery_id,
+            event=delivery.event,
+            action=delivery.action,
+            payload=delivery.payload,
+        )
         status = "queued" if created else "duplicate"
         return JSONResponse(
             DeliveryAccepted(

@@ -48,9 +48,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from modelci import store
 from modelci.db import Database
 from modelci.errors import ConfigError, ModelCIError
 from modelci.github import (
@@ -62,9 +61,9 @@ from modelci.github import (
     Repository,
 )
 from modelci.github.rest import repo_path
+from modelci.intake import DeliveryQueue, submit_delivery
 
 __all__ = [
-    "DeliveryQueue",
     "PollState",
     "Poller",
     "PullState",
@@ -72,7 +71,6 @@ __all__ = [
     "delivery_id",
     "pull_request_json",
     "start_poller",
-    "submit_delivery",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,10 +85,6 @@ def delivery_id(text: str) -> str:
     if len(text) <= _DELIVERY_ID_MAX:
         return text
     return "poll:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-class DeliveryQueue(Protocol):
-    def defer_delivery(self, delivery_id: str) -> int | None: ...
 
 
 @dataclass
@@ -198,31 +192,6 @@ def _envelope(
     if installation_id is not None:
         payload["installation"] = {"id": installation_id}
     return payload
-
-
-def submit_delivery(
-    database: Database,
-    queue: DeliveryQueue,
-    *,
-    delivery_id: str,
-    event: str,
-    payload: dict[str, Any],
-) -> bool:
-    """Store and queue a delivery as the webhook receiver does; False for a repeat."""
-    action = payload.get("action")
-    with database.session() as session:
-        created = store.record_delivery(
-            session,
-            delivery_id=delivery_id,
-            event=event,
-            action=action if isinstance(action, str) else None,
-            payload=payload,
-        )
-    if created:
-        job_id = queue.defer_delivery(delivery_id)
-        with database.session() as session:
-            store.mark_delivery_dispatched(session, delivery_id=delivery_id, job_id=job_id)
-    return created
 
 
 # -- the poller ---------------------------------------------------------------------------

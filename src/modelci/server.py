@@ -25,6 +25,7 @@ from modelci.environments import EnvironmentManager
 from modelci.errors import ConfigError
 from modelci.evaluation import Evaluator
 from modelci.github import GitHubClient, make_auth
+from modelci.intake import dispatch_delivery
 from modelci.sandbox import make_sandbox
 from modelci.settings import Settings
 from modelci.worker import PullRequestService
@@ -121,9 +122,7 @@ def requeue_undispatched(runtime: Runtime) -> int:
     with runtime.database.session() as session:
         pending = store.undispatched_deliveries(session)
     for delivery_id in pending:
-        job_id = runtime.queue.defer_delivery(delivery_id)
-        with runtime.database.session() as session:
-            store.mark_delivery_dispatched(session, delivery_id=delivery_id, job_id=job_id)
+        dispatch_delivery(runtime.database, runtime.queue, delivery_id=delivery_id)
     return len(pending)
 
 
