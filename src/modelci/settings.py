@@ -6,11 +6,13 @@ tests and commands can build their own.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modelci.errors import ConfigError
 
@@ -74,8 +76,10 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         default=None, description="Where this server is reachable, for links to logs"
     )
-    poll_repositories: list[str] = Field(
-        default_factory=list, description="owner/name of repositories to watch with --poll"
+    poll_repositories: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="owner/name of repositories to watch with --poll: comma-separated, or a "
+        "JSON list",
     )
     poll_interval_s: float = 60
     job_timeout_s: float = 3 * 3600
@@ -105,6 +109,16 @@ class Settings(BaseSettings):
         default=10_000,
         description="Predict requests waiting to be logged; beyond it logs are dropped, counted",
     )
+
+    @field_validator("poll_repositories", mode="before")
+    @classmethod
+    def _split_repositories(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     def read_private_key(self) -> str | None:
         if self.github_private_key is not None:
