@@ -171,12 +171,20 @@ class PullRequestService:
         git_env = {}
         if job.clone_url.startswith("http"):
             git_env = git_credentials(gh.installation_token(), job.clone_url)
+        # A retry after a killed attempt takes over the check run that attempt
+        # left in progress, so the commit never keeps a stale one.
+        unfinished = None
+        if gh.auth.is_app:
+            found = gh.find_check_run(job.repo, head_sha=job.head_sha, name=self.check_name)
+            if found is not None and found.status != "completed":
+                unfinished = found.id
         check = gh.publish_check(
             job.repo,
             head_sha=job.head_sha,
             name=self.check_name,
             status="in_progress",
             output=CheckOutput("Evaluating", "Training head and base."),
+            check_run_id=unfinished,
         )
         self.comment(job, status_comment(head_sha=job.head_sha, status="🔄 evaluating"))
         evaluator = self.evaluator.with_reporter(_CommentReporter(self, job, cancel))

@@ -81,6 +81,7 @@ class StandIn(Endpoints):
             route(repo + "/issues/comments/{cid:int}", self.update_comment, "PATCH", "token"),
             route(repo + "/check-runs", self.create_check_run, "POST", "token"),
             route(repo + "/check-runs/{rid:int}", self.update_check_run, "PATCH", "token"),
+            route(repo + "/commits/{sha}/check-runs", self.list_check_runs, "GET", "token"),
             route(repo + "/statuses/{sha}", self.create_status, "POST", "token"),
             route(repo + "/pulls", self.list_pulls, "GET", "token"),
             route(repo + "/pulls/{n:int}", self.get_pull, "GET", "token"),

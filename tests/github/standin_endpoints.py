@@ -276,6 +276,20 @@ class Endpoints:
         self._apply_check(run, self._check_fields(data, doc, creating=False))
         return {k: v for k, v in run.items() if not k.startswith("_")}
 
+    def list_check_runs(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, sha: str
+    ) -> dict[str, Any]:
+        """``GET /repos/{o}/{r}/commits/{ref}/check-runs``: newest first, as on GitHub."""
+        name = request.query_params.get("check_name")
+        runs = [
+            {k: v for k, v in run.items() if not k.startswith("_")}
+            for run in sorted(self.state.check_runs.values(), key=lambda r: -int(r["id"]))
+            if run["_repo"] == f"{owner}/{repo}"
+            and run["head_sha"] == sha
+            and (name is None or run["name"] == name)
+        ]
+        return {"total_count": len(runs), "check_runs": runs}
+
     def create_status(
         self, request: Request, data: Any, token: Token, owner: str, repo: str, sha: str
     ) -> Response:

@@ -215,6 +215,26 @@ class GitHubClient(RestClient):
             ).json()
         )
 
+    def find_check_run(
+        self, repo: str, *, head_sha: str, name: str, installation_id: int | None = None
+    ) -> CheckRun | None:
+        """The newest check run of this app named ``name`` on ``head_sha``, if any.
+
+        ``GET /repos/{o}/{r}/commits/{ref}/check-runs?check_name=...&filter=latest``:
+        a retried job finds the run its killed attempt opened and completes it,
+        instead of leaving it "in progress" beside a new one.
+        """
+        data = self._request(
+            "GET",
+            f"{repo_path(repo)}/commits/{quote(head_sha)}/check-runs",
+            params={"check_name": name, "filter": "latest", "per_page": 100},
+            installation_id=installation_id,
+        ).json()
+        runs = [r for r in data.get("check_runs", []) if r.get("name") == name]
+        if not runs:
+            return None
+        return self._check_run(max(runs, key=lambda r: int(r["id"])))
+
     def update_check_run(
         self,
         repo: str,
