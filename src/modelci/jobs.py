@@ -48,7 +48,7 @@ from procrastinate.jobs import Job, Status
 from procrastinate.retry import RetryDecision
 
 from modelci.errors import RunFailed
-from modelci.pullrequests import EvaluationJob
+from modelci.pullrequests import DeliveryJob, EvaluationJob
 
 __all__ = [
     "CANCEL_ABORTED",
@@ -82,6 +82,7 @@ MAX_LOST_ATTEMPTS = 3
 TASK_DELIVERY = "modelci.process_delivery"
 TASK_EVALUATE = "modelci.evaluate_pull_request"
 TASK_RETRY_STALLED = "modelci.retry_stalled"
+TASK_DELIVER = "modelci.deliver_commit"
 
 
 CANCEL_ABORTED = "aborted"  # a newer head, an unlabel, the jobs API
@@ -119,6 +120,7 @@ class Services:
     process_delivery: Callable[[str], None]
     evaluate: Callable[[EvaluationJob, threading.Event], None]
     job_timeout_s: float
+    deliver: Callable[[DeliveryJob, threading.Event], None] | None = None
 
 
 _services: Services | None = None
@@ -135,12 +137,13 @@ def _get_services() -> Services:
     return _services
 
 
-def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
-    services = _get_services()
-    job = EvaluationJob(**fields)
+def _run_cancellable(
+    context: JobContext, what: str, run: Callable[[Cancellation], None], timeout_s: float
+) -> None:
+    """Run ``run`` with a cancel event that an abort request or the job timeout sets."""
     cancel = Cancellation()
     finished = threading.Event()
-    deadline = time.monotonic() + services.job_timeout_s
+    deadline = time.monotonic() + timeout_s
 
     def watch() -> None:
         # Abort requests (a newer push, an unlabel) and the job timeout both
@@ -158,21 +161,45 @@ def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
     watcher = threading.Thread(target=watch, name="modelci-abort-watch", daemon=True)
     watcher.start()
     try:
-        services.evaluate(job, cancel)
+        run(cancel)
     finally:
         finished.set()
         watcher.join()
     if cancel.reason == CANCEL_TIMEOUT:
-        log.warning("evaluation of %s at %s timed out", job.pr_key, job.head_sha[:7])
+        log.warning("%s timed out", what)
         raise JobTimedOut(
-            f"the evaluation of {job.pr_key} at {job.head_sha[:7]} ran longer than "
-            f"{services.job_timeout_s:g} s and was stopped",
+            f"{what} ran longer than {timeout_s:g} s and was stopped",
             hint="raise MODELCI_JOB_TIMEOUT_S, or make the training faster",
         )
     if cancel.reason is not None or context.should_abort():
         # Procrastinate retries a job aborted by a shutdown and ends one aborted
         # by a user.
         raise procrastinate.exceptions.JobAborted()
+
+
+def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
+    services = _get_services()
+    job = EvaluationJob(**fields)
+    _run_cancellable(
+        context,
+        f"the evaluation of {job.pr_key} at {job.head_sha[:7]}",
+        lambda cancel: services.evaluate(job, cancel),
+        services.job_timeout_s,
+    )
+
+
+def _deliver(context: JobContext, fields: dict[str, Any]) -> None:
+    services = _get_services()
+    deliver = services.deliver
+    if deliver is None:
+        raise RuntimeError("this worker cannot deliver models (no delivery service installed)")
+    job = DeliveryJob(**fields)
+    _run_cancellable(
+        context,
+        f"the delivery of {job.repo} at {job.sha[:7]}",
+        lambda cancel: deliver(job, cancel),
+        services.job_timeout_s,
+    )
 
 
 def _register_tasks(app: procrastinate.App) -> None:
@@ -195,6 +222,15 @@ def _register_tasks(app: procrastinate.App) -> None:
     )
     def evaluate_pull_request(context: JobContext, /, **fields: Any) -> None:
         _evaluate(context, fields)
+
+    @app.task(
+        name=TASK_DELIVER,
+        queue=QUEUE_EVALUATIONS,
+        pass_context=True,
+        retry=_EvaluationRetry(max_attempts=3, wait=5),
+    )
+    def deliver_commit(context: JobContext, /, **fields: Any) -> None:
+        _deliver(context, fields)
 
     # Six fields: croniter reads the last one as seconds ("*/5 * * * * *" would
     # mean every second of every fifth minute, leaving stalled jobs for minutes).
@@ -330,6 +366,22 @@ class ProcrastinateQueue:
             f"could not queue the evaluation of {job.pr_key}: other deliveries kept queueing one",
             hint="redeliver the webhook from the App's settings",
         )
+
+    def enqueue_delivery(self, job: DeliveryJob) -> int | None:
+        """Queue the delivery of a commit once (a merge sends both ``closed`` and ``push``).
+
+        Deliveries of one repository run one at a time, so each is judged
+        against the champion the previous one left.
+        """
+        try:
+            return self.app.configure_task(
+                TASK_DELIVER,
+                queue=QUEUE_EVALUATIONS,
+                lock=f"deliver:{job.repo}",
+                queueing_lock=f"deliver:{job.repo}@{job.sha}",
+            ).defer(**job.to_json())
+        except AlreadyEnqueued:
+            return None
 
     def _cancel_queued(self, repo: str, number: int) -> int:
         manager = self.app.job_manager

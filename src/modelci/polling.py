@@ -180,6 +180,7 @@ def pull_request_json(pr: PullRequest, *, merged: bool | None = None) -> dict[st
         "merged": pr.merged if merged is None else merged,
         "html_url": pr.html_url,
         "updated_at": pr.updated_at,
+        "merge_commit_sha": pr.merge_commit_sha,
     }
 
 

@@ -11,8 +11,10 @@ interfaces so the workflow is tested without either:
   only when the pusher has write access; otherwise a maintainer must re-apply
   the label (new code from someone without write access never runs unasked).
 - ``unlabeled`` (the trigger label) and ``closed``: cancel what is pending.
-- ``closed`` with ``merged: true`` and pushes to the default branch are
-  recorded for delivery; ``ping`` is answered.
+- ``closed`` with ``merged: true`` into the default branch, and pushes to the
+  default branch, queue a delivery of that commit (train, register, promote if
+  it passes its gates); both usually arrive for one merge and are queued once
+  per commit. ``ping`` is answered.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 from modelci.github.events import Event, PingEvent, PullRequestEvent, PushEvent
 
 __all__ = [
+    "DeliveryJob",
     "EvaluationJob",
     "GitHubActions",
     "JobQueue",
@@ -52,6 +55,22 @@ class EvaluationJob:
 
 
 @dataclass(frozen=True)
+class DeliveryJob:
+    """Everything a worker needs to deliver one commit of the default branch."""
+
+    repo: str  # owner/name
+    sha: str
+    ref: str  # the branch it landed on
+    clone_url: str
+    installation_id: int | None
+    delivery_id: str
+    actor: str  # who pushed or merged, recorded with the promotion
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What handling an event did, stored with the delivery."""
 
@@ -62,6 +81,8 @@ class Outcome:
 
 class JobQueue(Protocol):
     def enqueue_evaluation(self, job: EvaluationJob) -> int: ...
+
+    def enqueue_delivery(self, job: DeliveryJob) -> int | None: ...
 
     def cancel_evaluations(self, *, repo: str, number: int) -> int: ...
 
@@ -98,13 +119,29 @@ def _queue(event: PullRequestEvent, queue: JobQueue, github: GitHubActions) -> O
     return Outcome("queued", f"evaluation of {job.head_sha[:7]} queued{superseded}", job_id)
 
 
+def _deliver(event: PushEvent | PullRequestEvent, sha: str, queue: JobQueue) -> Outcome:
+    job = DeliveryJob(
+        repo=event.repo.full_name,
+        sha=sha,
+        ref=event.repo.default_branch,
+        clone_url=event.repo.clone_url,
+        installation_id=event.installation_id,
+        delivery_id=event.delivery_id,
+        actor=event.sender,
+    )
+    job_id = queue.enqueue_delivery(job)
+    if job_id is None:
+        return Outcome("recorded", f"delivery of {sha[:7]} is already queued")
+    return Outcome("queued", f"delivery of {sha[:7]} queued", job_id)
+
+
 def handle_event(event: Event, *, label: str, queue: JobQueue, github: GitHubActions) -> Outcome:
     """Decide and do what ``event`` calls for."""
     if isinstance(event, PingEvent):
         return Outcome("pong", "ping received")
     if isinstance(event, PushEvent):
         if event.to_default_branch and not event.deleted:
-            return Outcome("recorded", f"push of {event.after[:7]} to {event.ref} recorded")
+            return _deliver(event, event.after, queue)
         return Outcome("ignored", f"push to {event.ref} is not to the default branch")
     if not isinstance(event, PullRequestEvent):
         return Outcome("ignored", f"{type(event).__name__} needs nothing from modelci")
@@ -136,6 +173,10 @@ def handle_event(event: Event, *, label: str, queue: JobQueue, github: GitHubAct
         return _queue(event, queue, github)
     if (event.action == "unlabeled" and event.label == label) or event.action == "closed":
         cancelled = queue.cancel_evaluations(repo=repo, number=pr.number)
-        merged = " (merged: recorded for delivery)" if pr.merged else ""
-        return Outcome("cancelled", f"{cancelled} pending evaluation(s) cancelled{merged}")
+        detail = f"{cancelled} pending evaluation(s) cancelled"
+        merged_into_default = pr.merged and pr.base_ref == event.repo.default_branch
+        if event.action == "closed" and merged_into_default and pr.merge_commit_sha:
+            delivered = _deliver(event, pr.merge_commit_sha, queue)
+            return Outcome(delivered.action, f"{detail}; {delivered.detail}", delivered.job_id)
+        return Outcome("cancelled", detail)
     return Outcome("ignored", f"pull_request action {event.action!r} needs nothing")

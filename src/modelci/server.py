@@ -1,8 +1,9 @@
 """``modelci serve`` and ``modelci worker``: the long-running processes.
 
 ``serve`` starts, in one process: the database (embedded PostgreSQL unless
-``MODELCI_DATABASE_URL`` is set), the webhook receiver and API (uvicorn), and
-worker threads. ``worker`` runs only workers, on any machine pointed at the
+``MODELCI_DATABASE_URL`` is set), the webhook receiver and API (uvicorn),
+worker threads, and the prediction API of every registered model's champion.
+``worker`` runs only workers, on any machine pointed at the
 same PostgreSQL. Deliveries that were stored but not queued (a crash between
 the two) are queued again at start.
 """
@@ -16,11 +17,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import uv
 
 from modelci import jobs, store
 from modelci.db import Database, open_database
+from modelci.deliveryservice import DeliveryService
 from modelci.environments import EnvironmentManager
 from modelci.errors import ConfigError
 from modelci.evaluation import Evaluator
@@ -29,6 +32,11 @@ from modelci.intake import dispatch_delivery
 from modelci.sandbox import make_sandbox
 from modelci.settings import Settings
 from modelci.worker import PullRequestService
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from modelci.serving.manager import ServingManager
 
 __all__ = ["Runtime", "run_server", "run_workers", "server_runtime"]
 
@@ -42,6 +50,7 @@ class Runtime:
     job_app: object
     queue: jobs.ProcrastinateQueue
     service: PullRequestService
+    delivery: DeliveryService
 
 
 def configure_logging() -> None:
@@ -105,14 +114,21 @@ def server_runtime(settings: Settings, *, unsafe: bool = False) -> Iterator[Runt
                 check_name=settings.github_check_name,
                 public_url=settings.public_url,
             )
+            delivery = DeliveryService(
+                database=database,
+                github=github,
+                evaluator=evaluator,
+                check_name=settings.github_check_name,
+            )
             jobs.install_services(
                 jobs.Services(
                     process_delivery=service.process_delivery,
                     evaluate=service.evaluate,
                     job_timeout_s=settings.job_timeout_s,
+                    deliver=delivery.deliver,
                 )
             )
-            yield Runtime(settings, database, job_app, queue, service)
+            yield Runtime(settings, database, job_app, queue, service, delivery)
     finally:
         github.close()
         database.close()
@@ -157,6 +173,28 @@ def run_workers(
         except KeyboardInterrupt:
             stop.set()
             thread.join(30)
+
+
+def _serve_models(app: FastAPI, runtime: Runtime, *, unsafe: bool) -> ServingManager:
+    """Serve every registered model's champion from this process's API.
+
+    Champions load in the background (MLflow's first start on a new store takes
+    seconds); ``/readyz`` says which are not loaded yet. A promotion made by
+    this process's workers switches at once; one made elsewhere within
+    MODELCI_SERVING_POLL_S.
+    """
+    from modelci.serving.http import mount_serving
+    from modelci.serving.manager import serving_manager
+    from modelci.tracking import Registry
+
+    registry = Registry.from_settings(runtime.settings, runtime.database.url)
+    manager = serving_manager(
+        runtime.settings, registry, sessions=runtime.database.session, unsafe=unsafe
+    )
+    mount_serving(app, manager)
+    runtime.delivery.on_champion_change = manager.refresh
+    manager.start()
+    return manager
 
 
 def run_server(
@@ -212,10 +250,12 @@ def run_server(
             )
         # Without a secret (polling only) every webhook is refused with a ConfigError.
         app = create_app(ApiContext(runtime.database, runtime.queue, secret or b""))
+        models = _serve_models(app, runtime, unsafe=unsafe)
         try:
             uvicorn.run(app, host=host, port=port, log_level="info")
         finally:
             stop.set()
+            models.close()
             if poller is not None:
                 poller.join(30)
             if worker is not None:

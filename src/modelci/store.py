@@ -65,6 +65,7 @@ __all__ = [
     "log_predictions",
     "mark_delivery_dispatched",
     "mark_delivery_processed",
+    "model_event_for_sha",
     "record_delivery",
     "record_model_event",
     "undispatched_deliveries",
@@ -470,6 +471,16 @@ def list_model_events(session: Session, *, model_name: str, limit: int = 50) -> 
             .limit(limit)
         )
     )
+
+
+def model_event_for_sha(session: Session, *, sha: str, action: str) -> ModelEvent | None:
+    """The newest ``action`` event of a model version trained from commit ``sha``."""
+    return session.scalars(
+        select(ModelEvent)
+        .where(ModelEvent.sha == sha, ModelEvent.action == action)
+        .order_by(ModelEvent.id.desc())
+        .limit(1)
+    ).first()
 
 
 def log_predictions(session: Session, *, rows: list[dict[str, Any]]) -> int:

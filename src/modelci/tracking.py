@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import shutil
+import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,6 +35,19 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 __all__ = ["CHAMPION", "Registry", "build_model_dir", "tracking_uri_for"]
+
+_MLFLOW_IMPORT = threading.Lock()
+
+
+def _import_mlflow() -> None:
+    """Import mlflow whole, once, under a lock.
+
+    mlflow's package imports are circular: two threads importing parts of it at
+    once (a delivery job and the serving API's registry poll) get a partially
+    initialised module and an AttributeError.
+    """
+    with _MLFLOW_IMPORT:
+        import mlflow  # noqa: F401
 
 CHAMPION = "champion"
 _LOADER_MODULE = "modelci_pyfunc"
@@ -114,6 +128,7 @@ def build_model_dir(
 ) -> None:
     """Turn dest (holding spec.artifact and code) into an MLflow model: MLmodel, signature,
     input example, requirements, and modelci-serving.json."""
+    _import_mlflow()
     import mlflow.pyfunc
     from mlflow.models import Model, ModelSignature
     from mlflow.types import ColSpec, DataType, Schema
@@ -167,6 +182,7 @@ def _mlflow_errors(method: F) -> F:
 
     @functools.wraps(method)
     def wrapper(self: Registry, *args: Any, **kwargs: Any) -> Any:
+        _import_mlflow()
         from mlflow.exceptions import MlflowException
 
         try:
@@ -198,6 +214,7 @@ class Registry:
     def client(self) -> MlflowClient:
         if self._client is None:
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            _import_mlflow()
             from mlflow.tracking import MlflowClient
 
             self._client = MlflowClient(
@@ -236,6 +253,7 @@ class Registry:
         log_path: Path | None = None,
     ) -> ModelVersion:
         """One MLflow run for one trained commit, its model registered as a new version."""
+        _import_mlflow()
         from mlflow.entities import Metric, Param
 
         client = self.client
@@ -275,6 +293,7 @@ class Registry:
         return self.get_version(name, int(version.version))
 
     def _ensure_model(self, name: str, repository: str) -> None:
+        _import_mlflow()
         from mlflow.exceptions import MlflowException
 
         try:
@@ -303,6 +322,7 @@ class Registry:
         return sorted(versions, key=lambda v: v.version)
 
     def _champion_number(self, name: str) -> int | None:
+        _import_mlflow()
         from mlflow.exceptions import MlflowException
 
         try:
@@ -312,6 +332,7 @@ class Registry:
 
     @_mlflow_errors
     def get_version(self, name: str, version: int) -> ModelVersion:
+        _import_mlflow()
         from mlflow.exceptions import MlflowException
 
         try:
@@ -325,6 +346,7 @@ class Registry:
 
     @_mlflow_errors
     def champion(self, name: str) -> ModelVersion | None:
+        _import_mlflow()
         from mlflow.exceptions import MlflowException
 
         try:
@@ -363,6 +385,7 @@ class Registry:
         )
 
     def _download(self, name: str, version: int, source: str) -> Path:
+        _import_mlflow()
         import mlflow.artifacts
 
         target = self.cache_dir / name / str(version)
@@ -407,6 +430,7 @@ def read_mlflow_run(store: Path) -> dict[str, Any]:
 
 
 def _read_mlflow_run(store: Path) -> dict[str, Any]:
+    _import_mlflow()
     from mlflow.tracking import MlflowClient
 
     # MLflow 3 refuses file stores unless allowed; modelci only reads this one.

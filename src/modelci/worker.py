@@ -24,6 +24,7 @@ from modelci.github import (
     CheckOutput,
     GitHubClient,
     Ignored,
+    PublishedCheck,
     PullRequestEvent,
     classify,
     comment_marker,
@@ -33,7 +34,7 @@ from modelci.github.sansio import Delivery
 from modelci.jobs import CANCEL_TIMEOUT
 from modelci.pullrequests import EvaluationJob, JobQueue, Outcome, handle_event
 
-__all__ = ["PullRequestService"]
+__all__ = ["PullRequestService", "start_check"]
 
 log = logging.getLogger(__name__)
 MARKER = comment_marker("evaluation")
@@ -83,6 +84,29 @@ def write_comment(
         github.upsert_comment(
             repo, issue_number=number, marker=MARKER, body=body, installation_id=installation_id
         )
+
+
+def start_check(
+    gh: GitHubClient, repo: str, *, head_sha: str, name: str, output: CheckOutput
+) -> PublishedCheck:
+    """Open an in-progress check on ``head_sha``.
+
+    A retry after a killed attempt takes over the check run that attempt left
+    in progress, so the commit never keeps a stale one.
+    """
+    unfinished = None
+    if gh.auth.is_app:
+        found = gh.find_check_run(repo, head_sha=head_sha, name=name)
+        if found is not None and found.status != "completed":
+            unfinished = found.id
+    return gh.publish_check(
+        repo,
+        head_sha=head_sha,
+        name=name,
+        status="in_progress",
+        output=output,
+        check_run_id=unfinished,
+    )
 
 
 class _CommentReporter:
@@ -171,20 +195,12 @@ class PullRequestService:
         git_env = {}
         if job.clone_url.startswith("http"):
             git_env = git_credentials(gh.installation_token(), job.clone_url)
-        # A retry after a killed attempt takes over the check run that attempt
-        # left in progress, so the commit never keeps a stale one.
-        unfinished = None
-        if gh.auth.is_app:
-            found = gh.find_check_run(job.repo, head_sha=job.head_sha, name=self.check_name)
-            if found is not None and found.status != "completed":
-                unfinished = found.id
-        check = gh.publish_check(
+        check = start_check(
+            gh,
             job.repo,
             head_sha=job.head_sha,
             name=self.check_name,
-            status="in_progress",
             output=CheckOutput("Evaluating", "Training head and base."),
-            check_run_id=unfinished,
         )
         self.comment(job, status_comment(head_sha=job.head_sha, status="🔄 evaluating"))
         evaluator = self.evaluator.with_reporter(_CommentReporter(self, job, cancel))

@@ -388,6 +388,8 @@ class StandInState:
             "updated_at": iso(pull["updated_at"]),
             "draft": False,
             "merged": pull.get("merged", False),
+            # A fast-forward merge in this stand-in: the merge commit is the head.
+            "merge_commit_sha": pull["head_sha"] if pull.get("merged") else None,
             "head": {
                 "label": f"{pull['head_repo'].split('/')[0]}:{pull['head_ref']}",
                 "ref": pull["head_ref"],

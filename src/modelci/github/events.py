@@ -104,6 +104,8 @@ class PullRequest:
     merged: bool
     html_url: str
     updated_at: str | None
+    # The commit a merge made on the base branch (set once merged).
+    merge_commit_sha: str | None = None
 
     @property
     def is_fork(self) -> bool:
@@ -140,6 +142,7 @@ def pull_request_from_api(pr: Any, *, where: str = "pull request") -> PullReques
         merged=bool(_opt(pr, "merged", bool, where=where)),
         html_url=_opt(pr, "html_url", str, where=where) or "",
         updated_at=_opt(pr, "updated_at", str, where=where),
+        merge_commit_sha=_opt(pr, "merge_commit_sha", str, where=where),
     )
 
 

@@ -91,6 +91,8 @@ class _Model:
         # A plain array is several times faster than a DataFrame; use it when the
         # model was fitted without column names and every column is a number.
         self.pandas = pandas
+        # Without pandas, mixed columns go in an object array (rows of Python values).
+        self.array_dtype = "float64" if all_numeric else object
         self.use_frame = pandas is not None and (
             hasattr(model, "feature_names_in_") or not all_numeric
         )
@@ -108,7 +110,7 @@ class _Model:
             inputs: Any = self.pandas.DataFrame(data, columns=[c["name"] for c in self.columns])
         else:
             inputs = numpy.array(
-                [columns[column["name"]] for column in self.columns], dtype="float64"
+                [columns[column["name"]] for column in self.columns], dtype=self.array_dtype
             ).T.reshape(rows, len(self.columns))
         output = self.method(inputs)
         if hasattr(output, "tolist"):
