@@ -196,24 +196,151 @@ def evaluate(
 @_quiet
 @_guarded
 def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
-    """Create a sample model repository with a pull-request branch and evaluate it."""
-    from modelci.demo import create_demo_repository
+    """The whole loop on a sample repository: evaluate a pull request head vs base,
+    deliver main, merge the pull request if it passes and deliver the merge, then
+    serve the champion and make one prediction."""
+    import functools
+    import os
+    import time
+    from concurrent.futures import ThreadPoolExecutor
 
+    from rich.markup import escape
+
+    from modelci import demo as sample
+    from modelci import report
+    from modelci.delivery import DeliveryResult, deliverer_for
+    from modelci.progress import progress_reporter
+
+    started = time.monotonic()
     settings = _settings()
-    path = directory or settings.data_dir / "demo" / "sklearn-classifier"
-    repo = create_demo_repository(path)
-    console = Console(stderr=True)
-    console.print(
-        f"[bold]Sample repository[/] {repo.path}: branch [cyan]{repo.head}[/] "
-        f"changes params.json; evaluating it against [cyan]{repo.base}[/]",
-        highlight=False,
+    repo = sample.create_demo_repository(
+        directory or settings.data_dir / "demo" / "sklearn-classifier"
+    )
+    # The story goes to stdout with the table; with --format json/markdown stdout
+    # carries only that document, and the story goes to stderr.
+    # Soft wrap: the commands printed at the end must stay copyable.
+    say = functools.partial(Console(stderr=fmt != "table", highlight=False).print, soft_wrap=True)
+    # MLflow logs its store's set-up at INFO; the progress display says what happens.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    say(
+        f"[bold]1. Pull request[/] in the sample repository {escape(str(repo.path))}: branch "
+        f"[cyan]{repo.head}[/] changes params.json; evaluating it against [cyan]{repo.base}[/]"
     )
     request = EvaluationRequest(
         repo=str(repo.path), base=repo.base, head=repo.head, merge_base=True
     )
-    code = _evaluate(settings, request, fmt=fmt, unsafe=unsafe, quiet=quiet)
-    verdict = "passes its gates" if code == EXIT_OK else "regressed a gated metric"
-    console.print(f"[bold]Verdict:[/] the pull request {verdict}.", highlight=False)
+    with (
+        deliverer_for(settings, unsafe=unsafe) as deliverer,
+        ThreadPoolExecutor(1, thread_name_prefix="modelci-mlflow") as pool,
+    ):
+        # Importing MLflow takes about 2 s: do it while the pull request trains.
+        mlflow_ready = pool.submit(lambda: deliverer.registry.client)
+        with progress_reporter(quiet=quiet) as reporter:
+            evaluator = deliverer.evaluator
+            result = (evaluator.with_reporter(reporter) if reporter else evaluator).evaluate(
+                request
+            )
+        mlflow_ready.result()
+        if fmt != "json":
+            _print_result(result, fmt)
+        elif result.error:
+            _fail(result.error)
+        assert result.comparison is not None
+        passed = result.comparison.passed
+        verdict = "passes its gates" if passed else "regressed a gated metric"
+        say(f"[bold]Verdict:[/] the pull request {verdict}.")
+
+        def deliver(sha: str, what: str, label: str) -> DeliveryResult:
+            say(f"[bold]{what}[/] ({sha[:7]}): train, register in MLflow, promote if better")
+            with progress_reporter(quiet=quiet) as reporter:
+                steps = sample.DeliverySteps(reporter, label) if reporter else None
+                done = deliverer.deliver(str(repo.path), sha, actor="modelci demo", reporter=steps)
+            if done.error is not None:
+                _fail(done.error)
+            color = "green" if done.promoted else "yellow"
+            before = done.champion_before
+            against = f" [dim](the champion was v{before.version})[/]" if before else ""
+            say(f"   [bold {color}]{done.title}[/]{against}")
+            if done.decision is not None:
+                for line in done.decision.reasons:
+                    say(f"     [red]✗[/] {escape(line)}")
+                for line in done.decision.checks:
+                    say(f"     [green]✓[/] {escape(line)}")
+            return done
+
+        deliveries = [deliver(repo.base_sha, f"2. Delivery of {repo.base}", repo.base)]
+        merge_sha = None
+        if passed:
+            merge_sha = sample.merge_pull_request(repo)
+            say(
+                f"[bold]3. Merged[/] {repo.head} into {repo.base} "
+                f"(git merge --no-ff): merge commit {merge_sha[:7]}"
+            )
+            deliveries.append(
+                deliver(merge_sha, f"   Delivery of {repo.base} after the merge", "merge")
+            )
+        else:
+            say(
+                f"[bold]3. Not merged:[/] the pull request regressed, so {repo.base} "
+                "keeps its version and the champion stays."
+            )
+        name = deliveries[0].model_name
+        registry = deliverer.registry
+        champion = registry.champion(name)
+        served = None
+        if champion is None:
+            say(f"[bold]4. Nothing to serve:[/] no version of {name} passed its floors.")
+        else:
+            say(f"[bold]4. Serving[/] {name} v{champion.version}, the champion")
+            with progress_reporter(quiet=quiet) as reporter:
+                served = sample.serve_and_predict(
+                    settings,
+                    registry,
+                    name,
+                    sessions=evaluator.database().session,
+                    unsafe=unsafe,
+                    reporter=reporter,
+                )
+            shown = list(served.inputs.items())
+            row = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v!r}" for k, v in shown[:4]
+            )
+            more = f", … ({len(shown)} columns)" if len(shown) > 4 else ""
+            say(f"   POST {served.url}")
+            say(f"   input  {escape(row)}{more}")
+            say(
+                f"   [bold green]prediction {served.predictions[0]!r}[/] "
+                f"from {served.model} v{served.version} (commit {(served.sha or '')[:7]})"
+            )
+        commands = sample.next_steps(settings, name, registry.ui_command())
+    seconds = time.monotonic() - started
+    say(f"[bold]Go further:[/] [dim](demo took {seconds:.0f}s)[/]")
+    for command, note in commands:
+        say(f"   [dim]# {escape(note)}[/]")
+        say(f"   {command}", markup=False)
+    if fmt == "json":
+        payload = {
+            **report.render_json(result.comparison),
+            **summary_json(result),
+            "merged": merge_sha,
+            "deliveries": [sample.delivery_json(d) for d in deliveries],
+            "champion": None
+            if champion is None
+            else {"model": name, "version": champion.version, "sha": champion.sha},
+            "prediction": None
+            if served is None
+            else {
+                "url": served.url,
+                "model": served.model,
+                "version": served.version,
+                "sha": served.sha,
+                "inputs": served.inputs,
+                "predictions": served.predictions,
+            },
+            "next_steps": [{"command": c, "note": n} for c, n in commands],
+            "demo_seconds": round(seconds, 3),
+        }
+        click.echo(json.dumps(payload, indent=2, allow_nan=False))
     # The demo worked whatever the verdict: only an error is a failure here.
     sys.exit(EXIT_OK)
 
