@@ -122,10 +122,39 @@ def test_demo_runs_end_to_end_on_the_embedded_default(env: dict[str, str]) -> No
     embedded = {k: v for k, v in env.items() if k != "MODELCI_DATABASE_URL"}
     done = modelci(embedded, "demo", "--format", "json")
     assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
     report = json.loads(done.stdout)
+    # The pull request, head vs base.
     assert {m["name"] for m in report["metrics"]} == {"accuracy", "f1", "roc_auc", "log_loss"}
     assert all(m["ci"] is not None for m in report["metrics"])  # predictions give intervals
-    assert "Verdict:" in done.stderr
+    assert report["passed"] is True
+    assert "Verdict: the pull request passes its gates." in done.stderr
+    # main delivered first (the first champion), then the merge, which beats it.
+    assert report["merged"]
+    first, merge = report["deliveries"]
+    assert (first["version"], first["promoted"], first["champion_before"]) == (1, True, None)
+    assert (merge["version"], merge["promoted"], merge["champion_before"]) == (2, True, 1)
+    assert merge["sha"] == report["merged"]
+    assert report["champion"] == {
+        "model": "breast-cancer-classifier",
+        "version": 2,
+        "sha": report["merged"],
+    }
+    # The champion answered over HTTP, and the answer was printed.
+    prediction = report["prediction"]
+    assert prediction["version"] == 2
+    assert prediction["predictions"] in ([0], [1])
+    assert len(prediction["inputs"]) == 30
+    assert f"prediction {prediction['predictions'][0]} from breast-cancer-classifier v2" in (
+        done.stderr
+    )
+    assert any(step["command"].startswith("mlflow ui") for step in report["next_steps"])
     assert not (
         Path(embedded["MODELCI_DATA_DIR"]) / "postgres" / "data" / "postmaster.pid"
     ).exists()  # the embedded server was stopped
+    # Afterwards, a separate process finds v2 as the champion in the registry.
+    show = modelci(embedded, "models", "show", "breast-cancer-classifier")
+    assert show.returncode == 0, show.stderr
+    rows = {line.split("│")[1].strip(): line for line in show.stdout.splitlines() if "│" in line}
+    assert "champion" in rows["2"]
+    assert "champion" not in rows["1"]

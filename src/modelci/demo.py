@@ -237,7 +237,7 @@ def serve_and_predict(
     manager = serving_manager(settings, OneModel(registry, name), sessions=sessions, unsafe=unsafe)
     with _logged_messages("modelci") as messages:
         try:
-            say("starting the champion in a sandboxed model worker")
+            say("starting the champion in a model worker" + ("" if unsafe else " (sandboxed)"))
             manager.start(wait=True)
             service = manager.get(name)
             loaded = service.current
@@ -253,7 +253,7 @@ def serve_and_predict(
             row = loaded.spec.input_example[0]
             with _serve_http(create_serving_app(manager, start=False)) as (host, port):
                 path = f"/models/{name}/predict"
-                say(f"POST http://{host}:{port}{path}")
+                say(f"predicting over HTTP on {host}:{port}")
                 answer = _post_json(host, port, path, {"records": [row]})
         finally:
             say("stopping the worker and the server")
