@@ -11,13 +11,21 @@ only the edges (``cli``, the web layer) turn them into codes::
     ├── SandboxUnavailable           exit 2   bubblewrap missing or unusable
     ├── StoreError                   exit 2   the database could not be reached/used
     ├── RunFailed                    exit 2   repository code failed (crash, timeout, OOM)
-    └── OutputError                  exit 2   a metrics/predictions file is unusable
+    ├── OutputError                  exit 2   a metrics/predictions file is unusable
+    │   serving (HTTP statuses):
+    ├── BadRequest                   422      a predict body does not match the signature
+    ├── ModelNotFound                404      no served model has that name
+    ├── ModelUnavailable             503      no loaded version can answer right now
+    ├── PredictionFailed             422      the model's own code raised on the input
+    └── WorkerFailed                 503      a model worker did not start, or died
 
 A gated metric that regressed is not an error: ``evaluate`` returns it as a
 verdict and the CLI exits 1 (``EXIT_REGRESSION``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
@@ -81,3 +89,44 @@ class OutputError(ModelCIError):
     """A file the repository's code wrote cannot be used as output."""
 
     http_status = 422
+
+
+class BadRequest(ModelCIError):
+    """A predict request's body is not JSON, or its inputs do not match the model's columns.
+
+    ``errors`` lists each problem FastAPI-style (``loc``, ``msg``, ``type``), so a
+    client sees every field that was wrong at once.
+    """
+
+    http_status = 422
+
+    def __init__(
+        self, message: str, *, errors: list[dict[str, Any]] | None = None, status: int = 422
+    ) -> None:
+        super().__init__(message)
+        self.errors = errors or [{"loc": ["body"], "msg": message, "type": "value_error"}]
+        self.http_status = status
+
+
+class ModelNotFound(ModelCIError):
+    """No served model has that name."""
+
+    http_status = 404
+
+
+class ModelUnavailable(ModelCIError):
+    """The model is known but has no loaded version that can answer right now."""
+
+    http_status = 503
+
+
+class PredictionFailed(ModelCIError):
+    """The model's own code raised on a valid input."""
+
+    http_status = 422
+
+
+class WorkerFailed(ModelCIError):
+    """A model worker did not start, answered garbage, timed out or died."""
+
+    http_status = 503

@@ -18,8 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from modelci.errors import ModelCIError
-from modelci.serving.errors import BadRequest
+from modelci.errors import BadRequest, ModelCIError
 from modelci.serving.form import render_form
 from modelci.serving.manager import ServingManager
 from modelci.serving.service import ModelService

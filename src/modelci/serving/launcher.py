@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelci.environments import EnvironmentManager, Requirements
+from modelci.errors import WorkerFailed
 from modelci.modelspec import ServingSpec
 from modelci.sandbox import Limits, Sandbox, SandboxSpec
-from modelci.serving.errors import WorkerFailed
 from modelci.serving.worker import ModelWorker
 
 __all__ = ["Launcher", "SlotPool"]

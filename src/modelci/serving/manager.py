@@ -13,8 +13,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from modelci.errors import ModelNotFound
 from modelci.modelspec import ModelRegistry
-from modelci.serving.errors import ModelNotFound
 from modelci.serving.launcher import Launcher
 from modelci.serving.predictionlog import PredictionLog, SessionFactory
 from modelci.serving.service import ModelService

@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
+from modelci.errors import BadRequest
 from modelci.modelspec import Column
-from modelci.serving.errors import BadRequest
 
 __all__ = ["Batch", "Validator"]
 

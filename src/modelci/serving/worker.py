@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
+from modelci.errors import PredictionFailed, WorkerFailed
 from modelci.sandbox import SandboxProcess
-from modelci.serving.errors import PredictionFailed, WorkerFailed
 
 __all__ = ["ModelWorker"]
 
