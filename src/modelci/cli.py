@@ -209,6 +209,7 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
     from modelci import demo as sample
     from modelci import report
     from modelci.delivery import DeliveryResult, deliverer_for
+    from modelci.evaluation import Reporter
     from modelci.progress import progress_reporter
 
     started = time.monotonic()
@@ -224,37 +225,23 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     say(
         f"[bold]1. Pull request[/] in the sample repository {escape(str(repo.path))}: branch "
-        f"[cyan]{repo.head}[/] changes params.json; evaluating it against [cyan]{repo.base}[/]"
+        f"[cyan]{repo.head}[/] changes params.json; evaluating it against [cyan]{repo.base}[/] "
+        f"(and delivering {repo.base} meanwhile)"
     )
     request = EvaluationRequest(
         repo=str(repo.path), base=repo.base, head=repo.head, merge_base=True
     )
     with (
         deliverer_for(settings, unsafe=unsafe) as deliverer,
-        ThreadPoolExecutor(1, thread_name_prefix="modelci-mlflow") as pool,
+        ThreadPoolExecutor(1, thread_name_prefix="modelci-deliver") as pool,
     ):
-        # Importing MLflow takes about 2 s: do it while the pull request trains.
-        mlflow_ready = pool.submit(lambda: deliverer.registry.client)
-        with progress_reporter(quiet=quiet) as reporter:
-            evaluator = deliverer.evaluator
-            result = (evaluator.with_reporter(reporter) if reporter else evaluator).evaluate(
-                request
-            )
-        mlflow_ready.result()
-        if fmt != "json":
-            _print_result(result, fmt)
-        elif result.error:
-            _fail(result.error)
-        assert result.comparison is not None
-        passed = result.comparison.passed
-        verdict = "passes its gates" if passed else "regressed a gated metric"
-        say(f"[bold]Verdict:[/] the pull request {verdict}.")
+        evaluator = deliverer.evaluator
 
-        def deliver(sha: str, what: str, label: str) -> DeliveryResult:
-            say(f"[bold]{what}[/] ({sha[:7]}): train, register in MLflow, promote if better")
-            with progress_reporter(quiet=quiet) as reporter:
-                steps = sample.DeliverySteps(reporter, label) if reporter else None
-                done = deliverer.deliver(str(repo.path), sha, actor="modelci demo", reporter=steps)
+        def deliver(sha: str, reporter: Reporter | None, label: str) -> DeliveryResult:
+            steps = sample.DeliverySteps(reporter, label) if reporter else None
+            return deliverer.deliver(str(repo.path), sha, actor="modelci demo", reporter=steps)
+
+        def show(done: DeliveryResult) -> None:
             if done.error is not None:
                 _fail(done.error)
             color = "green" if done.promoted else "yellow"
@@ -266,19 +253,38 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
                     say(f"     [red]✗[/] {escape(line)}")
                 for line in done.decision.checks:
                     say(f"     [green]✓[/] {escape(line)}")
-            return done
 
-        deliveries = [deliver(repo.base_sha, f"2. Delivery of {repo.base}", repo.base)]
+        with progress_reporter(quiet=quiet) as reporter:
+            # main's commit is delivered while the pull request trains: the base's
+            # result is reused from the second run on, which leaves a core free.
+            first = pool.submit(deliver, repo.base_sha, reporter, repo.base)
+            result = (evaluator.with_reporter(reporter) if reporter else evaluator).evaluate(
+                request
+            )
+            deliveries = [first.result()]
+        if fmt != "json":
+            _print_result(result, fmt)
+        elif result.error:
+            _fail(result.error)
+        assert result.comparison is not None
+        passed = result.comparison.passed
+        verdict = "passes its gates" if passed else "regressed a gated metric"
+        say(f"[bold]Verdict:[/] the pull request {verdict}.")
+        say(
+            f"[bold]2. Delivery of {repo.base}[/] ({repo.base_sha[:7]}), trained meanwhile: "
+            "registered in MLflow, promoted if better"
+        )
+        show(deliveries[0])
         merge_sha = None
         if passed:
             merge_sha = sample.merge_pull_request(repo)
             say(
-                f"[bold]3. Merged[/] {repo.head} into {repo.base} "
-                f"(git merge --no-ff): merge commit {merge_sha[:7]}"
+                f"[bold]3. Merged[/] {repo.head} into {repo.base} (git merge --no-ff); "
+                f"delivery of the merge commit {merge_sha[:7]}"
             )
-            deliveries.append(
-                deliver(merge_sha, f"   Delivery of {repo.base} after the merge", "merge")
-            )
+            with progress_reporter(quiet=quiet) as reporter:
+                deliveries.append(deliver(merge_sha, reporter, "merge"))
+            show(deliveries[1])
         else:
             say(
                 f"[bold]3. Not merged:[/] the pull request regressed, so {repo.base} "
