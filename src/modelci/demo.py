@@ -226,7 +226,7 @@ def serve_and_predict(
 ) -> ServedPrediction:
     """Serve ``name``'s champion in a sandboxed worker behind the real HTTP app on a
     loopback port, POST its first input example to /models/NAME/predict, stop it all."""
-    from modelci.serving.errors import WorkerFailed
+    from modelci.errors import WorkerFailed
     from modelci.serving.http import create_serving_app
     from modelci.serving.manager import serving_manager
 
@@ -298,7 +298,7 @@ def _serve_http(app: Any) -> Iterator[tuple[str, int]]:
     """uvicorn on 127.0.0.1 and a port the kernel picks, in a thread; stopped on exit."""
     import uvicorn
 
-    from modelci.serving.errors import WorkerFailed
+    from modelci.errors import WorkerFailed
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -329,7 +329,7 @@ def _serve_http(app: Any) -> Iterator[tuple[str, int]]:
 
 def _post_json(host: str, port: int, path: str, body: Any) -> dict[str, Any]:
     """POST over plain http.client: no proxy settings apply to loopback."""
-    from modelci.serving.errors import WorkerFailed
+    from modelci.errors import WorkerFailed
 
     connection = http.client.HTTPConnection(host, port, timeout=60)
     try:

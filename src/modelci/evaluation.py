@@ -409,7 +409,7 @@ class Evaluator:
         side.timings["env_s"] = env.seconds
         self.reporter.update(role, "waiting for a sandbox slot")
         with (
-            acquire_slot(self.settings.data_dir / "slots", self.settings.max_parallel_runs) as slot,
+            acquire_slot(self.settings.slots_dir, self.settings.max_parallel_runs) as slot,
             mirror.checkout(sha, self.settings.runs_dir) as workdir,
         ):
             side.timings["prepare_s"] = time.monotonic() - t0

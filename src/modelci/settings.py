@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -152,6 +153,19 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def slots_dir(self) -> Path:
+        """Locks of the sandbox slots, machine-wide for this uid range.
+
+        A slot is a uid and a cgroup, which every modelci process on the
+        machine shares whatever its data dir: per data dir, two instances (or a
+        demo beside a server) would run two jobs as one uid and kill each
+        other's processes.
+        """
+        run_lock = Path("/run/lock")
+        base = run_lock if os.access(run_lock, os.W_OK) else Path(tempfile.gettempdir())
+        return base / f"modelci-slots-{self.sandbox_uid_base}"
 
     @property
     def postgres_dir(self) -> Path:

@@ -43,7 +43,7 @@ class SlotPool:
             if not self._free:
                 raise WorkerFailed(
                     "every serving sandbox slot is in use",
-                    hint="raise MODELCI_SERVING_SLOTS or serve fewer models",
+                    hint="serve fewer models: at most 64 model workers run at once",
                 )
             return self._free.pop(0)
 
