@@ -365,28 +365,14 @@ class _Runner:
     def _run(self, spec: SandboxSpec, uid: int, cancel: threading.Event | None) -> SandboxResult:
         lim, fds = spec.limits, list[int]()
         home = tempfile.mkdtemp(prefix="modelci-home-") if self.private_home else "/tmp"
-        name, memory_cap = f"uid-{uid}-slot-{spec.slot}", lim.memory_mb * MB
-        memory = _make_cgroup(
-            "memory",
-            name,
-            {"memory.limit_in_bytes": memory_cap, "memory.memsw.limit_in_bytes": memory_cap},
-        )
-        pids = _make_cgroup("pids", name, {"pids.max": lim.max_processes})
-        groups = [group for group in (memory, pids) if group is not None]
+        memory, groups = _job_cgroups(uid, spec)
         oom_before = _oom_kills(memory)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with spec.log_path.open("wb") as log:
                 budget = (_disk_usage(spec.workdir) or 0) + lim.max_disk_mb * MB
                 try:
-                    argv, env = self._argv(spec, uid, _environment(spec, home), fds)
-                    rlimits = f"--core=0 --cpu={lim.cpu_s}:{lim.cpu_s + 5} --nofile="
-                    rlimits += f"{lim.max_open_files} --fsize={lim.max_file_mb * MB} --nproc="
-                    rlimits += f"{lim.max_processes}" + ("" if memory else f" --as={memory_cap}")
-                    argv = [self._prlimit, *rlimits.split(), "--", *argv]
-                    if groups:
-                        procs = [str(group / "cgroup.procs") for group in groups]
-                        argv = ["/bin/sh", "-c", _JOIN_CGROUPS, "job", *procs, "--", *argv]
+                    argv, env = _job_argv(self, spec, uid, home, fds, memory, groups)
                     proc = subprocess.Popen(
                         argv,
                         stdin=subprocess.DEVNULL,
@@ -516,6 +502,40 @@ class SandboxProcess:
             shutil.rmtree(self._home, ignore_errors=True)
 
 
+def _job_cgroups(uid: int, spec: SandboxSpec) -> tuple[Path | None, list[Path]]:
+    """The job's memory cgroup (None where unavailable) and every cgroup it joins."""
+    lim, name = spec.limits, f"uid-{uid}-slot-{spec.slot}"
+    cap = lim.memory_mb * MB
+    memory = _make_cgroup(
+        "memory", name, {"memory.limit_in_bytes": cap, "memory.memsw.limit_in_bytes": cap}
+    )
+    pids = _make_cgroup("pids", name, {"pids.max": lim.max_processes})
+    return memory, [group for group in (memory, pids) if group is not None]
+
+
+def _job_argv(
+    runner: _Runner,
+    spec: SandboxSpec,
+    uid: int,
+    home: str,
+    fds: list[int],
+    memory: Path | None,
+    groups: list[Path],
+) -> tuple[list[str], dict[str, str]]:
+    """``sh (joins the cgroups) → prlimit → the runner's isolation → command``."""
+    lim = spec.limits
+    argv, env = runner._argv(spec, uid, _environment(spec, home), fds)
+    rlimits = f"--core=0 --cpu={lim.cpu_s}:{lim.cpu_s + 5} --nofile="
+    rlimits += f"{lim.max_open_files} --fsize={lim.max_file_mb * MB} --nproc="
+    # Without a memory cgroup, the address-space limit is the only memory cap.
+    rlimits += f"{lim.max_processes}" + ("" if memory else f" --as={lim.memory_mb * MB}")
+    argv = [runner._prlimit, *rlimits.split(), "--", *argv]
+    if groups:
+        procs = [str(group / "cgroup.procs") for group in groups]
+        argv = ["/bin/sh", "-c", _JOIN_CGROUPS, "job", *procs, "--", *argv]
+    return argv, env
+
+
 def _start(runner: _Runner, spec: SandboxSpec) -> SandboxProcess:
     sources = [*([spec.venv] if spec.venv else []), *spec.ro_binds]
     for path in [spec.workdir, *sources]:
@@ -527,27 +547,13 @@ def _start(runner: _Runner, spec: SandboxSpec) -> SandboxProcess:
         _chown_tree(spec.workdir, uid, uid)
         for path, need in [(spec.workdir, 0o7), *((source, 0o5) for source in sources)]:
             _check_reachable(path, uid, need)
-    lim, fds = spec.limits, list[int]()
+    fds = list[int]()
     home = tempfile.mkdtemp(prefix="modelci-home-") if runner.private_home else None
-    name, memory_cap = f"uid-{uid}-slot-{spec.slot}", lim.memory_mb * MB
-    memory = _make_cgroup(
-        "memory",
-        name,
-        {"memory.limit_in_bytes": memory_cap, "memory.memsw.limit_in_bytes": memory_cap},
-    )
-    pids = _make_cgroup("pids", name, {"pids.max": lim.max_processes})
-    groups = [group for group in (memory, pids) if group is not None]
+    memory, groups = _job_cgroups(uid, spec)
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
     log = spec.log_path.open("wb")
     try:
-        argv, env = runner._argv(spec, uid, _environment(spec, home or "/tmp"), fds)
-        rlimits = f"--core=0 --cpu={lim.cpu_s}:{lim.cpu_s + 5} --nofile="
-        rlimits += f"{lim.max_open_files} --fsize={lim.max_file_mb * MB} --nproc="
-        rlimits += f"{lim.max_processes}" + ("" if memory else f" --as={memory_cap}")
-        argv = [runner._prlimit, *rlimits.split(), "--", *argv]
-        if groups:
-            procs = [str(group / "cgroup.procs") for group in groups]
-            argv = ["/bin/sh", "-c", _JOIN_CGROUPS, "job", *procs, "--", *argv]
+        argv, env = _job_argv(runner, spec, uid, home or "/tmp", fds, memory, groups)
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
