@@ -192,6 +192,16 @@ def _remove_cgroup(group: Path) -> None:
         time.sleep(0.005)
 
 
+def _alive(pid: int) -> bool:
+    """Whether pid is a task that has not finished exiting (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # The state follows the command name, which is in parentheses and may hold any byte.
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X", "")
+
+
 def _oom_kills(memory: Path | None) -> int:
     if memory is None:
         return 0
@@ -263,21 +273,38 @@ class _Job:
         self.finished = threading.Event()
         self.killed_for: str | None = None
         self.log_truncated = False
+        self.killed = set[int]()
         self._lock = threading.Lock()
 
     def kill(self, reason: str | None = None) -> None:
         with self._lock:
             if reason and self.killed_for is None and not self.finished.is_set():
                 self.killed_for = reason
+            # Members are read before the leader dies: killing bwrap tears down its
+            # pid namespace, whose tasks then leave cgroup.procs before they are dead.
+            members = set[int]()
+            for group in self.groups:
+                with contextlib.suppress(OSError, ValueError):
+                    members.update(int(pid) for pid in (group / "cgroup.procs").read_text().split())
             # A group outlives its reaped leader while members remain, so its id
             # cannot be reused under us; bwrap's pid namespace takes the rest.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            for group in self.groups:
-                with contextlib.suppress(OSError):
-                    for pid in (group / "cgroup.procs").read_text().split():
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(int(pid), signal.SIGKILL)
+            for pid in members:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.killed.update(members)
+
+    def await_killed(self, timeout: float = 2.0) -> None:
+        """Wait until every task kill() signalled is dead: SIGKILL is delivered at
+        once but a task takes a moment to exit, and a job counts as stopped (its
+        slot free, its uid reusable) only once nothing of it runs."""
+        deadline = time.monotonic() + timeout
+        while (pending := [pid for pid in self.killed if _alive(pid)]) and (
+            time.monotonic() < deadline
+        ):
+            self.killed.intersection_update(pending)
+            time.sleep(0.005)
 
     def guard(self, deadline: float, cancel: threading.Event | None) -> None:
         while (remaining := deadline - time.monotonic()) > 0:
@@ -436,6 +463,7 @@ class _Runner:
             job.kill()  # leftovers: unsafe-mode daemons, stragglers of a killed tree
             for thread in threads:
                 thread.join()
+            job.await_killed()
             # EOF comes once every holder of the pipe is dead; only a holder that
             # escaped (unsafe mode without cgroups) makes us stop waiting for it.
             pump.join(2.0)
@@ -490,6 +518,7 @@ class SandboxProcess:
         self._job.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._job.proc.wait(5)
+        self._job.await_killed()
         self._stop_pump.set()
         self._pump.join(2.0)
         for stream in (self.stdin, self.stdout, self._job.proc.stderr, self._log):
