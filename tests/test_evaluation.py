@@ -17,6 +17,7 @@ import uv
 from modelci.config import Overrides
 from modelci.db import Database, open_database
 from modelci.environments import EnvironmentManager
+from modelci.errors import NeedsGpuWorker
 from modelci.evaluation import EvaluationRequest, EvaluationResult, Evaluator
 from modelci.sandbox import make_sandbox
 from modelci.settings import Settings
@@ -261,3 +262,71 @@ def test_cancel_stops_a_running_evaluation(evaluator: Evaluator, make_repo: GitR
         EvaluationRequest(repo=str(repo), base="HEAD~1", head="HEAD"), cancel=cancel
     )
     assert not result.head.ok
+
+
+# -- GPU jobs: limits.gpu ------------------------------------------------------------------
+
+SEES_DEVICE = """\
+import json, os
+seen = os.path.exists({device!r}) and open({device!r}).read() == "gpu"
+json.dump({{"accuracy": 0.5, "device_seen": float(seen)}}, open("metrics.json", "w"))
+"""
+
+
+def gpu_repo(make_repo: GitRepo, device: Path) -> Path:
+    """Base trains on CPU; head sets limits.gpu. Both report whether they see ``device``."""
+    repo = make_repo(
+        {
+            "modelci.yaml": "train: python train.py\nmetrics: metrics.json\n",
+            "train.py": SEES_DEVICE.format(device=str(device)),
+        }
+    )
+    commit_files(
+        repo,
+        {"modelci.yaml": "train: python train.py\nmetrics: metrics.json\nlimits:\n  gpu: true\n"},
+    )
+    return repo
+
+
+def with_devices(evaluator: Evaluator, *patterns: str) -> Evaluator:
+    return Evaluator(
+        settings=evaluator.settings.model_copy(update={"gpu_devices": list(patterns)}),
+        database=evaluator.database,
+        sandbox=evaluator.sandbox,
+        environments=evaluator.environments,
+    )
+
+
+def test_a_gpu_commit_off_the_gpu_queue_is_refused_before_anything_runs(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    repo = gpu_repo(make_repo, Path("/dev/nvidia0"))
+    request = EvaluationRequest(repo=str(repo), base="HEAD~1", head="HEAD", gpu_allowed=False)
+    with pytest.raises(NeedsGpuWorker, match=r"limits\.gpu"):
+        evaluator.evaluate(request)
+    assert not evaluator.settings.logs_dir.exists() or not any(
+        evaluator.settings.logs_dir.iterdir()
+    )
+
+
+def test_a_gpu_run_gets_the_gpu_devices_and_a_cpu_run_does_not(
+    evaluator: Evaluator, make_repo: GitRepo, settings: Settings
+) -> None:
+    device = settings.data_dir / "fake-nvidia0"  # a device node stands in as a plain file
+    device.write_text("gpu")
+    device.chmod(0o666)
+    repo = gpu_repo(make_repo, device)
+    result = evaluate(with_devices(evaluator, str(settings.data_dir / "fake-nvidia*")), repo)
+    assert result.error is None, result.error
+    assert result.head.metrics["device_seen"] == 1.0
+    assert result.base.metrics["device_seen"] == 0.0
+
+
+def test_a_gpu_run_on_a_machine_without_a_gpu_fails_clearly(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    repo = gpu_repo(make_repo, Path("/dev/nvidia0"))
+    result = evaluate(with_devices(evaluator, "/nonexistent/nvidia*"), repo)
+    assert result.base.ok
+    assert "asks for a GPU" in (result.head.error or "")
+    assert "MODELCI_GPU_DEVICES (/nonexistent/nvidia*)" in (result.head.error or "")

@@ -70,6 +70,11 @@ class Recorder:
     release: dict[str, threading.Event] = field(default_factory=dict)
     hold: bool = False  # evaluations block until released (or cancelled)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Heads whose commit "sets limits.gpu": off the gpu queue, they are moved
+    # there, as PullRequestService does.
+    gpu_heads: set[str] = field(default_factory=set)
+    queue: jobs.ProcrastinateQueue | None = None
+    on_gpu: list[bool] = field(default_factory=list)  # job.gpu of each evaluation
 
     def process_delivery(self, delivery_id: str) -> None:
         with self.lock:
@@ -78,7 +83,12 @@ class Recorder:
     def evaluate(self, job: EvaluationJob, cancel: threading.Event) -> None:
         with self.lock:
             self.started.append(job.head_sha)
+            self.on_gpu.append(job.gpu)
             gate = self.release.setdefault(job.head_sha, threading.Event())
+        if job.head_sha in self.gpu_heads and not job.gpu:
+            assert self.queue is not None
+            self.queue.move_to_gpu(job)
+            return
         if self.hold:
             while not gate.is_set() and not cancel.wait(0.05):
                 pass
@@ -215,6 +225,37 @@ def test_an_evaluation_past_the_job_timeout_is_stopped_and_not_retried(engine: E
         wait_until(lambda: engine.status(job_id) == "failed")
     assert recorder.ended == {"slow": jobs.CANCEL_TIMEOUT}
     assert engine.job(job_id).attempts == 1  # a timeout is final: no retry
+
+
+def test_a_job_whose_commit_asks_for_a_gpu_moves_to_the_gpu_queue(engine: Engine) -> None:
+    queue = engine.queue()
+    recorder = Recorder(gpu_heads={"needs-gpu"}, queue=queue)
+    jobs.install_services(recorder.services())
+    first = queue.enqueue_evaluation(evaluation(1, "needs-gpu"))
+    cpu = queue.enqueue_evaluation(evaluation(2, "cpu"))
+    with worker(engine):  # `modelci serve`'s queues: events and evaluations
+        wait_until(lambda: engine.status(first) == engine.status(cpu) == "succeeded")
+        (moved,) = engine.app.job_manager.list_jobs(queue=jobs.QUEUE_GPU)
+        assert moved.task_kwargs["gpu"] is True
+        time.sleep(1.5)  # fetch polling is 1 s: a worker that wrongly took it would have
+        assert engine.status(moved.id) == "todo"
+    with worker(engine, queues=[jobs.QUEUE_GPU]):
+        wait_until(lambda: engine.status(moved.id) == "succeeded")
+    assert sorted(zip(recorder.started, recorder.on_gpu, strict=True)) == [
+        ("cpu", False),
+        ("needs-gpu", False),
+        ("needs-gpu", True),
+    ]
+
+
+def test_moving_to_the_gpu_queue_never_replaces_a_newer_head(engine: Engine) -> None:
+    queue = engine.queue()
+    newer = queue.enqueue_evaluation(evaluation(1, "newer"))
+    assert queue.move_to_gpu(evaluation(1, "older")) is None
+    assert engine.status(newer) == "todo"
+    moved = queue.move_to_gpu(evaluation(2, "alone"))
+    assert moved is not None
+    assert engine.job(moved).queue == jobs.QUEUE_GPU
 
 
 @pytest.mark.parametrize("limit", [1, 2])

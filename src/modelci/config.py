@@ -275,6 +275,9 @@ class LimitsConfig(_Strict):
     memory_mb: Annotated[int, Field(ge=64)] = 4096
     processes: Annotated[int, Field(ge=8, le=65536)] = 256
     disk_mb: Annotated[int, Field(ge=16)] = 4096
+    # Routes the run to workers started with `--queue gpu`, which bind the
+    # machine's GPU devices (MODELCI_GPU_DEVICES) into the sandbox.
+    gpu: bool = False
 
     @field_validator("timeout", mode="before")
     @classmethod

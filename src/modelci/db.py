@@ -176,9 +176,7 @@ def migrate_to_head(engine: Engine) -> None:
 def _json_dumps(value: Any) -> str:
     # orjson: the prediction log writes thousands of values per request, and the
     # standard library's encoder was most of its cost (bench/serving.py, 100 rows).
-    return orjson.dumps(
-        value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-    ).decode()
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
 def _sqlite_engine(url: URL) -> Engine:

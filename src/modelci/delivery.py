@@ -29,7 +29,14 @@ from modelci.checkout import open_mirror, repository_name
 from modelci.config import (
     RepoConfig,
 )
-from modelci.errors import EXIT_ERROR, EXIT_OK, EXIT_REGRESSION, ConfigError, ModelCIError
+from modelci.errors import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    ConfigError,
+    ModelCIError,
+    NeedsGpuWorker,
+)
 from modelci.evaluation import Evaluator, Reporter, SideResult
 from modelci.gates import Decision, decide
 from modelci.modelartifacts import collect_model, mlflow_env
@@ -160,6 +167,7 @@ class Deliverer:
         cancel: threading.Event | None = None,
         git_env: Mapping[str, str] | None = None,
         reporter: Reporter | None = None,
+        gpu_allowed: bool = True,
     ) -> DeliveryResult:
         """Train ``ref`` of ``repo``, register it and promote it if it passes the gates.
 
@@ -178,7 +186,7 @@ class Deliverer:
             staging = Path(tempfile.mkdtemp(prefix="delivery-", dir=self.settings.data_dir))
             try:
                 with evaluator.train_commit(
-                    side, mirror, cancel=cancel, extra_env=mlflow_env
+                    side, mirror, cancel=cancel, extra_env=mlflow_env, gpu_allowed=gpu_allowed
                 ) as trained:
                     result.log_path = side.log_path
                     result.model_name = model_name_for(repo, trained.config)
@@ -193,6 +201,8 @@ class Deliverer:
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             say(ROLE, "promoted" if result.promoted else "registered, not promoted")
+        except NeedsGpuWorker:
+            raise  # not the commit's problem: the job moves to the gpu queue
         except ModelCIError as exc:
             result.error = str(exc)
             result.log_path = side.log_path if side is not None else None
@@ -387,8 +397,12 @@ def deliver_commit(
     actor: str,
     git_env: Mapping[str, str] | None = None,
     cancel: threading.Event | None = None,
+    gpu_allowed: bool = True,
 ) -> DeliveryResult:
     """For the job on a push to the default branch: deliver ``ref``; never raises for the
-    commit's own problems (see DeliveryResult.error, .summary_markdown(), .exit_code)."""
+    commit's own problems (see DeliveryResult.error, .summary_markdown(), .exit_code),
+    only NeedsGpuWorker when ``gpu_allowed`` is False and the commit sets limits.gpu."""
     deliverer = Deliverer.from_evaluator(evaluator)
-    return deliverer.deliver(repo, ref, actor=actor, cancel=cancel, git_env=git_env)
+    return deliverer.deliver(
+        repo, ref, actor=actor, cancel=cancel, git_env=git_env, gpu_allowed=gpu_allowed
+    )

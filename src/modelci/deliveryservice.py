@@ -19,10 +19,11 @@ from collections.abc import Callable
 from modelci import store
 from modelci.db import Database
 from modelci.delivery import deliver_commit
+from modelci.errors import NeedsGpuWorker
 from modelci.evaluation import Evaluator
 from modelci.github import CheckOutput, GitHubClient, git_credentials
-from modelci.pullrequests import DeliveryJob
-from modelci.worker import start_check
+from modelci.pullrequests import DeliveryJob, JobQueue
+from modelci.worker import publish_gpu_wait, start_check
 
 __all__ = ["DeliveryService"]
 
@@ -37,9 +38,11 @@ class DeliveryService:
         github: GitHubClient,
         evaluator: Evaluator,
         check_name: str,
+        queue: JobQueue,
         on_champion_change: Callable[[str], None] | None = None,
     ) -> None:
         self.database = database
+        self.queue = queue
         self.github = github
         self.evaluator = evaluator
         self.check_name = f"{check_name}/deliver"
@@ -70,9 +73,20 @@ class DeliveryService:
             name=self.check_name,
             output=CheckOutput("Delivering", f"Training {job.sha[:7]} of {job.ref}."),
         )
-        result = deliver_commit(
-            self.evaluator, job.clone_url, job.sha, actor=job.actor, git_env=git_env, cancel=cancel
-        )
+        try:
+            result = deliver_commit(
+                self.evaluator,
+                job.clone_url,
+                job.sha,
+                actor=job.actor,
+                git_env=git_env,
+                cancel=cancel,
+                gpu_allowed=job.gpu,
+            )
+        except NeedsGpuWorker:
+            if not cancel.is_set() and self.queue.move_to_gpu(job) is not None:
+                publish_gpu_wait(gh, job.repo, job.sha, self.check_name, check)
+            return
         if cancel.is_set():
             return  # retried or stopped: the next attempt reports
         if result.error is not None:

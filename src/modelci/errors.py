@@ -12,6 +12,7 @@ only the edges (``cli``, the web layer) turn them into codes::
     ├── StoreError                   exit 2   the database could not be reached/used
     ├── RunFailed                    exit 2   repository code failed (crash, timeout, OOM)
     ├── OutputError                  exit 2   a metrics/predictions file is unusable
+    ├── NeedsGpuWorker               exit 2   the commit asks for a GPU this worker does not serve
     │   serving (HTTP statuses):
     ├── BadRequest                   422      a predict body does not match the signature
     ├── ModelNotFound                404      no served model has that name
@@ -89,6 +90,11 @@ class OutputError(ModelCIError):
     """A file the repository's code wrote cannot be used as output."""
 
     http_status = 422
+
+
+class NeedsGpuWorker(ModelCIError):
+    """The commit's ``limits.gpu`` asks for a GPU and this job was not taken from the
+    ``gpu`` queue: the server moves the job there instead of reporting a failure."""
 
 
 class BadRequest(ModelCIError):

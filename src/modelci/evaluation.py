@@ -35,7 +35,13 @@ from modelci.environments import (
     Requirements,
     gather_requirements,
 )
-from modelci.errors import ModelCIError, OutputError, RunFailed
+from modelci.errors import (
+    ModelCIError,
+    NeedsGpuWorker,
+    OutputError,
+    RunFailed,
+    SandboxUnavailable,
+)
 from modelci.metrics import flatten_metrics
 from modelci.outputs import read_json_output
 from modelci.sandbox import Limits, Sandbox, SandboxSpec, acquire_slot
@@ -83,6 +89,9 @@ class EvaluationRequest:
     # Credentials for git fetch (e.g. an installation token header); never shown.
     git_env: Mapping[str, str] = field(default_factory=dict, repr=False)
     job_id: int | None = None
+    # False for a server job not taken from the gpu queue: a commit that sets
+    # limits.gpu then raises NeedsGpuWorker, before anything runs.
+    gpu_allowed: bool = True
 
 
 @dataclass
@@ -218,6 +227,9 @@ class Evaluator:
         head_sha, base_sha = mirror.resolve_many(request.head, request.base)
         if request.merge_base:
             base_sha = mirror.merge_base(base_sha, head_sha)
+        if not request.gpu_allowed:
+            for sha in (head_sha, base_sha):
+                _refuse_gpu(_config_or_none(mirror, sha, request.overrides), sha)
         head = SideResult("head", request.head, head_sha, ref_repo=request.repo)
         base = SideResult("base", request.base, base_sha, ref_repo=request.repo)
         workers = 2 if self.settings.max_parallel_runs >= 2 else 1
@@ -373,6 +385,7 @@ class Evaluator:
         overrides: Overrides | None = None,
         cancel: threading.Event | None = None,
         extra_env: Callable[[Path], Mapping[str, str]] | None = None,
+        gpu_allowed: bool = True,
     ) -> Iterator[TrainedCommit]:
         """Train one commit (side.sha) in the sandbox and read its metrics.
 
@@ -384,6 +397,8 @@ class Evaluator:
         _prepare_dirs(self.settings)
         t0 = time.monotonic()
         requirements = self._prepare(side, mirror, overrides or Overrides())
+        if not gpu_allowed:
+            _refuse_gpu(side.config, side.sha)
         with self._train(side, mirror, requirements, cancel, t0, extra_env) as trained:
             yield trained
 
@@ -420,6 +435,7 @@ class Evaluator:
                 max_processes=config.limits.processes,
                 max_disk_mb=config.limits.disk_mb,
             )
+            devices = self._gpu_devices(config)
             command = "set -e\n" + "\n".join(config.commands())
             variables = {"PYTHONPATH": f"{workdir}/src:{workdir}"}
             if extra_env is not None:
@@ -433,6 +449,7 @@ class Evaluator:
                     limits=limits,
                     slot=slot,
                     env=variables,
+                    devices=devices,
                 ),
                 cancel=cancel,
             )
@@ -460,6 +477,36 @@ class Evaluator:
             yield TrainedCommit(side=side, workdir=workdir, config=config, environment=env)
         side.timings["total_s"] = time.monotonic() - t0
         self.reporter.update(role, "done")
+
+    def _gpu_devices(self, config: RepoConfig) -> tuple[Path, ...]:
+        if not config.limits.gpu:
+            return ()
+        devices, patterns = self.settings.gpu_device_paths(), self.settings.gpu_devices
+        if not devices:
+            raise SandboxUnavailable(
+                "the commit asks for a GPU (limits.gpu: true in modelci.yaml) and this machine "
+                f"has no device matching MODELCI_GPU_DEVICES ({', '.join(patterns)})",
+                hint="run GPU jobs on a machine with a GPU and its driver loaded "
+                "(`modelci worker --queue gpu` there), or set MODELCI_GPU_DEVICES to its device "
+                "nodes; remove limits.gpu if the training can run on CPU",
+            )
+        return devices
+
+
+def _config_or_none(mirror: Mirror, sha: str, overrides: Overrides) -> RepoConfig | None:
+    try:
+        return effective_config(mirror.read_file(sha, CONFIG_FILE), overrides)
+    except ModelCIError:
+        return None  # reported by the run itself, which reads it again
+
+
+def _refuse_gpu(config: RepoConfig | None, sha: str) -> None:
+    if config is not None and config.limits.gpu:
+        raise NeedsGpuWorker(
+            f"commit {sha[:12]} asks for a GPU (limits.gpu: true) and this job was not taken "
+            "from the gpu queue",
+            hint="start `modelci worker --queue gpu` on a machine with a GPU",
+        )
 
 
 def _prepare_dirs(settings: Settings) -> None:

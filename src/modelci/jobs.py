@@ -37,14 +37,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
 from procrastinate.exceptions import AlreadyEnqueued
 from procrastinate.job_context import AbortReason
-from procrastinate.jobs import Job, Status
+from procrastinate.jobs import Job, JobDeferrer, Status
 from procrastinate.retry import RetryDecision
 
 from modelci.errors import RunFailed
@@ -346,15 +346,18 @@ class ProcrastinateQueue:
         except AlreadyEnqueued:
             return None
 
-    def enqueue_evaluation(self, job: EvaluationJob, *, gpu: bool = False) -> int:
-        """Queue ``job``, replacing an evaluation of the same pull request still queued."""
+    def _evaluation_task(self, job: EvaluationJob) -> JobDeferrer:
         slot = job.number % self.repo_concurrency
-        task = self.app.configure_task(
+        return self.app.configure_task(
             TASK_EVALUATE,
-            queue=QUEUE_GPU if gpu else QUEUE_EVALUATIONS,
+            queue=QUEUE_GPU if job.gpu else QUEUE_EVALUATIONS,
             lock=f"repo:{job.repo}:{slot}",
             queueing_lock=f"pr:{job.pr_key}",
         )
+
+    def enqueue_evaluation(self, job: EvaluationJob) -> int:
+        """Queue ``job``, replacing an evaluation of the same pull request still queued."""
+        task = self._evaluation_task(job)
         for _ in range(5):
             try:
                 return task.defer(**job.to_json())
@@ -376,10 +379,25 @@ class ProcrastinateQueue:
         try:
             return self.app.configure_task(
                 TASK_DELIVER,
-                queue=QUEUE_EVALUATIONS,
+                queue=QUEUE_GPU if job.gpu else QUEUE_EVALUATIONS,
                 lock=f"deliver:{job.repo}",
                 queueing_lock=f"deliver:{job.repo}@{job.sha}",
             ).defer(**job.to_json())
+        except AlreadyEnqueued:
+            return None
+
+    def move_to_gpu(self, job: EvaluationJob | DeliveryJob) -> int | None:
+        """Queue ``job`` again on the gpu queue, from the job that found its commit
+        asks for a GPU (that job, still running, holds no queueing lock).
+
+        None when the move is moot: a newer evaluation of the pull request is
+        already queued (it wins), or this delivery is queued already.
+        """
+        moved = replace(job, gpu=True)
+        if isinstance(moved, DeliveryJob):
+            return self.enqueue_delivery(moved)
+        try:
+            return self._evaluation_task(moved).defer(**moved.to_json())
         except AlreadyEnqueued:
             return None
 

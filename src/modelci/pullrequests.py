@@ -45,6 +45,7 @@ class EvaluationJob:
     clone_url: str
     installation_id: int | None
     delivery_id: str
+    gpu: bool = False  # on the gpu queue: its commit set limits.gpu
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +66,7 @@ class DeliveryJob:
     installation_id: int | None
     delivery_id: str
     actor: str  # who pushed or merged, recorded with the promotion
+    gpu: bool = False  # on the gpu queue: its commit set limits.gpu
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +87,8 @@ class JobQueue(Protocol):
     def enqueue_delivery(self, job: DeliveryJob) -> int | None: ...
 
     def cancel_evaluations(self, *, repo: str, number: int) -> int: ...
+
+    def move_to_gpu(self, job: EvaluationJob | DeliveryJob) -> int | None: ...
 
 
 class GitHubActions(Protocol):

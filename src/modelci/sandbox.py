@@ -94,6 +94,7 @@ class SandboxSpec:
     log_path: Path  # receives stdout and stderr, capped; never visible inside
     venv: Path | None = None  # read-only at the same path; bin/ first on PATH
     ro_binds: tuple[Path, ...] = ()  # more read-only directories at the same path
+    devices: tuple[Path, ...] = ()  # device nodes usable inside (a GPU's), at the same path
     env: Mapping[str, str] = field(default_factory=dict)  # added to the fixed variables
     limits: Limits = Limits()
     slot: int = 0  # from acquire_slot: picks the uid (uid_base + slot) and the cgroups
@@ -682,7 +683,10 @@ class BubblewrapSandbox(_Runner):
         for source in [*([spec.venv] if spec.venv else []), *spec.ro_binds]:
             if not Path(os.path.realpath(source)).is_relative_to("/usr"):
                 argv += ["--ro-bind", str(source), str(source)]
-        argv += ["--bind", work, work, "--remount-ro", "/", "--chdir", work]
+        argv += ["--bind", work, work]
+        for device in spec.devices:
+            argv += ["--dev-bind", str(device), str(device)]
+        argv += ["--remount-ro", "/", "--chdir", work]
         for name, value in env.items():
             argv += ["--setenv", name, value]
         return [*argv, "--", "/bin/sh", "-c", spec.command], {"PATH": _SYSTEM_PATH}

@@ -119,6 +119,7 @@ def server_runtime(settings: Settings, *, unsafe: bool = False) -> Iterator[Runt
                 github=github,
                 evaluator=evaluator,
                 check_name=settings.github_check_name,
+                queue=queue,
             )
             jobs.install_services(
                 jobs.Services(

@@ -6,6 +6,7 @@ tests and commands can build their own.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -48,6 +49,11 @@ class Settings(BaseSettings):
         "where the sandbox can see it (under /usr by default).",
     )
     sandbox_uid_base: int = 60100
+    gpu_devices: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/dev/nvidia*"],
+        description="Device nodes (glob patterns: comma-separated, or a JSON list) bound into "
+        "the sandbox of a run whose modelci.yaml sets limits.gpu",
+    )
     max_parallel_runs: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1))
     env_resolution_ttl_s: int = Field(
         default=24 * 3600,
@@ -111,9 +117,9 @@ class Settings(BaseSettings):
         description="Predict requests waiting to be logged; beyond it logs are dropped, counted",
     )
 
-    @field_validator("poll_repositories", mode="before")
+    @field_validator("poll_repositories", "gpu_devices", mode="before")
     @classmethod
-    def _split_repositories(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
@@ -137,6 +143,13 @@ class Settings(BaseSettings):
             path = self.github_webhook_secret_path
             return _read_secret_file(path, "MODELCI_GITHUB_WEBHOOK_SECRET_PATH").strip().encode()
         return None
+
+    def gpu_device_paths(self) -> tuple[Path, ...]:
+        """The device nodes MODELCI_GPU_DEVICES names that exist on this machine."""
+        found = set[Path]()
+        for pattern in self.gpu_devices:
+            found.update(Path(hit) for hit in glob.glob(pattern))
+        return tuple(sorted(path for path in found if path.exists()))
 
     @property
     def mirrors_dir(self) -> Path:

@@ -49,6 +49,7 @@ def _import_mlflow() -> None:
     with _MLFLOW_IMPORT:
         import mlflow  # noqa: F401
 
+
 CHAMPION = "champion"
 _LOADER_MODULE = "modelci_pyfunc"
 # The pyfunc loader: `mlflow models serve` and mlflow.pyfunc.load_model use it;

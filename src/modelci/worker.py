@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from modelci import store
 from modelci.comments import check_text, final_comment, status_comment
 from modelci.db import Database
-from modelci.errors import ModelCIError
+from modelci.errors import ModelCIError, NeedsGpuWorker
 from modelci.evaluation import EvaluationRequest, Evaluator
 from modelci.github import (
     CheckOutput,
@@ -34,7 +34,7 @@ from modelci.github.sansio import Delivery
 from modelci.jobs import CANCEL_TIMEOUT
 from modelci.pullrequests import EvaluationJob, JobQueue, Outcome, handle_event
 
-__all__ = ["PullRequestService", "start_check"]
+__all__ = ["GPU_WAIT", "PullRequestService", "publish_gpu_wait", "start_check"]
 
 log = logging.getLogger(__name__)
 MARKER = comment_marker("evaluation")
@@ -84,6 +84,27 @@ def write_comment(
         github.upsert_comment(
             repo, issue_number=number, marker=MARKER, body=body, installation_id=installation_id
         )
+
+
+GPU_WAIT = (
+    "⏳ waiting for a GPU worker: this commit's modelci.yaml sets `limits.gpu`, so it runs "
+    "on a worker started with `modelci worker --queue gpu`"
+)
+
+
+def publish_gpu_wait(
+    gh: GitHubClient, repo: str, sha: str, name: str, check: PublishedCheck
+) -> None:
+    """Leave the commit's check queued while its job waits on the gpu queue; the
+    attempt there takes the same check run over (``start_check``)."""
+    gh.publish_check(
+        repo,
+        head_sha=sha,
+        name=name,
+        status="queued",
+        output=CheckOutput("Waiting for a GPU worker", GPU_WAIT),
+        check_run_id=check.id if check.kind == "check_run" else None,
+    )
 
 
 def start_check(
@@ -204,17 +225,25 @@ class PullRequestService:
         )
         self.comment(job, status_comment(head_sha=job.head_sha, status="🔄 evaluating"))
         evaluator = self.evaluator.with_reporter(_CommentReporter(self, job, cancel))
-        result = evaluator.evaluate(
-            EvaluationRequest(
-                repo=job.clone_url,
-                base=job.base_ref,
-                head=job.head_sha,
-                merge_base=True,
-                git_env=git_env,
-                job_id=None,
-            ),
-            cancel=cancel,
-        )
+        try:
+            result = evaluator.evaluate(
+                EvaluationRequest(
+                    repo=job.clone_url,
+                    base=job.base_ref,
+                    head=job.head_sha,
+                    merge_base=True,
+                    git_env=git_env,
+                    job_id=None,
+                    gpu_allowed=job.gpu,
+                ),
+                cancel=cancel,
+            )
+        except NeedsGpuWorker:
+            if cancel.is_set() or self.queue.move_to_gpu(job) is None:
+                return  # superseded: the newer job owns the comment
+            self.comment(job, status_comment(head_sha=job.head_sha, status=GPU_WAIT))
+            publish_gpu_wait(gh, job.repo, job.head_sha, self.check_name, check)
+            return
         if cancel.is_set():
             if getattr(cancel, "reason", None) == CANCEL_TIMEOUT:
                 self._report_timeout(job, gh, check.id if check.kind == "check_run" else None)
