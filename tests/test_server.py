@@ -86,8 +86,9 @@ class Service:
             assert proc.poll() is None, self.dump()
         raise AssertionError("modelci serve did not start\n" + self.dump())
 
-    def worker(self) -> subprocess.Popen[bytes]:
-        return self._spawn("worker", "worker", "--concurrency", "2")
+    def worker(self, *queues: str) -> subprocess.Popen[bytes]:
+        options = [arg for queue in queues for arg in ("--queue", queue)]
+        return self._spawn("worker", "worker", "--concurrency", "2", *options)
 
     def deliver(
         self,
@@ -148,14 +149,20 @@ def service(github: GitHub, postgres_url: str, app_key: Any) -> Iterator[Service
 
 
 def model_repo(
-    github: GitHub, make_repo: GitRepo, *, head_skill: float = 0.9, sleep: float = 0
+    github: GitHub,
+    make_repo: GitRepo,
+    *,
+    head_skill: float = 0.9,
+    sleep: float = 0,
+    head_files: dict[str, str] | None = None,
 ) -> tuple[Path, str]:
     """A model repository with a pull request #1 (branch ``feature``) open on GitHub."""
     repo = make_repo(
         {"modelci.yaml": CONFIG, "train.py": TRAIN, "params.json": json.dumps({"skill": 0.7})}
     )
     git(repo, "checkout", "-q", "-b", "feature")
-    head = commit_files(repo, {"params.json": json.dumps({"skill": head_skill, "sleep": sleep})})
+    params = json.dumps({"skill": head_skill, "sleep": sleep})
+    head = commit_files(repo, {"params.json": params, **(head_files or {})})
     git(repo, "checkout", "-q", "main")
     github.state.add_pull(REPO, 1, head_sha=head, head_ref="feature", labels=("evaluate",))
     return repo, head
@@ -259,6 +266,39 @@ def test_label_by_a_user_without_write_access_runs_nothing(
     time.sleep(2)
     assert github.state.check_runs == {}
     assert not list((Path(service.env["MODELCI_DATA_DIR"]) / "logs").glob("*.log"))
+
+
+def test_a_pull_request_asking_for_a_gpu_waits_for_a_gpu_worker(
+    service: Service, github: GitHub, make_repo: GitRepo
+) -> None:
+    device = service.logs / "fake-nvidia0"  # a GPU's device node, as a plain file
+    device.write_text("gpu")
+    device.chmod(0o666)
+    service.env["MODELCI_GPU_DEVICES"] = str(device)
+    on_gpu = {
+        "modelci.yaml": CONFIG + "limits:\n  gpu: true\n",
+        "train.py": TRAIN + f"assert open({str(device)!r}).read() == 'gpu'\n",
+    }
+    repo, head = model_repo(github, make_repo, head_files=on_gpu)
+    service.serve()  # its workers take events and evaluations, not gpu
+    assert service.deliver(labeled(repo, head)).status_code == 202
+
+    def waiting() -> bool:
+        found = comments(github)
+        runs = [r for r in github.state.check_runs.values() if r["head_sha"] == head]
+        return (
+            len(found) == 1
+            and "waiting for a GPU worker" in found[0]["body"]
+            and [r["status"] for r in runs] == ["queued"]
+        )
+
+    wait_for(waiting, service, timeout=60)
+    assert not list((service.logs / "logs").glob("*")), "nothing runs off the gpu queue"
+    service.worker("gpu")
+    wait_for(finished(github, head), service)
+    assert "PASS" in comments(github)[0]["body"]
+    (run,) = [r for r in github.state.check_runs.values() if r["head_sha"] == head]
+    assert run["conclusion"] == "success"
 
 
 def test_redelivery_is_processed_once_and_bad_signatures_are_refused(

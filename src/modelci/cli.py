@@ -392,8 +392,9 @@ def serve(host: str, port: int, workers: int | None, poll: bool, unsafe: bool) -
     "--queue",
     "queues",
     multiple=True,
-    help="Queues to take jobs from (default: events and evaluations; `gpu` for jobs "
-    "that ask for a GPU).",
+    type=click.Choice(["events", "evaluations", "gpu"]),
+    help="Queues to take jobs from (default: events and evaluations). `gpu` takes the "
+    "jobs whose commit sets limits.gpu; a GPU machine runs `--queue gpu` alone.",
 )
 @click.option("--concurrency", type=int, help="Jobs at once (default MODELCI_WORKERS).")
 @_unsafe
