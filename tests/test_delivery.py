@@ -16,6 +16,7 @@ import uv
 from modelci.db import Database, open_database
 from modelci.delivery import Deliverer, DeliveryResult
 from modelci.environments import EnvironmentManager
+from modelci.errors import NeedsGpuWorker
 from modelci.evaluation import Evaluator
 from modelci.modelspec import ServingSpec
 from modelci.sandbox import make_sandbox
@@ -188,6 +189,16 @@ def test_first_version_below_the_floor_is_not_promoted(
     assert result.error is None, result.error
     assert result.version == 1 and not result.promoted
     assert result.decision is not None and result.decision.reasons == ["accuracy 0.5 < floor 0.6"]
+    assert deliverer.registry.champion("threshold") is None
+
+
+def test_a_gpu_commit_off_the_gpu_queue_is_handed_back_not_delivered(
+    make_repo: GitRepo, deliverer: Deliverer
+) -> None:
+    repo = pickle_repo(make_repo, cut=1.5)
+    commit_files(repo, {"modelci.yaml": CONFIG + "limits:\n  gpu: true\n"}, "train on a GPU")
+    with pytest.raises(NeedsGpuWorker):
+        deliverer.deliver(str(repo), "HEAD", actor="alice", gpu_allowed=False)
     assert deliverer.registry.champion("threshold") is None
 
 
