@@ -36,6 +36,7 @@ if shutil.which("bwrap") is None or os.geteuid() != 0:
 TRAIN = """\
 import json, os, random, time
 p = json.load(open("params.json"))
+print("training", flush=True)
 time.sleep(p.get("sleep", 0))
 rng = random.Random(0)
 y = [rng.randint(0, 1) for _ in range(300)]
@@ -201,9 +202,20 @@ def wait_for(condition: Callable[[], bool], service: Service, timeout: float = 9
 
 
 def sandbox_processes() -> str:
-    """Processes running as the sandbox's uids (MODELCI_SANDBOX_UID_BASE + slot)."""
+    """Live processes of the sandbox's uids (MODELCI_SANDBOX_UID_BASE + slot); zombies
+    hold nothing and wait for whatever init this machine has to reap them."""
     uids = ",".join(str(60300 + slot) for slot in range(4))
-    return subprocess.run(["pgrep", "-a", "-u", uids], capture_output=True, text=True).stdout
+    ps = subprocess.run(
+        ["ps", "-o", "pid=,stat=,args=", "-u", uids], capture_output=True, text=True
+    ).stdout
+    return "".join(line for line in ps.splitlines(True) if line.split()[1][0] != "Z")
+
+
+def no_sandbox_left(service: Service) -> None:
+    try:
+        wait_for(lambda: not sandbox_processes(), service, timeout=10)
+    except AssertionError as exc:
+        raise AssertionError(f"sandbox processes left:\n{sandbox_processes()}") from exc
 
 
 def comments(github: GitHub) -> list[dict[str, Any]]:
@@ -352,8 +364,9 @@ def test_a_worker_killed_mid_evaluation_is_retried_and_one_comment_remains(
     logs = Path(service.env["MODELCI_DATA_DIR"]) / "logs"
 
     def training_head() -> bool:
-        # The head's sandbox log appears when its training starts (it then sleeps 20 s).
-        return any(logs.glob(f"*{head[:12]}*.log"))
+        # Its training prints this, then sleeps 20 s: the sandbox is up (killed
+        # while bwrap still starts, the chain would only die with the slot's next use).
+        return any("training" in log.read_text() for log in logs.glob(f"*{head[:12]}*.log"))
 
     wait_for(training_head, service)
     assert first.poll() is None, service.dump()
@@ -362,7 +375,7 @@ def test_a_worker_killed_mid_evaluation_is_retried_and_one_comment_remains(
     killed_at = time.time()
     # The sandbox dies with its worker (bwrap --die-with-parent), so no stale
     # process holds the slot's uid or cgroup when the job is retried.
-    wait_for(lambda: not sandbox_processes(), service, timeout=10)
+    no_sandbox_left(service)
     service.worker()
     wait_for(finished(github, head), service, timeout=180)
     found = comments(github)
@@ -406,7 +419,7 @@ def test_an_evaluation_past_the_job_timeout_is_stopped_and_reported(
         service,
         timeout=30,
     )
-    wait_for(lambda: not sandbox_processes(), service, timeout=10)
+    no_sandbox_left(service)
 
 
 def test_poll_mode_evaluates_a_labeled_pull_request_without_webhooks(

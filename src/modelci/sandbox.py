@@ -365,6 +365,7 @@ class _Runner:
 
     def __init__(self) -> None:
         self._prlimit = _which("prlimit", "install util-linux (apt-get install util-linux)")
+        self._setpriv = _which("setpriv", "install util-linux (apt-get install util-linux)")
 
     def _uid(self, slot: int) -> int:
         return os.getuid()
@@ -563,7 +564,10 @@ def _job_argv(
     if groups:
         procs = [str(group / "cgroup.procs") for group in groups]
         argv = ["/bin/sh", "-c", _JOIN_CGROUPS, "job", *procs, "--", *argv]
-    return argv, env
+    # Killed with the thread that started it from its first instruction on: bwrap's
+    # --die-with-parent only starts once bwrap runs, and a worker SIGKILLed before
+    # that would leave the chain running its job unwatched.
+    return [runner._setpriv, "--pdeathsig", "KILL", "--", *argv], env
 
 
 def _start(runner: _Runner, spec: SandboxSpec) -> SandboxProcess:
@@ -643,16 +647,15 @@ class BubblewrapSandbox(_Runner):
         self._bwrap = _which("bwrap", _INSTALL_HINT)
         super().__init__()
         self.uid_base = uid_base
-        self._setpriv = None
-        if os.getuid() == 0:
-            self._setpriv = _which("setpriv", "install util-linux (apt-get install util-linux)")
 
     def _uid(self, slot: int) -> int:
         return self.uid_base + slot if os.getuid() == 0 else os.getuid()
 
     def _prefix(self, uid: int) -> list[str]:
         drop = f"--reuid={uid} --regid={uid} --clear-groups --inh-caps=-all --bounding-set=-all"
-        setpriv = [self._setpriv, *drop.split(), "--no-new-privs"] if self._setpriv else []
+        # Changing uids clears the parent-death signal: set it again after.
+        drop += " --pdeathsig KILL --no-new-privs"
+        setpriv = [self._setpriv, *drop.split()] if os.getuid() == 0 else []
         return [*setpriv, self._bwrap, *_ISOLATION, *_root_layout()]
 
     def probe(self) -> None:
