@@ -392,7 +392,7 @@ class _Runner:
             _chown_tree(spec.workdir, os.getuid(), os.getgid())
 
     def _run(self, spec: SandboxSpec, uid: int, cancel: threading.Event | None) -> SandboxResult:
-        lim, fds = spec.limits, list[int]()
+        lim = spec.limits
         home = tempfile.mkdtemp(prefix="modelci-home-") if self.private_home else "/tmp"
         memory, groups = _job_cgroups(uid, spec)
         oom_before = _oom_kills(memory)
@@ -400,25 +400,7 @@ class _Runner:
         try:
             with spec.log_path.open("wb") as log:
                 budget = (_disk_usage(spec.workdir) or 0) + lim.max_disk_mb * MB
-                try:
-                    argv, env = _job_argv(self, spec, uid, home, fds, memory, groups)
-                    proc = subprocess.Popen(
-                        argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                        cwd=spec.workdir,
-                        pass_fds=fds,
-                        start_new_session=True,
-                    )
-                except OSError as exc:
-                    raise SandboxUnavailable(
-                        f"could not start the sandbox: {exc}", hint=_INSTALL_HINT
-                    ) from exc
-                finally:
-                    for fd in fds:
-                        os.close(fd)
+                proc = _spawn(self, spec, uid, home, memory, groups, serving=False)
                 result = self._supervise(_Job(proc, groups), spec, log, budget, cancel)
                 result = replace(result, out_of_memory=_oom_kills(memory) > oom_before)
                 if not result.ok:
@@ -581,39 +563,53 @@ def _start(runner: _Runner, spec: SandboxSpec) -> SandboxProcess:
         _chown_tree(spec.workdir, uid, uid)
         for path, need in [(spec.workdir, 0o7), *((source, 0o5) for source in sources)]:
             _check_reachable(path, uid, need)
-    fds = list[int]()
     home = tempfile.mkdtemp(prefix="modelci-home-") if runner.private_home else None
     memory, groups = _job_cgroups(uid, spec)
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
     log = spec.log_path.open("wb")
     try:
-        argv, env = _job_argv(runner, spec, uid, home or "/tmp", fds, memory, groups)
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=spec.workdir,
-            pass_fds=fds,
-            start_new_session=True,
-            bufsize=0,
-        )
-    except BaseException as exc:
+        proc = _spawn(runner, spec, uid, home or "/tmp", memory, groups, serving=True)
+    except BaseException:
         log.close()
         for group in groups:
             _remove_cgroup(group)
         if home is not None:
             shutil.rmtree(home, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise SandboxUnavailable(
-                f"could not start the sandbox: {exc}", hint=_INSTALL_HINT
-            ) from exc
         raise
+    return SandboxProcess(_Job(proc, groups), home, log, spec)
+
+
+def _spawn(
+    runner: _Runner,
+    spec: SandboxSpec,
+    uid: int,
+    home: str,
+    memory: Path | None,
+    groups: list[Path],
+    *,
+    serving: bool,
+) -> subprocess.Popen[bytes]:
+    """Start the job's process chain. A run's output goes to one pipe, stdin closed;
+    a model worker (``serving``) talks over unbuffered stdin/stdout, stderr apart."""
+    fds = list[int]()
+    try:
+        argv, env = _job_argv(runner, spec, uid, home, fds, memory, groups)
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if serving else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if serving else subprocess.STDOUT,
+            env=env,
+            cwd=spec.workdir,
+            pass_fds=fds,
+            start_new_session=True,
+            bufsize=0 if serving else -1,
+        )
+    except OSError as exc:
+        raise SandboxUnavailable(f"could not start the sandbox: {exc}", hint=_INSTALL_HINT) from exc
     finally:
         for fd in fds:
             os.close(fd)
-    return SandboxProcess(_Job(proc, groups), home, log, spec)
 
 
 def _data_fd(text: str) -> int:
