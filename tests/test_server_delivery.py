@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import GitRepo, commit_files, git
 from tests.github.conftest import INSTALLATION, REPO, GitHub, app_key, github, standin_server
 from tests.github.helpers import load_sample
+from tests.test_delivery import CONFIG, DATA  # the same threshold model's data and gates
 from tests.test_server import Service, service, wait_for
 
 __all__ = ["app_key", "github", "service", "standin_server"]  # fixtures used here
@@ -46,23 +47,6 @@ rows = list(csv.DictReader(open("data/train.csv")))
 hits = sum(int(float(r["x"]) > cut) == int(r["label"]) for r in rows)
 json.dump({"accuracy": hits / len(rows)}, open("metrics.json", "w"))
 pickle.dump(Threshold(cut), open("model.pkl", "wb"))
-"""
-DATA = "x,color,label\n" + "".join(
-    f"{x},{'red' if x % 2 else 'blue'},{int(x > 5)}\n" for x in range(10)
-)
-CONFIG = """\
-train: python train.py
-metrics: metrics.json
-model:
-  name: threshold
-  artifact: model.pkl
-  training_data: data/train.csv
-  target: label
-promotion:
-  gates:
-    accuracy: {direction: higher, tolerance: 0.002}
-  floors:
-    accuracy: {min: 0.6}
 """
 NAME = "threshold"
 
@@ -103,9 +87,7 @@ def served(service: Service) -> dict[str, Any]:
 
 
 def predict(service: Service, **row: Any) -> httpx.Response:
-    return httpx.post(
-        f"{service.url}/models/{NAME}/predict", json={"records": [row]}, timeout=30
-    )
+    return httpx.post(f"{service.url}/models/{NAME}/predict", json={"records": [row]}, timeout=30)
 
 
 def test_merges_deliver_promote_serve_and_roll_back(

@@ -21,9 +21,9 @@ from modelci.db import Database
 from modelci.delivery import deliver_commit
 from modelci.errors import NeedsGpuWorker
 from modelci.evaluation import Evaluator
-from modelci.github import CheckOutput, GitHubClient, git_credentials
+from modelci.github import CheckOutput, GitHubClient
 from modelci.pullrequests import DeliveryJob, JobQueue
-from modelci.worker import publish_gpu_wait, start_check
+from modelci.worker import clone_credentials, publish_gpu_wait, start_check
 
 __all__ = ["DeliveryService"]
 
@@ -63,9 +63,7 @@ class DeliveryService:
             )
             return
         gh = self.github.for_installation(job.installation_id)
-        git_env = {}
-        if job.clone_url.startswith("http"):
-            git_env = git_credentials(gh.installation_token(), job.clone_url)
+        git_env = clone_credentials(gh, job.clone_url)
         check = start_check(
             gh,
             job.repo,
@@ -100,7 +98,7 @@ class DeliveryService:
             status="completed",
             conclusion=conclusion,
             output=CheckOutput(result.title, result.summary_markdown()),
-            check_run_id=check.id if check.kind == "check_run" else None,
+            check_run_id=check.check_run_id,
         )
         if result.promoted and self.on_champion_change is not None:
             self.on_champion_change(result.model_name)

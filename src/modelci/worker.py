@@ -34,7 +34,13 @@ from modelci.github.sansio import Delivery
 from modelci.jobs import CANCEL_TIMEOUT
 from modelci.pullrequests import EvaluationJob, JobQueue, Outcome, handle_event
 
-__all__ = ["GPU_WAIT", "PullRequestService", "publish_gpu_wait", "start_check"]
+__all__ = [
+    "GPU_WAIT",
+    "PullRequestService",
+    "clone_credentials",
+    "publish_gpu_wait",
+    "start_check",
+]
 
 log = logging.getLogger(__name__)
 MARKER = comment_marker("evaluation")
@@ -103,8 +109,16 @@ def publish_gpu_wait(
         name=name,
         status="queued",
         output=CheckOutput("Waiting for a GPU worker", GPU_WAIT),
-        check_run_id=check.id if check.kind == "check_run" else None,
+        check_run_id=check.check_run_id,
     )
+
+
+def clone_credentials(gh: GitHubClient, clone_url: str) -> dict[str, str]:
+    """git's environment for fetching ``clone_url`` with the installation's token
+    (nothing for a path on this machine)."""
+    if not clone_url.startswith("http"):
+        return {}
+    return git_credentials(gh.installation_token(), clone_url)
 
 
 def start_check(
@@ -213,9 +227,7 @@ class PullRequestService:
 
     def evaluate(self, job: EvaluationJob, cancel: threading.Event) -> None:
         gh = self.github.for_installation(job.installation_id)
-        git_env = {}
-        if job.clone_url.startswith("http"):
-            git_env = git_credentials(gh.installation_token(), job.clone_url)
+        git_env = clone_credentials(gh, job.clone_url)
         check = start_check(
             gh,
             job.repo,
@@ -246,7 +258,7 @@ class PullRequestService:
             return
         if cancel.is_set():
             if getattr(cancel, "reason", None) == CANCEL_TIMEOUT:
-                self._report_timeout(job, gh, check.id if check.kind == "check_run" else None)
+                self._report_timeout(job, gh, check.check_run_id)
             return  # superseded or cancelled: the newer job owns the comment now
         self.comment(job, final_comment(result, logs_url=self.public_url))
         text = check_text(result)
@@ -257,7 +269,7 @@ class PullRequestService:
             status="completed",
             conclusion=text.conclusion,
             output=CheckOutput(text.title, text.summary),
-            check_run_id=check.id if check.kind == "check_run" else None,
+            check_run_id=check.check_run_id,
         )
 
     def _report_timeout(

@@ -102,6 +102,11 @@ class PublishedCheck:
     id: int
     html_url: str | None = None
 
+    @property
+    def check_run_id(self) -> int | None:
+        """The check run to update next time; None for a status (each one is new)."""
+        return self.id if self.kind == "check_run" else None
+
 
 @dataclass(frozen=True)
 class Branch:
