@@ -82,7 +82,7 @@ def train(base: Path) -> tuple[Any, np.ndarray]:
     modelci_dir = base / "modelci-model"
     modelci_dir.mkdir()
     joblib.dump(model, modelci_dir / "model.joblib")
-    from modelci.modelspec import Column, ServingSpec
+    from modelci.deliver.modelspec import Column, ServingSpec
 
     ServingSpec(
         loader="joblib",
@@ -115,14 +115,14 @@ def serve_modelci(model_dir: Path, port: int, data: Path) -> None:
     import uv
     import uvicorn
 
-    from modelci.db import open_database
-    from modelci.environments import EnvironmentManager
-    from modelci.modelspec import ModelVersion
-    from modelci.sandbox import BubblewrapSandbox
+    from modelci.deliver.modelspec import ModelVersion
+    from modelci.runner.environments import EnvironmentManager
+    from modelci.runner.sandbox import BubblewrapSandbox
     from modelci.serving.http import create_serving_app
     from modelci.serving.launcher import Launcher
     from modelci.serving.manager import ServingManager
     from modelci.settings import Settings
+    from modelci.store.db import open_database
 
     class OneModel:
         def model_names(self) -> list[str]:
@@ -233,9 +233,9 @@ def floors(model: Any, x: np.ndarray, model_dir: Path, base: Path) -> dict[str, 
     """In-process predict vs one call to a sandboxed worker (no HTTP)."""
     import uv
 
-    from modelci.environments import EnvironmentManager
-    from modelci.modelspec import ServingSpec
-    from modelci.sandbox import BubblewrapSandbox
+    from modelci.deliver.modelspec import ServingSpec
+    from modelci.runner.environments import EnvironmentManager
+    from modelci.runner.sandbox import BubblewrapSandbox
     from modelci.serving.launcher import Launcher
 
     row = x[:1]

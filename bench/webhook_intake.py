@@ -58,7 +58,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from modelci.pgembed import EmbeddedPostgres
+from modelci.store.pgembed import EmbeddedPostgres
 
 # Wide enough for the table when the output goes to a file or a pipe.
 console = Console(width=max(Console().width, 110))

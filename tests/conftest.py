@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modelci.pgembed import EmbeddedPostgres
+from modelci.store.pgembed import EmbeddedPostgres
 
 GitRepo = Callable[..., Path]
 

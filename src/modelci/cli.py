@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
-from modelci.config import Overrides
 from modelci.errors import EXIT_ERROR, EXIT_OK, EXIT_REGRESSION, ModelCIError
-from modelci.evaluation import EvaluationRequest, EvaluationResult, summary_json
+from modelci.evaluate.evaluation import EvaluationRequest, EvaluationResult, summary_json
+from modelci.runner.config import Overrides
 from modelci.settings import Settings, get_settings
 
 __all__ = ["main"]
@@ -66,7 +66,7 @@ def _guarded(func: F) -> F:
 
 
 def _print_result(result: EvaluationResult, fmt: str) -> int:
-    from modelci import report
+    from modelci.evaluate import report
 
     head, base = result.head, result.base
     if fmt == "json":
@@ -106,7 +106,7 @@ def _evaluate(
     settings: Settings, request: EvaluationRequest, *, fmt: str, unsafe: bool, quiet: bool
 ) -> int:
     from modelci.progress import progress_reporter
-    from modelci.runtime import evaluator_for
+    from modelci.service.runtime import evaluator_for
 
     with (
         progress_reporter(quiet=quiet) as reporter,
@@ -207,9 +207,9 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
     from rich.markup import escape
 
     from modelci import demo as sample
-    from modelci import report
-    from modelci.delivery import DeliveryResult, deliverer_for
-    from modelci.evaluation import Reporter
+    from modelci.deliver.delivery import DeliveryResult, deliverer_for
+    from modelci.evaluate import report
+    from modelci.evaluate.evaluation import Reporter
     from modelci.progress import progress_reporter
 
     started = time.monotonic()
@@ -369,7 +369,7 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
 @_guarded
 def serve(host: str, port: int, workers: int | None, poll: bool, unsafe: bool) -> None:
     """Run the webhook receiver, the API and workers in one process."""
-    from modelci.server import run_server
+    from modelci.service.server import run_server
 
     settings = _settings()
     if poll and not settings.poll_repositories:
@@ -401,8 +401,8 @@ def serve(host: str, port: int, workers: int | None, poll: bool, unsafe: bool) -
 @_guarded
 def worker(queues: tuple[str, ...], concurrency: int | None, unsafe: bool) -> None:
     """Run workers only, against the PostgreSQL in MODELCI_DATABASE_URL."""
-    from modelci.jobs import QUEUE_EVALUATIONS, QUEUE_EVENTS
-    from modelci.server import run_workers
+    from modelci.service.jobs import QUEUE_EVALUATIONS, QUEUE_EVENTS
+    from modelci.service.server import run_workers
 
     settings = _settings()
     run_workers(
@@ -451,7 +451,7 @@ def deliver(repo: str, ref: str, actor: str | None, unsafe: bool, quiet: bool) -
 
     Exit codes: 0 promoted, 1 registered but refused by the gates, 2 error.
     """
-    from modelci.delivery import deliverer_for
+    from modelci.deliver.delivery import deliverer_for
     from modelci.progress import progress_reporter
 
     settings = _settings()
@@ -480,7 +480,7 @@ def models() -> None:
 
 
 def _models_deliverer() -> Any:
-    from modelci.delivery import deliverer_for
+    from modelci.deliver.delivery import deliverer_for
 
     return deliverer_for(_settings())
 

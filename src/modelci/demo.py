@@ -28,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelci.deliver.modelspec import ModelRegistry, ModelVersion
 from modelci.errors import ModelCIError
-from modelci.evaluation import Reporter
-from modelci.modelspec import ModelRegistry, ModelVersion
+from modelci.evaluate.evaluation import Reporter
 from modelci.settings import Settings, default_data_dir
 
 if TYPE_CHECKING:
-    from modelci.delivery import DeliveryResult
+    from modelci.deliver.delivery import DeliveryResult
     from modelci.serving.predictionlog import SessionFactory
 
 __all__ = [

@@ -188,7 +188,7 @@ def _api(settings: Settings) -> Check:
 
 
 def _sandbox(settings: Settings) -> Check:
-    from modelci.sandbox import make_sandbox
+    from modelci.runner.sandbox import make_sandbox
 
     try:
         make_sandbox(uid_base=settings.sandbox_uid_base)
@@ -211,7 +211,7 @@ def _tools(settings: Settings) -> Check:
 def _database(settings: Settings) -> Check:
     if settings.database_url:
         return Check("database", True, "external database (MODELCI_DATABASE_URL)")
-    from modelci.pgembed import find_binaries
+    from modelci.store.pgembed import find_binaries
 
     try:
         find_binaries()

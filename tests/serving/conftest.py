@@ -25,9 +25,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from modelci.environments import EnvironmentManager
-from modelci.modelspec import Column, ModelVersion, ServingSpec
-from modelci.sandbox import BubblewrapSandbox
+from modelci.deliver.modelspec import Column, ModelVersion, ServingSpec
+from modelci.runner.environments import EnvironmentManager
+from modelci.runner.sandbox import BubblewrapSandbox
 from modelci.serving.launcher import Launcher, SlotPool
 
 UID_BASE = 60900  # clear of the server's and the sandbox tests' uids

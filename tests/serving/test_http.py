@@ -19,13 +19,13 @@ import httpx
 import pytest
 import uvicorn
 
-from modelci import store
-from modelci.db import Database, open_database
-from modelci.modelspec import Column, ServingSpec
+from modelci.deliver.modelspec import Column, ServingSpec
 from modelci.serving.http import create_serving_app
 from modelci.serving.launcher import Launcher
 from modelci.serving.manager import ServingManager
 from modelci.settings import Settings
+from modelci.store import records as store
+from modelci.store.db import Database, open_database
 from tests.serving.conftest import (
     NUMERIC,
     FakeRegistry,

@@ -9,10 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from modelci import store
-from modelci.db import open_database
 from modelci.serving.predictionlog import LoggedBatch, PredictionLog
 from modelci.settings import Settings
+from modelci.store import records as store
+from modelci.store.db import open_database
 
 
 def batch(version: int = 1, rows: int = 2) -> LoggedBatch:

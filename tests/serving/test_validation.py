@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
+from modelci.deliver.modelspec import Column
 from modelci.errors import BadRequest
-from modelci.modelspec import Column
 from modelci.serving.validation import Validator
 
 COLUMNS = (

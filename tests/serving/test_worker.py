@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from modelci.deliver.modelspec import Column, ServingSpec
 from modelci.errors import PredictionFailed, WorkerFailed
-from modelci.modelspec import Column, ServingSpec
 from modelci.serving.launcher import Launcher
 from modelci.serving.worker import ModelWorker
 from tests.serving.conftest import (

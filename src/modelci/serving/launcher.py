@@ -17,10 +17,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelci.environments import EnvironmentManager, Requirements
+from modelci.deliver.modelspec import ServingSpec
 from modelci.errors import WorkerFailed
-from modelci.modelspec import ServingSpec
-from modelci.sandbox import Limits, Sandbox, SandboxSpec
+from modelci.runner.environments import EnvironmentManager, Requirements
+from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec
 from modelci.serving.worker import ModelWorker
 
 __all__ = ["Launcher", "SlotPool"]

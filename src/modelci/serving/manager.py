@@ -13,8 +13,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from modelci.deliver.modelspec import ModelRegistry
 from modelci.errors import ModelNotFound
-from modelci.modelspec import ModelRegistry
 from modelci.serving.launcher import Launcher
 from modelci.serving.predictionlog import PredictionLog, SessionFactory
 from modelci.serving.service import ModelService
@@ -102,7 +102,7 @@ class ServingManager:
             self.refresh()
 
     def _record_event(self, **event: Any) -> None:
-        from modelci import store
+        from modelci.store import records as store
 
         assert self.sessions is not None
         with self.sessions() as session:
@@ -147,8 +147,8 @@ def serving_manager(
     """The manager ``modelci serve`` runs, from the settings."""
     import uv
 
-    from modelci.environments import EnvironmentManager
-    from modelci.sandbox import Limits, make_sandbox
+    from modelci.runner.environments import EnvironmentManager
+    from modelci.runner.sandbox import Limits, make_sandbox
 
     sandbox = make_sandbox(unsafe=unsafe, uid_base=settings.serving_uid_base)
     environments = EnvironmentManager(

@@ -116,7 +116,7 @@ class PredictionLog:
                 self._idle.set()
 
     def _write(self, batches: list[LoggedBatch]) -> None:
-        from modelci import store
+        from modelci.store import records as store
 
         rows = [_row(batch) for batch in batches]
         assert self._sessions is not None

@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelci.deliver.modelspec import ModelRegistry, ModelVersion, ServingSpec
 from modelci.errors import ModelUnavailable, WorkerFailed
-from modelci.modelspec import ModelRegistry, ModelVersion, ServingSpec
 from modelci.serving.predictionlog import LoggedBatch, PredictionLog
 from modelci.serving.validation import Batch, Validator
 from modelci.serving.worker import ModelWorker

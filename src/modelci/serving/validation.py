@@ -23,8 +23,8 @@ from typing import Any
 
 import orjson
 
+from modelci.deliver.modelspec import Column
 from modelci.errors import BadRequest
-from modelci.modelspec import Column
 
 __all__ = ["Batch", "Validator"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from modelci.errors import PredictionFailed, WorkerFailed
-from modelci.sandbox import SandboxProcess
+from modelci.runner.sandbox import SandboxProcess
 
 __all__ = ["ModelWorker"]
 

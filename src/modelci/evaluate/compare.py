@@ -1,0 +1,262 @@
+"""Head against base: a verdict per metric and whether the gates pass.
+
+Verdicts:
+
+- ``improved`` / ``regressed``: moved in the good / bad direction, beyond the
+  tolerance for a regression;
+- ``within_tolerance``: worse, but by no more than the metric's tolerance;
+- ``within_noise``: moved, but the paired-bootstrap interval of the change
+  contains zero, so the data cannot tell the two commits apart. Noise never
+  fails a gate;
+- ``unchanged``; ``new`` (only head has it); ``missing`` (only base has it:
+  a regression when the metric is gated); ``informational`` (no direction).
+
+An interval is only computed when the per-example predictions reproduce the
+reported metric; otherwise the predictions describe something else (another
+threshold, another split) and an interval from them would mislead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from modelci.errors import OutputError
+from modelci.evaluate.bootstrap import (
+    Interval,
+    PairedData,
+    metric_kind,
+    metric_value,
+    paired_bootstrap_delta,
+)
+from modelci.evaluate.metrics import Direction, default_direction
+
+__all__ = [
+    "Comparison",
+    "MetricComparison",
+    "MetricRule",
+    "Predictions",
+    "Verdict",
+    "compare",
+    "predictions_from_json",
+]
+
+Verdict = Literal[
+    "improved",
+    "regressed",
+    "within_tolerance",
+    "within_noise",
+    "unchanged",
+    "new",
+    "missing",
+    "informational",
+]
+_MAX_ROWS = 5_000_000
+_REPRODUCE_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class MetricRule:
+    name: str
+    direction: Direction | None
+    tolerance: float = 0.0
+    gate: bool = True
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    name: str
+    head: float | None
+    base: float | None
+    delta: float | None
+    rel_delta: float | None
+    direction: Direction | None
+    tolerance: float
+    gated: bool
+    verdict: Verdict
+    interval: Interval | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    metrics: tuple[MetricComparison, ...]
+
+    @property
+    def regressions(self) -> tuple[MetricComparison, ...]:
+        return tuple(m for m in self.metrics if m.gated and m.verdict in ("regressed", "missing"))
+
+    @property
+    def passed(self) -> bool:
+        return not self.regressions
+
+
+@dataclass(frozen=True)
+class Predictions:
+    y_true: npt.NDArray[Any]
+    y_pred: npt.NDArray[Any]
+    scores: npt.NDArray[np.float64] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"y_true": self.y_true.tolist(), "y_pred": self.y_pred.tolist()}
+        if self.scores is not None:
+            out["scores"] = self.scores.tolist()
+        return out
+
+
+def _array(value: Any, name: str, source: str) -> npt.NDArray[Any]:
+    if not isinstance(value, list):
+        raise OutputError(
+            f"{source}: '{name}' must be a list", hint='write {"y_true": [...], "y_pred": [...]}'
+        )
+    if len(value) > _MAX_ROWS:
+        raise OutputError(
+            f"{source}: '{name}' has more than {_MAX_ROWS} rows",
+            hint="write predictions for a sample of the evaluation set",
+        )
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise OutputError(
+            f"{source}: '{name}' has rows of different shapes",
+            hint="use one number or label per row",
+        ) from None
+    if array.dtype == object:
+        raise OutputError(
+            f"{source}: '{name}' mixes types or holds nested values",
+            hint="use numbers or strings, one per row",
+        )
+    return array
+
+
+def predictions_from_json(data: Any, *, source: str) -> Predictions:
+    """Per-example predictions from ``{"y_true": [...], "y_pred": [...], "scores": [...]}``."""
+    if not isinstance(data, dict) or "y_true" not in data or "y_pred" not in data:
+        raise OutputError(
+            f"{source} must be an object with 'y_true' and 'y_pred' lists",
+            hint='write {"y_true": [...], "y_pred": [...], "scores": [...]}',
+        )
+    y_true = _array(data["y_true"], "y_true", source)
+    y_pred = _array(data["y_pred"], "y_pred", source)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape:
+        raise OutputError(
+            f"{source}: y_true and y_pred must be flat lists of the same length "
+            f"(got {y_true.shape} and {y_pred.shape})",
+            hint="write one value per evaluation row in each",
+        )
+    scores = None
+    if data.get("scores") is not None:
+        raw = _array(data["scores"], "scores", source)
+        if (
+            raw.shape[0] != y_true.shape[0]
+            or raw.ndim > 2
+            or not np.issubdtype(raw.dtype, np.number)
+        ):
+            raise OutputError(
+                f"{source}: 'scores' must hold one number (or one row of class "
+                "probabilities) per evaluation row",
+                hint="write the positive class's probability per row",
+            )
+        scores = raw.astype(np.float64)
+    return Predictions(y_true, y_pred, scores)
+
+
+def _paired(head: Predictions, base: Predictions) -> PairedData:
+    if head.y_true.shape != base.y_true.shape or not np.array_equal(head.y_true, base.y_true):
+        raise OutputError(
+            "head and base predictions are not on the same evaluation rows (their y_true differ)",
+            hint="evaluate both commits on the same rows in the same order (a fixed, seeded split)",
+        )
+    return PairedData(head.y_true, head.y_pred, base.y_pred, head.scores, base.scores)
+
+
+def _interval(
+    name: str, head: float, base: float, data: PairedData | None, seed: int
+) -> Interval | None:
+    kind = metric_kind(name)
+    if data is None or kind is None:
+        return None
+    try:
+        reproduced = (metric_value(kind, data, head=True), metric_value(kind, data, head=False))
+        if any(
+            abs(r - v) > _REPRODUCE_TOLERANCE * max(1.0, abs(v))
+            for r, v in zip(reproduced, (head, base), strict=True)
+        ):
+            return None
+        return paired_bootstrap_delta(kind, data, seed=seed)
+    except OutputError:
+        return None
+
+
+def _verdict(
+    delta: float, direction: Direction, tolerance: float, interval: Interval | None
+) -> Verdict:
+    if abs(delta) <= 1e-12:
+        return "unchanged"
+    better = delta > 0 if direction == "higher" else delta < 0
+    if interval is not None and interval.contains_zero():
+        return "within_noise"
+    if better:
+        return "improved"
+    return "within_tolerance" if abs(delta) <= tolerance else "regressed"
+
+
+def compare(
+    head: Mapping[str, float],
+    base: Mapping[str, float],
+    rules: Sequence[MetricRule],
+    *,
+    head_predictions: Predictions | None = None,
+    base_predictions: Predictions | None = None,
+    default_gate: bool = True,
+    seed: int = 0,
+) -> Comparison:
+    """Compare head's metrics with base's under the rules (named metrics) and defaults."""
+    by_name = {rule.name: rule for rule in rules}
+    data = None
+    if head_predictions is not None and base_predictions is not None:
+        data = _paired(head_predictions, base_predictions)
+    out: list[MetricComparison] = []
+    for name in sorted(set(head) | set(base) | set(by_name)):
+        rule = by_name.get(name)
+        direction = rule.direction if rule and rule.direction else default_direction(name)
+        tolerance = rule.tolerance if rule else 0.0
+        gated = direction is not None and (rule.gate if rule else default_gate)
+        h, b = head.get(name), base.get(name)
+        if h is None and b is None:
+            continue  # a gate for a metric neither commit reports
+        if h is None or b is None:
+            verdict: Verdict = "new" if b is None else "missing"
+            out.append(
+                MetricComparison(
+                    name,
+                    h,
+                    b,
+                    None,
+                    None,
+                    direction,
+                    tolerance,
+                    gated and verdict == "missing",
+                    verdict,
+                )
+            )
+            continue
+        if not (math.isfinite(h) and math.isfinite(b)):
+            delta = None
+            verdict = "regressed" if direction and not math.isfinite(h) else "informational"
+            out.append(
+                MetricComparison(name, h, b, delta, None, direction, tolerance, gated, verdict)
+            )
+            continue
+        delta = h - b
+        rel = delta / abs(b) if b != 0 else None
+        interval = _interval(name, h, b, data, seed) if direction else None
+        verdict = _verdict(delta, direction, tolerance, interval) if direction else "informational"
+        out.append(
+            MetricComparison(name, h, b, delta, rel, direction, tolerance, gated, verdict, interval)
+        )
+    return Comparison(tuple(out))

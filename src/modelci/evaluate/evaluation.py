@@ -1,0 +1,545 @@
+"""Evaluate a change: train and evaluate head and base, then compare them.
+
+Each side (head, base) goes through: read its config from git, gather its
+requirements, find its environment key, and, for the base, reuse a stored
+result with the same cache key (sha, environment, config, sandbox). Otherwise
+build or reuse the environment, check the commit out, run its commands in the
+sandbox and read its outputs. The two sides run concurrently when the machine
+has the cores.
+
+The gates come from the *base* commit's configuration when it has one: a pull
+request must not be able to loosen the gates it is judged by.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from modelci.errors import (
+    ModelCIError,
+    NeedsGpuWorker,
+    OutputError,
+    RunFailed,
+    SandboxUnavailable,
+)
+from modelci.evaluate.metrics import flatten_metrics
+from modelci.runner.checkout import Mirror, open_mirror, repository_name
+from modelci.runner.config import CONFIG_FILE, Overrides, RepoConfig, effective_config
+from modelci.runner.environments import _COMPLETE as _ENV_COMPLETE
+from modelci.runner.environments import (
+    Environment,
+    EnvironmentManager,
+    Requirements,
+    gather_requirements,
+)
+from modelci.runner.outputs import read_json_output
+from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec, acquire_slot
+from modelci.settings import Settings
+
+if TYPE_CHECKING:  # heavy imports (numpy, sqlalchemy) load in the background, when needed
+    from sqlalchemy.orm import Session
+
+    from modelci.evaluate.compare import Comparison, MetricRule, Predictions
+    from modelci.store.db import Database
+
+__all__ = [
+    "EvaluationRequest",
+    "EvaluationResult",
+    "Evaluator",
+    "Reporter",
+    "SideResult",
+    "TrainedCommit",
+]
+
+# Bump when the meaning of a stored result changes, so old results are not reused.
+RESULT_VERSION = "1"
+_MAX_METRICS_BYTES = 10_000_000
+_MAX_PREDICTIONS_BYTES = 200_000_000
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI shows it, the server will store it."""
+
+    def update(self, role: str, message: str) -> None: ...
+
+
+class _Silent:
+    def update(self, role: str, message: str) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    repo: str
+    base: str
+    head: str
+    overrides: Overrides = field(default_factory=Overrides)
+    merge_base: bool = False
+    # Credentials for git fetch (e.g. an installation token header); never shown.
+    git_env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    job_id: int | None = None
+    # False for a server job not taken from the gpu queue: a commit that sets
+    # limits.gpu then raises NeedsGpuWorker, before anything runs.
+    gpu_allowed: bool = True
+
+
+@dataclass
+class SideResult:
+    """What one commit's run produced (or why it produced nothing)."""
+
+    role: str
+    ref: str
+    sha: str = ""
+    run_id: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    predictions: Predictions | None = None
+    error: str | None = None
+    log_path: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    reused_from: int | None = None
+    config: RepoConfig | None = None
+    env_key: str | None = None
+    cache_key: str | None = None
+    ref_repo: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class TrainedCommit:
+    """A commit's finished run, while its work dir exists (see Evaluator.train_commit)."""
+
+    side: SideResult
+    workdir: Path
+    config: RepoConfig
+    environment: Environment
+
+    def resolved_requirements(self) -> tuple[str, ...]:
+        """The pinned requirements the run's environment was built from."""
+        text = (self.environment.path / _ENV_COMPLETE).read_text()
+        return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+@dataclass
+class EvaluationResult:
+    repo: str
+    head: SideResult
+    base: SideResult
+    comparison: Comparison | None
+    evaluation_id: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def error(self) -> str | None:
+        problems = [
+            f"{s.role} ({s.sha[:7] or s.ref}): {s.error}" for s in (self.head, self.base) if s.error
+        ]
+        return "\n".join(problems) or None
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison is not None and self.comparison.passed
+
+
+def _rules(config: RepoConfig) -> list[MetricRule]:
+    from modelci.evaluate.compare import MetricRule
+
+    return [
+        MetricRule(name=name, direction=rule.direction, tolerance=rule.tolerance, gate=rule.gate)
+        for name, rule in config.gates.items()
+    ]
+
+
+def _cache_key(sha: str, env_key: str, config: RepoConfig, sandbox: Sandbox) -> str:
+    parts = [RESULT_VERSION, sha, env_key, config.digest(), type(sandbox).__name__]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _save_outputs(directory: Path, side: SideResult) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "metrics.json").write_text(json.dumps(side.metrics))
+    if side.predictions is not None:
+        (directory / "predictions.json").write_text(json.dumps(side.predictions.to_json()))
+
+
+def _load_outputs(directory: Path, side: SideResult, metrics: dict[str, float]) -> None:
+    side.metrics = dict(metrics)
+    path = directory / "predictions.json"
+    if path.exists():
+        from modelci.evaluate.compare import predictions_from_json
+
+        side.predictions = predictions_from_json(json.loads(path.read_text()), source=str(path))
+
+
+class Evaluator:
+    """Runs evaluations; one instance serves many (the server keeps one)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        database: Callable[[], Database],
+        sandbox: Sandbox,
+        environments: EnvironmentManager,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.settings = settings
+        self._database = database
+        self.sandbox = sandbox
+        self.environments = environments
+        self.reporter: Reporter = reporter or _Silent()
+
+    def database(self) -> Database:
+        """The store (opened in the background; this waits for it)."""
+        return self._database()
+
+    def with_reporter(self, reporter: Reporter) -> Evaluator:
+        """The same evaluator, reporting progress somewhere else."""
+        return Evaluator(
+            settings=self.settings,
+            database=self._database,
+            sandbox=self.sandbox,
+            environments=self.environments,
+            reporter=reporter,
+        )
+
+    def evaluate(
+        self, request: EvaluationRequest, *, cancel: threading.Event | None = None
+    ) -> EvaluationResult:
+        started = time.monotonic()
+        _prepare_dirs(self.settings)
+        self.reporter.update("head", "fetching")
+        self.reporter.update("base", "fetching")
+        mirror = open_mirror(request.repo, self.settings.mirrors_dir, git_env=request.git_env)
+        head_sha, base_sha = mirror.resolve_many(request.head, request.base)
+        if request.merge_base:
+            base_sha = mirror.merge_base(base_sha, head_sha)
+        if not request.gpu_allowed:
+            for sha in (head_sha, base_sha):
+                _refuse_gpu(_config_or_none(mirror, sha, request.overrides), sha)
+        head = SideResult("head", request.head, head_sha, ref_repo=request.repo)
+        base = SideResult("base", request.base, base_sha, ref_repo=request.repo)
+        workers = 2 if self.settings.max_parallel_runs >= 2 else 1
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelci-run") as pool:
+            futures = [
+                pool.submit(self._side, side, mirror, request.overrides, cancel)
+                for side in (base, head)
+            ]
+            for future in futures:
+                future.result()
+        comparison = None
+        if head.ok and base.ok:
+            from modelci.evaluate.compare import compare
+
+            gates_from = base.config or head.config
+            assert gates_from is not None
+            try:
+                comparison = compare(
+                    head.metrics,
+                    base.metrics,
+                    _rules(gates_from),
+                    head_predictions=head.predictions,
+                    base_predictions=base.predictions,
+                    default_gate=gates_from.default_gate,
+                )
+            except ModelCIError as exc:
+                head.error = f"comparing predictions: {exc}"
+        result = EvaluationResult(
+            request.repo, head, base, comparison, seconds=time.monotonic() - started
+        )
+        from modelci.store import records as store
+
+        with self._database().session() as session:
+            evaluation = store.create_evaluation(
+                session,
+                repository_id=self._repository_id(session, mirror, request.repo),
+                base_sha=base_sha,
+                head_sha=head_sha,
+                base_run_id=base.run_id,
+                head_run_id=head.run_id,
+                job_id=request.job_id,
+            )
+            store.finish_evaluation(
+                session,
+                evaluation_id=evaluation.id,
+                status="succeeded" if comparison is not None else "failed",
+                passed=None if comparison is None else comparison.passed,
+                report={"error": result.error},
+                seconds=result.seconds,
+            )
+            result.evaluation_id = evaluation.id
+        return result
+
+    @staticmethod
+    def _repository_id(session: Session, mirror: Mirror, repo: str) -> int:
+        from modelci.store import records as store
+
+        return store.get_or_create_repository(
+            session, url=mirror.url, name=repository_name(repo)
+        ).id
+
+    def _side(
+        self,
+        side: SideResult,
+        mirror: Mirror,
+        overrides: Overrides,
+        cancel: threading.Event | None,
+    ) -> None:
+        started = dt.datetime.now(dt.UTC)
+        try:
+            self._run_side(side, mirror, overrides, cancel)
+        except ModelCIError as exc:
+            side.error = str(exc)
+            self.reporter.update(side.role, f"failed: {exc.message}")
+        if side.reused_from is not None or not side.cache_key:
+            return
+        from modelci.store import records as store
+
+        # Runs are recorded when they end, so the database (which starts in the
+        # background) is never waited for before training starts.
+        with self._database().session() as session:
+            run = store.create_run(
+                session,
+                repository_id=self._repository_id(session, mirror, side.ref_repo),
+                sha=side.sha,
+                role=side.role,
+                cache_key=side.cache_key,
+                env_key=side.env_key,
+                started_at=started,
+            )
+            side.run_id = run.id
+            if side.ok:
+                _save_outputs(self._outputs_dir(run.id), side)
+            store.finish_run(
+                session,
+                run_id=run.id,
+                status="succeeded" if side.ok else "failed",
+                metrics=side.metrics if side.ok else None,
+                error=side.error,
+                timings=side.timings,
+                log_path=str(side.log_path) if side.log_path else None,
+                outputs_dir=str(self._outputs_dir(run.id)) if side.ok else None,
+            )
+
+    def _outputs_dir(self, run_id: int) -> Path:
+        return self.settings.data_dir / "outputs" / str(run_id)
+
+    def _run_side(
+        self,
+        side: SideResult,
+        mirror: Mirror,
+        overrides: Overrides,
+        cancel: threading.Event | None,
+    ) -> None:
+        t0 = time.monotonic()
+        requirements = self._prepare(side, mirror, overrides)
+        if side.role == "base":
+            from modelci.store import records as store
+
+            with self._database().session() as session:
+                previous = store.find_reusable_run(session, cache_key=side.cache_key or "")
+                if previous is not None and previous.outputs_dir:
+                    side.run_id = side.reused_from = previous.id
+                    side.log_path = Path(previous.log_path) if previous.log_path else None
+                    _load_outputs(Path(previous.outputs_dir), side, previous.metrics or {})
+                    side.timings = {"reused": 1.0}
+                    self.reporter.update(side.role, f"reused the result of run {previous.id}")
+                    return
+        with self._train(side, mirror, requirements, cancel, t0):
+            pass
+
+    def _prepare(self, side: SideResult, mirror: Mirror, overrides: Overrides) -> Requirements:
+        """Config, requirements and keys of a commit, read from git without a checkout."""
+        sha = side.sha
+        self.reporter.update(side.role, "reading configuration")
+
+        def read(path: str) -> bytes | None:
+            return mirror.read_file(sha, path)
+
+        side.config = config = effective_config(read(CONFIG_FILE), overrides)
+        requirements = gather_requirements(config.install, read, uv_bin=self.environments.uv_bin)
+        self.reporter.update(side.role, "resolving requirements")
+        side.env_key = env_key = self.environments.key_for(requirements)
+        side.cache_key = _cache_key(sha, env_key, config, self.sandbox)
+        return requirements
+
+    @contextmanager
+    def train_commit(
+        self,
+        side: SideResult,
+        mirror: Mirror,
+        *,
+        overrides: Overrides | None = None,
+        cancel: threading.Event | None = None,
+        extra_env: Callable[[Path], Mapping[str, str]] | None = None,
+        gpu_allowed: bool = True,
+    ) -> Iterator[TrainedCommit]:
+        """Train one commit (side.sha) in the sandbox and read its metrics.
+
+        Yields while its work dir still exists, so the caller can collect the
+        artifacts the run wrote (read them only with modelci.runner.outputs: the
+        repository's code controlled that directory). ``extra_env`` gives
+        variables for the run from the work dir's path. Raises on failure.
+        """
+        _prepare_dirs(self.settings)
+        t0 = time.monotonic()
+        requirements = self._prepare(side, mirror, overrides or Overrides())
+        if not gpu_allowed:
+            _refuse_gpu(side.config, side.sha)
+        with self._train(side, mirror, requirements, cancel, t0, extra_env) as trained:
+            yield trained
+
+    @contextmanager
+    def _train(
+        self,
+        side: SideResult,
+        mirror: Mirror,
+        requirements: Requirements,
+        cancel: threading.Event | None,
+        t0: float,
+        extra_env: Callable[[Path], Mapping[str, str]] | None = None,
+    ) -> Iterator[TrainedCommit]:
+        role, sha = side.role, side.sha
+        config = side.config
+        assert config is not None
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        side.log_path = (
+            self.settings.logs_dir / f"{stamp}-{role}-{sha[:12]}-{uuid.uuid4().hex[:6]}.log"
+        )
+        self.reporter.update(role, "building environment")
+        env = self.environments.ensure(requirements)
+        side.timings["env_s"] = env.seconds
+        self.reporter.update(role, "waiting for a sandbox slot")
+        with (
+            acquire_slot(self.settings.slots_dir, self.settings.max_parallel_runs) as slot,
+            mirror.checkout(sha, self.settings.runs_dir) as workdir,
+        ):
+            side.timings["prepare_s"] = time.monotonic() - t0
+            self.reporter.update(role, "training and evaluating")
+            limits = Limits(
+                timeout_s=config.limits.timeout,
+                memory_mb=config.limits.memory_mb,
+                max_processes=config.limits.processes,
+                max_disk_mb=config.limits.disk_mb,
+            )
+            devices = self._gpu_devices(config)
+            command = "set -e\n" + "\n".join(config.commands())
+            variables = {"PYTHONPATH": f"{workdir}/src:{workdir}"}
+            if extra_env is not None:
+                variables.update(extra_env(workdir))
+            outcome = self.sandbox.run(
+                SandboxSpec(
+                    command=command,
+                    workdir=workdir,
+                    log_path=side.log_path,
+                    venv=env.path,
+                    limits=limits,
+                    slot=slot,
+                    env=variables,
+                    devices=devices,
+                ),
+                cancel=cancel,
+            )
+            side.timings["train_s"] = outcome.duration_s
+            if not outcome.ok:
+                raise RunFailed(
+                    f"the {role} commit's run {outcome.failure_reason()}",
+                    hint=f"read the log: {side.log_path}",
+                )
+            self.reporter.update(role, "reading outputs")
+            raw = read_json_output(workdir, config.metrics, max_bytes=_MAX_METRICS_BYTES)
+            side.metrics = flatten_metrics(raw, source=config.metrics)
+            if not side.metrics:
+                raise OutputError(
+                    f"{config.metrics} holds no numeric metric",
+                    hint='write a JSON object such as {"accuracy": 0.93}',
+                )
+            if config.predictions:
+                from modelci.evaluate.compare import predictions_from_json
+
+                data = read_json_output(
+                    workdir, config.predictions, max_bytes=_MAX_PREDICTIONS_BYTES
+                )
+                side.predictions = predictions_from_json(data, source=config.predictions)
+            yield TrainedCommit(side=side, workdir=workdir, config=config, environment=env)
+        side.timings["total_s"] = time.monotonic() - t0
+        self.reporter.update(role, "done")
+
+    def _gpu_devices(self, config: RepoConfig) -> tuple[Path, ...]:
+        if not config.limits.gpu:
+            return ()
+        devices, patterns = self.settings.gpu_device_paths(), self.settings.gpu_devices
+        if not devices:
+            raise SandboxUnavailable(
+                "the commit asks for a GPU (limits.gpu: true in modelci.yaml) and this machine "
+                f"has no device matching MODELCI_GPU_DEVICES ({', '.join(patterns)})",
+                hint="run GPU jobs on a machine with a GPU and its driver loaded "
+                "(`modelci worker --queue gpu` there), or set MODELCI_GPU_DEVICES to its device "
+                "nodes; remove limits.gpu if the training can run on CPU",
+            )
+        return devices
+
+
+def _config_or_none(mirror: Mirror, sha: str, overrides: Overrides) -> RepoConfig | None:
+    try:
+        return effective_config(mirror.read_file(sha, CONFIG_FILE), overrides)
+    except ModelCIError:
+        return None  # reported by the run itself, which reads it again
+
+
+def _refuse_gpu(config: RepoConfig | None, sha: str) -> None:
+    if config is not None and config.limits.gpu:
+        raise NeedsGpuWorker(
+            f"commit {sha[:12]} asks for a GPU (limits.gpu: true) and this job was not taken "
+            "from the gpu queue",
+            hint="start `modelci worker --queue gpu` on a machine with a GPU",
+        )
+
+
+def _prepare_dirs(settings: Settings) -> None:
+    # The sandbox runs as other uids: they must traverse (not list) the data dir
+    # down to their work dir and environment.
+    for path, mode in (
+        (settings.data_dir, 0o711),
+        (settings.runs_dir, 0o711),
+        (settings.envs_dir, 0o755),
+    ):
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(mode)
+    for path in (settings.logs_dir, settings.mirrors_dir, settings.data_dir / "outputs"):
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def summary_json(result: EvaluationResult) -> dict[str, Any]:
+    """Context for reports: shas, timings and errors of both sides."""
+    return {
+        "repository": result.repo,
+        "evaluation_id": result.evaluation_id,
+        "seconds": round(result.seconds, 3),
+        "error": result.error,
+        "sides": {
+            side.role: {
+                "ref": side.ref,
+                "sha": side.sha,
+                "run_id": side.run_id,
+                "reused_from": side.reused_from,
+                "error": side.error,
+                "log": str(side.log_path) if side.log_path else None,
+                "timings": {k: round(v, 3) for k, v in side.timings.items()},
+            }
+            for side in (result.head, result.base)
+        },
+    }

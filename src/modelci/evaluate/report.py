@@ -1,0 +1,207 @@
+"""A comparison rendered for people and programs: rich table, Markdown, JSON.
+
+The Markdown report always fits ``limit`` characters (GitHub's comment limit
+is 65,536): regressions and gated metrics come first, and rows that do not
+fit are left out with a note saying how many.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from modelci.evaluate.compare import Comparison, MetricComparison
+
+__all__ = ["format_number", "render_json", "render_markdown", "render_rich"]
+
+_EMOJI = {
+    "improved": "✅",
+    "regressed": "❌",
+    "within_tolerance": "🟡",
+    "within_noise": "〰️",
+    "unchanged": "➖",
+    "new": "🆕",
+    "missing": "⚠️",
+    "informational": "ℹ️",
+}
+_LABEL = {
+    "improved": "improved",
+    "regressed": "regressed",
+    "within_tolerance": "within tolerance",
+    "within_noise": "within noise",
+    "unchanged": "unchanged",
+    "new": "new",
+    "missing": "missing in head",
+    "informational": "no direction",
+}
+_STYLE = {
+    "improved": "green",
+    "regressed": "bold red",
+    "within_tolerance": "yellow",
+    "within_noise": "cyan",
+    "missing": "bold red",
+}
+
+
+def format_number(value: float | None, *, signed: bool = False) -> str:
+    """Four significant digits, scientific only for very large/small numbers."""
+    if value is None:
+        return "–"
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    text = f"{value:+.4g}" if signed else f"{value:.4g}"
+    return text
+
+
+def _ci(metric: MetricComparison) -> str:
+    if metric.interval is None:
+        return ""
+    low, high = (f"{v:+.3g}" if v else "0" for v in (metric.interval.low, metric.interval.high))
+    return f"[{low}, {high}]"
+
+
+def _order(comparison: Comparison) -> list[MetricComparison]:
+    def key(m: MetricComparison) -> tuple[int, int, str]:
+        return (
+            0 if m.gated and m.verdict in ("regressed", "missing") else 1,
+            0 if m.gated else 1,
+            m.name,
+        )
+
+    return sorted(comparison.metrics, key=key)
+
+
+def summary_line(comparison: Comparison) -> str:
+    regressions = comparison.regressions
+    if not regressions:
+        gated = sum(m.gated for m in comparison.metrics)
+        return f"PASS: no gated metric regressed ({gated} gated, {len(comparison.metrics)} total)"
+    names = ", ".join(m.name for m in regressions[:10])
+    more = f" and {len(regressions) - 10} more" if len(regressions) > 10 else ""
+    return f"FAIL: {len(regressions)} gated metric(s) regressed: {names}{more}"
+
+
+def render_rich(comparison: Comparison, *, head_label: str, base_label: str) -> Table:
+    table = Table(
+        title=f"{head_label} vs {base_label}",
+        caption=summary_line(comparison),
+        caption_style="bold green" if comparison.passed else "bold red",
+    )
+    for column in ("metric", "base", "head", "Δ", "95% CI of Δ", "verdict"):
+        table.add_column(
+            column,
+            justify="left" if column in ("metric", "verdict") else "right",
+            no_wrap=column != "metric",
+        )
+    for m in _order(comparison):
+        gate = "" if m.gated else " [dim](not gated)[/]"
+        verdict = Text.from_markup(
+            f"{_EMOJI[m.verdict]} {_LABEL[m.verdict]}{gate}", style=_STYLE.get(m.verdict, "")
+        )
+        table.add_row(
+            Text(m.name),
+            format_number(m.base),
+            format_number(m.head),
+            format_number(m.delta, signed=True),
+            _ci(m),
+            verdict,
+        )
+    return table
+
+
+def _escape(text: str) -> str:
+    out = text.replace("\\", "\\\\")
+    for char in "|`*_[]<>#":
+        out = out.replace(char, "\\" + char)
+    return out.replace("\n", " ")
+
+
+def _markdown_row(m: MetricComparison) -> str:
+    gate = "" if m.gated else " (not gated)"
+    cells = [
+        _escape(m.name),
+        format_number(m.base),
+        format_number(m.head),
+        format_number(m.delta, signed=True),
+        _ci(m),
+        f"{_EMOJI[m.verdict]} {_LABEL[m.verdict]}{gate}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def render_markdown(
+    comparison: Comparison,
+    *,
+    head_sha: str,
+    base_sha: str,
+    title: str = "modelci evaluation",
+    extra: str = "",
+    limit: int = 65_536,
+) -> str:
+    """GitHub-flavoured Markdown that never exceeds ``limit`` characters."""
+    icon = "✅" if comparison.passed else "❌"
+    head = (
+        f"### {title}\n\n**{icon} {summary_line(comparison)}**\n\n"
+        f"head `{head_sha[:7]}` vs base `{base_sha[:7]}`\n\n"
+        "| metric | base | head | Δ | 95% CI of Δ | verdict |\n"
+        "| --- | ---: | ---: | ---: | ---: | --- |\n"
+    )
+    tail = f"\n{extra}" if extra else ""
+    rows = [_markdown_row(m) for m in _order(comparison)]
+    note_room = 120
+    budget = limit - len(head) - len(tail) - note_room
+    if budget < 0:
+        return (head + tail)[:limit]
+    kept: list[str] = []
+    used = 0
+    for row in rows:
+        if used + len(row) + 1 > budget:
+            break
+        kept.append(row)
+        used += len(row) + 1
+    body = "\n".join(kept)
+    if len(kept) < len(rows):
+        body += (
+            f"\n\n…and {len(rows) - len(kept)} more metrics not shown "
+            "(see the JSON report or the logs)."
+        )
+    return f"{head}{body}\n{tail}"
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def render_json(comparison: Comparison, **context: Any) -> dict[str, Any]:
+    metrics = [
+        {
+            "name": m.name,
+            "head": _finite(m.head),
+            "base": _finite(m.base),
+            "delta": _finite(m.delta),
+            "rel_delta": _finite(m.rel_delta),
+            "direction": m.direction,
+            "tolerance": m.tolerance,
+            "gated": m.gated,
+            "verdict": m.verdict,
+            "ci": None
+            if m.interval is None
+            else {
+                "low": m.interval.low,
+                "high": m.interval.high,
+                "confidence": m.interval.confidence,
+            },
+        }
+        for m in _order(comparison)
+    ]
+    return {
+        "passed": comparison.passed,
+        "summary": summary_line(comparison),
+        "metrics": metrics,
+        **context,
+    }

@@ -1,0 +1,419 @@
+"""The job engine: Procrastinate on the store's PostgreSQL.
+
+The only module that imports procrastinate. Tasks:
+
+- ``process_delivery`` (queue ``events``): one stored webhook delivery, once.
+- ``evaluate_pull_request`` (queue ``evaluations``, or ``gpu``): one
+  evaluation; at most ``repo_concurrency`` per repository run at once
+  (Procrastinate locks: the PR number modulo ``repo_concurrency`` picks one,
+  so two PRs can share a lock and wait while another is free), and only
+  one is queued per pull request (a queueing lock), so a new head replaces
+  the old one.
+- ``retry_stalled`` (periodic, every 5 s): jobs whose worker stopped sending
+  heartbeats (killed, machine lost) are put back in their queue, so a SIGKILL
+  loses nothing; Procrastinate runs a periodic task once across all workers.
+
+Heartbeat every 2 s, a worker is stalled after 6 s without one, stalled
+jobs are looked for every 5 s and workers poll for retried jobs every 1 s: a
+killed worker's job restarts about 10 s after the kill (measured by
+tests/service/test_jobs.py and tests/service/test_server.py). A job cancelled while its
+worker died ends aborted; one that lost its worker 3 times fails (it may be
+what kills them).
+
+Cancelling uses Procrastinate's abort flag, polled every 0.5 s by the task,
+which then kills its sandbox. An evaluation running longer than
+``job_timeout_s`` is stopped the same way, reported, and failed without a
+retry (it would only time out again). A worker that is stopped (SIGTERM, a
+restart) gives its running evaluations 1 s, then aborts them for the
+shutdown, which puts them back in the queue at once instead of leaving them
+to the stalled-job check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import procrastinate
+from procrastinate import JobContext, RetryStrategy
+from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.job_context import AbortReason
+from procrastinate.jobs import Job, JobDeferrer, Status
+from procrastinate.retry import RetryDecision
+
+from modelci.errors import RunFailed
+from modelci.service.pullrequests import DeliveryJob, EvaluationJob
+
+__all__ = [
+    "CANCEL_ABORTED",
+    "CANCEL_SHUTDOWN",
+    "CANCEL_TIMEOUT",
+    "QUEUE_EVALUATIONS",
+    "QUEUE_EVENTS",
+    "QUEUE_GPU",
+    "Cancellation",
+    "JobTimedOut",
+    "ProcrastinateQueue",
+    "Services",
+    "apply_schema",
+    "install_services",
+    "make_job_app",
+    "run_worker",
+]
+
+log = logging.getLogger(__name__)
+
+QUEUE_EVENTS = "events"
+QUEUE_EVALUATIONS = "evaluations"
+QUEUE_GPU = "gpu"
+HEARTBEAT_S = 2.0
+STALLED_AFTER_S = 6.0
+ABORT_POLL_S = 0.5
+FETCH_POLL_S = 1.0
+SHUTDOWN_GRACE_S = 1.0
+MAX_LOST_ATTEMPTS = 3
+
+TASK_DELIVERY = "modelci.process_delivery"
+TASK_EVALUATE = "modelci.evaluate_pull_request"
+TASK_RETRY_STALLED = "modelci.retry_stalled"
+TASK_DELIVER = "modelci.deliver_commit"
+
+
+CANCEL_ABORTED = "aborted"  # a newer head, an unlabel, the jobs API
+CANCEL_SHUTDOWN = "shutdown"  # the worker is stopping: the job goes back to its queue
+CANCEL_TIMEOUT = "timeout"
+
+
+class Cancellation(threading.Event):
+    """The event an evaluation watches; ``reason`` says why it was set."""
+
+    reason: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+        self.set()
+
+
+class JobTimedOut(RunFailed):
+    """An evaluation ran past ``MODELCI_JOB_TIMEOUT_S``."""
+
+
+class _EvaluationRetry(RetryStrategy):
+    # A timed-out evaluation would time out again: fail it at once.
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if isinstance(exception, JobTimedOut):
+            return None
+        return super().get_retry_decision(exception=exception, job=job)
+
+
+@dataclass
+class Services:
+    """What the tasks need, installed once per worker process."""
+
+    process_delivery: Callable[[str], None]
+    evaluate: Callable[[EvaluationJob, threading.Event], None]
+    job_timeout_s: float
+    deliver: Callable[[DeliveryJob, threading.Event], None] | None = None
+
+
+_services: Services | None = None
+
+
+def install_services(services: Services) -> None:
+    global _services
+    _services = services
+
+
+def _get_services() -> Services:
+    if _services is None:
+        raise RuntimeError("modelci's job services are not installed in this worker")
+    return _services
+
+
+def _run_cancellable(
+    context: JobContext, what: str, run: Callable[[Cancellation], None], timeout_s: float
+) -> None:
+    """Run ``run`` with a cancel event that an abort request or the job timeout sets."""
+    cancel = Cancellation()
+    finished = threading.Event()
+    deadline = time.monotonic() + timeout_s
+
+    def watch() -> None:
+        # Abort requests (a newer push, an unlabel) and the job timeout both
+        # end in the cancel event, which kills the running sandbox.
+        while not finished.wait(ABORT_POLL_S):
+            reason = context.abort_reason()
+            if reason is not None:
+                shutdown = reason == AbortReason.SHUTDOWN
+                cancel.cancel(CANCEL_SHUTDOWN if shutdown else CANCEL_ABORTED)
+                return
+            if time.monotonic() >= deadline:
+                cancel.cancel(CANCEL_TIMEOUT)
+                return
+
+    watcher = threading.Thread(target=watch, name="modelci-abort-watch", daemon=True)
+    watcher.start()
+    try:
+        run(cancel)
+    finally:
+        finished.set()
+        watcher.join()
+    if cancel.reason == CANCEL_TIMEOUT:
+        log.warning("%s timed out", what)
+        raise JobTimedOut(
+            f"{what} ran longer than {timeout_s:g} s and was stopped",
+            hint="raise MODELCI_JOB_TIMEOUT_S, or make the training faster",
+        )
+    if cancel.reason is not None or context.should_abort():
+        # Procrastinate retries a job aborted by a shutdown and ends one aborted
+        # by a user.
+        raise procrastinate.exceptions.JobAborted()
+
+
+def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
+    services = _get_services()
+    job = EvaluationJob(**fields)
+    _run_cancellable(
+        context,
+        f"the evaluation of {job.pr_key} at {job.head_sha[:7]}",
+        lambda cancel: services.evaluate(job, cancel),
+        services.job_timeout_s,
+    )
+
+
+def _deliver(context: JobContext, fields: dict[str, Any]) -> None:
+    services = _get_services()
+    deliver = services.deliver
+    if deliver is None:
+        raise RuntimeError("this worker cannot deliver models (no delivery service installed)")
+    job = DeliveryJob(**fields)
+    _run_cancellable(
+        context,
+        f"the delivery of {job.repo} at {job.sha[:7]}",
+        lambda cancel: deliver(job, cancel),
+        services.job_timeout_s,
+    )
+
+
+def _register_tasks(app: procrastinate.App) -> None:
+    # Tasks are registered per App (the server has one for deferring and one
+    # per worker loop), and always deferred by name.
+    @app.task(
+        name=TASK_DELIVERY,
+        queue=QUEUE_EVENTS,
+        pass_context=True,
+        retry=RetryStrategy(max_attempts=5, wait=2, exponential_wait=2),
+    )
+    def process_delivery(context: JobContext, *, delivery_id: str) -> None:
+        _get_services().process_delivery(delivery_id)
+
+    @app.task(
+        name=TASK_EVALUATE,
+        queue=QUEUE_EVALUATIONS,
+        pass_context=True,
+        retry=_EvaluationRetry(max_attempts=3, wait=5),
+    )
+    def evaluate_pull_request(context: JobContext, /, **fields: Any) -> None:
+        _evaluate(context, fields)
+
+    @app.task(
+        name=TASK_DELIVER,
+        queue=QUEUE_EVALUATIONS,
+        pass_context=True,
+        retry=_EvaluationRetry(max_attempts=3, wait=5),
+    )
+    def deliver_commit(context: JobContext, /, **fields: Any) -> None:
+        _deliver(context, fields)
+
+    # Six fields: croniter reads the last one as seconds ("*/5 * * * * *" would
+    # mean every second of every fifth minute, leaving stalled jobs for minutes).
+    @app.periodic(cron="* * * * * */5")
+    @app.task(
+        name=TASK_RETRY_STALLED,
+        queue=QUEUE_EVENTS,
+        queueing_lock="retry_stalled",
+        pass_context=True,
+    )
+    async def retry_stalled(context: JobContext, timestamp: int) -> None:
+        manager = context.app.job_manager
+        for job in await manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_AFTER_S):
+            current = list(await manager.list_jobs_async(id=job.id))
+            if current and current[0].abort_requested:
+                # Cancelled while its worker was dying: nothing left to stop.
+                log.warning("job %s lost its worker after a cancel; aborted", job.id)
+                await manager.finish_job(job, status=Status.ABORTED, delete_job=False)
+            elif job.attempts >= MAX_LOST_ATTEMPTS:
+                # A job that keeps killing its worker (e.g. the machine runs out of
+                # memory) must not take every worker down in turn.
+                log.error("job %s lost its worker %d times; failing it", job.id, job.attempts)
+                await manager.finish_job(job, status=Status.FAILED, delete_job=False)
+            else:
+                log.warning("job %s (%s) lost its worker; retrying it", job.id, job.task_name)
+                await manager.retry_job(job)
+
+
+def _conninfo(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def make_job_app(database_url: str) -> procrastinate.App:
+    """The Procrastinate app on the store's database (a PostgreSQL URL)."""
+    if not database_url.startswith(("postgresql://", "postgresql+psycopg://")):
+        from modelci.errors import ConfigError
+
+        raise ConfigError(
+            "the job engine needs PostgreSQL, and MODELCI_DATABASE_URL is not a PostgreSQL URL",
+            hint="unset MODELCI_DATABASE_URL to use the embedded PostgreSQL, or point it at one",
+        )
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=_conninfo(database_url)),
+        worker_defaults={
+            "update_heartbeat_interval": HEARTBEAT_S,
+            "stalled_worker_timeout": STALLED_AFTER_S,
+            "abort_job_polling_interval": ABORT_POLL_S,
+            # New jobs arrive by NOTIFY, but retried jobs and jobs whose lock was
+            # freed by another worker are only found by polling.
+            "fetch_job_polling_interval": FETCH_POLL_S,
+            "install_signal_handlers": False,
+            # A stopping worker stops sending heartbeats: its jobs must be back
+            # in the queue before STALLED_AFTER_S, or another worker would run
+            # them a second time while they still run here.
+            "shutdown_graceful_timeout": SHUTDOWN_GRACE_S,
+        },
+    )
+    _register_tasks(app)
+    return app
+
+
+def apply_schema(app: procrastinate.App) -> None:
+    """Create Procrastinate's tables once (idempotent, safe across processes)."""
+    with app.open():
+        connector = app.connector.get_sync_connector()
+        exists = connector.execute_query_one(
+            "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present"
+        )
+        if not exists["present"]:
+            connector.execute_query("SELECT pg_advisory_lock(774411)")
+            try:
+                again = connector.execute_query_one(
+                    "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present"
+                )
+                if not again["present"]:
+                    app.schema_manager.apply_schema()
+            finally:
+                connector.execute_query("SELECT pg_advisory_unlock(774411)")
+
+
+def run_worker(
+    app: procrastinate.App, *, queues: list[str], concurrency: int, stop: threading.Event
+) -> None:
+    """Run a worker until ``stop`` is set (blocks; call from a thread or main)."""
+
+    async def main() -> None:
+        async with app.open_async():
+            task = asyncio.create_task(
+                app.run_worker_async(queues=queues, concurrency=concurrency, wait=True)
+            )
+            while not stop.is_set() and not task.done():
+                await asyncio.sleep(0.2)
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+
+
+class ProcrastinateQueue:
+    """The workflow's job queue on Procrastinate."""
+
+    def __init__(self, app: procrastinate.App, *, repo_concurrency: int = 1) -> None:
+        self.app = app
+        self.repo_concurrency = max(1, repo_concurrency)
+
+    def defer_delivery(self, delivery_id: str) -> int | None:
+        try:
+            return self.app.configure_task(
+                TASK_DELIVERY, queueing_lock=f"delivery:{delivery_id}"
+            ).defer(delivery_id=delivery_id)
+        except AlreadyEnqueued:
+            return None
+
+    def _evaluation_task(self, job: EvaluationJob) -> JobDeferrer:
+        slot = job.number % self.repo_concurrency
+        return self.app.configure_task(
+            TASK_EVALUATE,
+            queue=QUEUE_GPU if job.gpu else QUEUE_EVALUATIONS,
+            lock=f"repo:{job.repo}:{slot}",
+            queueing_lock=f"pr:{job.pr_key}",
+        )
+
+    def enqueue_evaluation(self, job: EvaluationJob) -> int:
+        """Queue ``job``, replacing an evaluation of the same pull request still queued."""
+        task = self._evaluation_task(job)
+        for _ in range(5):
+            try:
+                return task.defer(**job.to_json())
+            except AlreadyEnqueued:
+                # Another delivery for this pull request queued one between our
+                # caller's cancel and now: the newest head wins.
+                self._cancel_queued(job.repo, job.number)
+        raise RunFailed(
+            f"could not queue the evaluation of {job.pr_key}: other deliveries kept queueing one",
+            hint="redeliver the webhook from the App's settings",
+        )
+
+    def enqueue_delivery(self, job: DeliveryJob) -> int | None:
+        """Queue the delivery of a commit once (a merge sends both ``closed`` and ``push``).
+
+        Deliveries of one repository run one at a time, so each is judged
+        against the champion the previous one left.
+        """
+        try:
+            return self.app.configure_task(
+                TASK_DELIVER,
+                queue=QUEUE_GPU if job.gpu else QUEUE_EVALUATIONS,
+                lock=f"deliver:{job.repo}",
+                queueing_lock=f"deliver:{job.repo}@{job.sha}",
+            ).defer(**job.to_json())
+        except AlreadyEnqueued:
+            return None
+
+    def move_to_gpu(self, job: EvaluationJob | DeliveryJob) -> int | None:
+        """Queue ``job`` again on the gpu queue, from the job that found its commit
+        asks for a GPU (that job, still running, holds no queueing lock).
+
+        None when the move is moot: a newer evaluation of the pull request is
+        already queued (it wins), or this delivery is queued already.
+        """
+        moved = replace(job, gpu=True)
+        if isinstance(moved, DeliveryJob):
+            return self.enqueue_delivery(moved)
+        try:
+            return self._evaluation_task(moved).defer(**moved.to_json())
+        except AlreadyEnqueued:
+            return None
+
+    def _cancel_queued(self, repo: str, number: int) -> int:
+        manager = self.app.job_manager
+        cancelled = 0
+        for found in manager.list_jobs(queueing_lock=f"pr:{repo}#{number}", status="todo"):
+            if found.id is not None and manager.cancel_job_by_id(found.id):
+                cancelled += 1
+        return cancelled
+
+    def cancel_evaluations(self, *, repo: str, number: int) -> int:
+        """Cancel the pull request's queued evaluation and abort its running one."""
+        manager = self.app.job_manager
+        cancelled = self._cancel_queued(repo, number)
+        for found in manager.list_jobs(queueing_lock=f"pr:{repo}#{number}", status="doing"):
+            if found.id is not None and manager.cancel_job_by_id(found.id, abort=True):
+                cancelled += 1
+        return cancelled

@@ -1,0 +1,61 @@
+"""Wiring: builds the long-lived parts (database, sandbox, environments) from settings.
+
+The database starts in a background thread while git and uv work, because
+starting the embedded PostgreSQL server is the slowest part of a warm run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import uv
+
+from modelci.evaluate.evaluation import Evaluator, Reporter
+from modelci.runner.environments import EnvironmentManager
+from modelci.runner.sandbox import make_sandbox
+from modelci.settings import Settings
+
+if TYPE_CHECKING:
+    from modelci.store.db import Database
+
+__all__ = ["evaluator_for"]
+
+
+def _open_database(settings: Settings) -> Database:
+    from modelci.store.db import open_database
+
+    database = open_database(settings)
+    import modelci.evaluate.compare  # noqa: F401  (numpy: load it here, off the critical path)
+
+    return database
+
+
+@contextmanager
+def evaluator_for(
+    settings: Settings, *, unsafe: bool = False, reporter: Reporter | None = None
+) -> Iterator[Evaluator]:
+    """An evaluator whose database is opened in the background and closed on exit."""
+    sandbox = make_sandbox(unsafe=unsafe, uid_base=settings.sandbox_uid_base)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelci-db")
+    future: Future[Database] = pool.submit(_open_database, settings)
+    try:
+        environments = EnvironmentManager(
+            envs_dir=settings.envs_dir,
+            python=settings.python,
+            uv_bin=uv.find_uv_bin(),
+            resolution_ttl_s=settings.env_resolution_ttl_s,
+        )
+        yield Evaluator(
+            settings=settings,
+            database=future.result,
+            sandbox=sandbox,
+            environments=environments,
+            reporter=reporter,
+        )
+    finally:
+        pool.shutdown(wait=True)
+        if future.exception() is None:
+            future.result().close()

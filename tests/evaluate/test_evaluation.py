@@ -1,0 +1,332 @@
+"""End to end: real git repositories, real uv, the real sandbox, a real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uv
+
+from modelci.errors import NeedsGpuWorker
+from modelci.evaluate.evaluation import EvaluationRequest, EvaluationResult, Evaluator
+from modelci.runner.config import Overrides
+from modelci.runner.environments import EnvironmentManager
+from modelci.runner.sandbox import make_sandbox
+from modelci.settings import Settings
+from modelci.store.db import Database, open_database
+
+from .conftest import GitRepo, commit_files
+
+pytestmark = pytest.mark.sandbox
+
+if shutil.which("bwrap") is None or os.geteuid() != 0:
+    pytest.skip("needs bubblewrap and root (scripts/setup installs it)", allow_module_level=True)
+
+# A model whose quality is set by params.json, with predictions for intervals.
+TRAIN = """\
+import json, random
+p = json.load(open("params.json"))
+rng = random.Random(0)
+y = [rng.randint(0, 1) for _ in range(400)]
+pred = [t if rng.random() < p["skill"] else 1 - t for t in y]
+acc = sum(a == b for a, b in zip(y, pred)) / len(y)
+json.dump({"accuracy": acc, "nested": {"loss": 1 - acc}}, open("metrics.json", "w"))
+json.dump({"y_true": y, "y_pred": pred}, open("predictions.json", "w"))
+"""
+CONFIG = "train: python train.py\nmetrics: metrics.json\npredictions: predictions.json\n"
+
+
+@pytest.fixture
+def settings() -> Iterator[Settings]:
+    # Not under pytest's tmp_path: /tmp/pytest-of-root is 0700 and the sandbox's
+    # uid must be able to reach its work dir.
+    data = Path(tempfile.mkdtemp(prefix="modelci-test-", dir="/var/tmp"))
+    try:
+        yield Settings(
+            data_dir=data, database_url=f"sqlite:///{data}/store.db", max_parallel_runs=2
+        )
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def evaluator(settings: Settings) -> Iterator[Evaluator]:
+    db: Database = open_database(settings)
+    try:
+        yield Evaluator(
+            settings=settings,
+            database=lambda: db,
+            sandbox=make_sandbox(),
+            environments=EnvironmentManager(
+                envs_dir=settings.envs_dir, python=settings.python, uv_bin=uv.find_uv_bin()
+            ),
+        )
+    finally:
+        db.close()
+
+
+def model_repo(make_repo: GitRepo, skill: float = 0.7) -> Path:
+    return make_repo(
+        {"modelci.yaml": CONFIG, "train.py": TRAIN, "params.json": json.dumps({"skill": skill})}
+    )
+
+
+def evaluate(
+    evaluator: Evaluator, repo: Path, base: str = "HEAD~1", head: str = "HEAD", **overrides: object
+) -> EvaluationResult:
+    return evaluator.evaluate(
+        EvaluationRequest(repo=str(repo), base=base, head=head, overrides=Overrides(**overrides))
+    )  # type: ignore[arg-type]
+
+
+def test_improvement_is_reported_with_an_interval(evaluator: Evaluator, make_repo: GitRepo) -> None:
+    repo = model_repo(make_repo, skill=0.6)
+    commit_files(repo, {"params.json": json.dumps({"skill": 0.95})})
+    result = evaluate(evaluator, repo)
+    assert result.error is None, result.error
+    assert result.passed
+    assert result.comparison is not None
+    by_name = {m.name: m for m in result.comparison.metrics}
+    assert by_name["accuracy"].verdict == "improved"
+    assert by_name["nested.loss"].verdict == "improved"
+    interval = by_name["accuracy"].interval
+    assert interval is not None
+    assert interval.low > 0
+
+
+def test_regression_fails_and_base_result_is_reused(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    repo = model_repo(make_repo, skill=0.95)
+    commit_files(repo, {"params.json": json.dumps({"skill": 0.6})})
+    first = evaluate(evaluator, repo)
+    assert first.error is None, first.error
+    assert not first.passed
+    assert first.base.reused_from is None
+    second = evaluate(evaluator, repo)
+    assert second.base.reused_from == first.base.run_id
+    assert second.base.metrics == first.base.metrics
+    assert second.base.predictions is not None  # intervals still work with a reused base
+    assert not second.passed
+
+
+def test_no_config_uses_the_seed_layout(evaluator: Evaluator, make_repo: GitRepo) -> None:
+    script = "import json\nopen('result.txt','w').write(str({'loss': 0.5, 'accuracy': %s}))\n"
+    repo = make_repo({"demo.py": script % "0.8", "requirements.txt": ""})
+    commit_files(repo, {"demo.py": script % "0.9"})
+    result = evaluate(evaluator, repo, command="python demo.py", metrics_file="result.txt")
+    assert result.error is None, result.error
+    assert result.comparison is not None
+    assert {m.name: m.verdict for m in result.comparison.metrics}["accuracy"] == "improved"
+
+
+def hostile(
+    evaluator: Evaluator,
+    make_repo: GitRepo,
+    code: str,
+    *,
+    config: str = "train: python train.py\nmetrics: metrics.json\n",
+    **overrides: object,
+) -> EvaluationResult:
+    """A good base and a head whose training does something hostile."""
+    repo = make_repo(
+        {
+            "modelci.yaml": config,
+            "train.py": "import json\njson.dump({'accuracy': 0.5}, open('metrics.json','w'))\n",
+        }
+    )
+    commit_files(repo, {"train.py": code})
+    result = evaluate(evaluator, repo, **overrides)
+    assert result.base.ok, result.base.error
+    assert not result.head.ok
+    assert result.comparison is None
+    return result
+
+
+def test_network_is_unreachable_loopback_included(evaluator: Evaluator, make_repo: GitRepo) -> None:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
+    try:
+        result = hostile(evaluator, make_repo, code)
+    finally:
+        server.close()
+    assert "exited with" in (result.head.error or "")
+    assert result.head.log_path is not None
+    log = result.head.log_path.read_text()
+    assert "Network is unreachable" in log or "Connection refused" in log
+
+
+def test_secrets_of_the_server_are_not_visible(
+    evaluator: Evaluator, make_repo: GitRepo, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = settings.data_dir / "github-app.pem"
+    secret.write_text("PRIVATE KEY")
+    secret.chmod(0o600)
+    monkeypatch.setenv("MODELCI_GITHUB_TOKEN", "ghs_topsecret")
+    code = f"""\
+import os, json
+print("token:", os.environ.get("MODELCI_GITHUB_TOKEN"))
+print(open({str(secret)!r}).read())
+"""
+    result = hostile(evaluator, make_repo, code)
+    log = result.head.log_path.read_text()  # type: ignore[union-attr]
+    assert "token: None" in log
+    assert "ghs_topsecret" not in log
+    assert "PRIVATE KEY" not in log
+    assert "No such file" in log or "Permission denied" in log
+
+
+def test_writing_outside_the_work_dir_fails(
+    evaluator: Evaluator, make_repo: GitRepo, settings: Settings
+) -> None:
+    target = settings.data_dir / "owned.txt"
+    code = f"open({str(target)!r}, 'w').write('x')\nopen('/usr/owned', 'w')\n"
+    result = hostile(evaluator, make_repo, code)
+    assert not target.exists()
+    assert "exited with" in (result.head.error or "")
+
+
+def test_fork_loop_is_contained(evaluator: Evaluator, make_repo: GitRepo) -> None:
+    code = (
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    )
+    result = hostile(
+        evaluator,
+        make_repo,
+        code,
+        config="train: python train.py\nmetrics: metrics.json\n"
+        "limits: {timeout: 4, processes: 32}\n",
+    )
+    assert "timeout" in (result.head.error or "")
+
+
+def test_sleeping_past_the_timeout_is_killed(evaluator: Evaluator, make_repo: GitRepo) -> None:
+    result = hostile(evaluator, make_repo, "import time\ntime.sleep(60)\n", timeout_s=2)
+    assert "timeout" in (result.head.error or "")
+
+
+def test_memory_limit(evaluator: Evaluator, make_repo: GitRepo) -> None:
+    code = "blocks = []\nwhile True:\n    blocks.append(bytearray(50_000_000))\n"
+    result = hostile(
+        evaluator,
+        make_repo,
+        code,
+        config="train: python train.py\nmetrics: metrics.json\n"
+        "limits: {memory_mb: 200, timeout: 30}\n",
+    )
+    assert "memory" in (result.head.error or "")
+
+
+def test_metrics_symlink_to_a_file_outside_is_refused(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    code = "import os\nos.symlink('/etc/passwd', 'metrics.json')\n"
+    result = hostile(evaluator, make_repo, code)
+    assert "metrics.json" in (result.head.error or "")
+    assert "root:" not in (result.head.error or "")
+
+
+def test_printing_gigabytes_is_capped(evaluator: Evaluator, make_repo: GitRepo) -> None:
+    code = "import sys\nline = 'x' * 1_000_000 + '\\n'\nwhile True:\n    sys.stdout.write(line)\n"
+    result = hostile(evaluator, make_repo, code, timeout_s=4)
+    assert result.head.log_path is not None
+    assert result.head.log_path.stat().st_size < 25 * 1024 * 1024
+
+
+def test_broken_config_in_head_is_a_clear_failure(evaluator: Evaluator, make_repo: GitRepo) -> None:
+    repo = model_repo(make_repo)
+    commit_files(repo, {"modelci.yaml": "train: python train.py\nmetrics: [unclosed\n"})
+    result = evaluate(evaluator, repo)
+    assert result.base.ok
+    assert "modelci.yaml" in (result.head.error or "")
+    assert "line" in (result.head.error or "")
+
+
+def test_cancel_stops_a_running_evaluation(evaluator: Evaluator, make_repo: GitRepo) -> None:
+    repo = model_repo(make_repo)
+    commit_files(repo, {"train.py": "import time\ntime.sleep(60)\n"})
+    cancel = threading.Event()
+    timer = threading.Timer(1.5, cancel.set)
+    timer.start()
+    result = evaluator.evaluate(
+        EvaluationRequest(repo=str(repo), base="HEAD~1", head="HEAD"), cancel=cancel
+    )
+    assert not result.head.ok
+
+
+# -- GPU jobs: limits.gpu ------------------------------------------------------------------
+
+SEES_DEVICE = """\
+import json, os
+seen = os.path.exists({device!r}) and open({device!r}).read() == "gpu"
+json.dump({{"accuracy": 0.5, "device_seen": float(seen)}}, open("metrics.json", "w"))
+"""
+
+
+def gpu_repo(make_repo: GitRepo, device: Path) -> Path:
+    """Base trains on CPU; head sets limits.gpu. Both report whether they see ``device``."""
+    repo = make_repo(
+        {
+            "modelci.yaml": "train: python train.py\nmetrics: metrics.json\n",
+            "train.py": SEES_DEVICE.format(device=str(device)),
+        }
+    )
+    commit_files(
+        repo,
+        {"modelci.yaml": "train: python train.py\nmetrics: metrics.json\nlimits:\n  gpu: true\n"},
+    )
+    return repo
+
+
+def with_devices(evaluator: Evaluator, *patterns: str) -> Evaluator:
+    return Evaluator(
+        settings=evaluator.settings.model_copy(update={"gpu_devices": list(patterns)}),
+        database=evaluator.database,
+        sandbox=evaluator.sandbox,
+        environments=evaluator.environments,
+    )
+
+
+def test_a_gpu_commit_off_the_gpu_queue_is_refused_before_anything_runs(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    repo = gpu_repo(make_repo, Path("/dev/nvidia0"))
+    request = EvaluationRequest(repo=str(repo), base="HEAD~1", head="HEAD", gpu_allowed=False)
+    with pytest.raises(NeedsGpuWorker, match=r"limits\.gpu"):
+        evaluator.evaluate(request)
+    assert not evaluator.settings.logs_dir.exists() or not any(
+        evaluator.settings.logs_dir.iterdir()
+    )
+
+
+def test_a_gpu_run_gets_the_gpu_devices_and_a_cpu_run_does_not(
+    evaluator: Evaluator, make_repo: GitRepo, settings: Settings
+) -> None:
+    device = settings.data_dir / "fake-nvidia0"  # a device node stands in as a plain file
+    device.write_text("gpu")
+    device.chmod(0o666)
+    repo = gpu_repo(make_repo, device)
+    result = evaluate(with_devices(evaluator, str(settings.data_dir / "fake-nvidia*")), repo)
+    assert result.error is None, result.error
+    assert result.head.metrics["device_seen"] == 1.0
+    assert result.base.metrics["device_seen"] == 0.0
+
+
+def test_a_gpu_run_on_a_machine_without_a_gpu_fails_clearly(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    repo = gpu_repo(make_repo, Path("/dev/nvidia0"))
+    result = evaluate(with_devices(evaluator, "/nonexistent/nvidia*"), repo)
+    assert result.base.ok
+    assert "asks for a GPU" in (result.head.error or "")
+    assert "MODELCI_GPU_DEVICES (/nonexistent/nvidia*)" in (result.head.error or "")

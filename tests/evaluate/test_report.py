@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+
+from modelci.evaluate.compare import MetricRule, compare
+from modelci.evaluate.report import format_number, render_json, render_markdown, render_rich
+
+
+def test_markdown_puts_regressions_first_and_escapes_names() -> None:
+    result = compare(
+        {"acc|x": 0.9, "loss": 0.5}, {"acc|x": 0.8, "loss": 0.1}, [MetricRule("acc|x", "higher")]
+    )
+    text = render_markdown(result, head_sha="a" * 40, base_sha="b" * 40)
+    assert "FAIL: 1 gated metric(s) regressed: loss" in text
+    assert "`aaaaaaa`" in text and "`bbbbbbb`" in text
+    assert text.index("| loss") < text.index("| acc\\|x")
+
+
+def test_markdown_always_fits_the_comment_limit() -> None:
+    names = {f"metric_{i:05d}_" + "x" * 80 + "_accuracy": i / 10_000 for i in range(10_000)}
+    result = compare(names, {k: v + 0.01 for k, v in names.items()}, [])
+    text = render_markdown(result, head_sha="a" * 40, base_sha="b" * 40)
+    assert len(text) <= 65_536
+    assert "more metrics not shown" in text
+    small = render_markdown(result, head_sha="a" * 40, base_sha="b" * 40, limit=2000)
+    assert len(small) <= 2000
+
+
+def test_json_is_strict_json() -> None:
+    result = compare({"accuracy": float("nan"), "loss": 0.2}, {"accuracy": 0.5, "loss": 0.3}, [])
+    payload = render_json(result, repository="r")
+    text = json.dumps(payload, allow_nan=False)
+    assert json.loads(text)["repository"] == "r"
+
+
+def test_rich_table_renders() -> None:
+    result = compare({"accuracy": 0.9}, {"accuracy": 0.8}, [])
+    console = Console(record=True, width=120)
+    console.print(render_rich(result, head_label="head", base_label="base"))
+    assert "improved" in console.export_text()
+
+
+def test_number_format() -> None:
+    assert format_number(None) == "–"
+    assert format_number(0.123456) == "0.1235"
+    assert format_number(0.01, signed=True) == "+0.01"

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from modelci.errors import CheckoutError
+from modelci.runner.checkout import is_remote_url, open_mirror, repository_name
+
+from .conftest import GitRepo, commit_files, git
+
+
+def test_resolve_checkout_and_cleanup(make_repo: GitRepo, tmp_path: Path) -> None:
+    repo = make_repo({"a.txt": "one", "dir/b.txt": "two"})
+    first = git(repo, "rev-parse", "HEAD")
+    second = commit_files(repo, {"a.txt": "changed"})
+    mirror = open_mirror(str(repo), tmp_path / "mirrors")
+    assert mirror.resolve("main") == second
+    assert mirror.resolve("HEAD~1") == first
+    assert mirror.read_file(first, "a.txt") == b"one"
+    assert mirror.read_file(first, "missing.txt") is None
+    assert mirror.read_file(first, "dir") is None
+    with mirror.checkout(first, tmp_path / "runs") as workdir:
+        assert (workdir / "a.txt").read_text() == "one"
+        assert (workdir / "dir" / "b.txt").read_text() == "two"
+        assert not (workdir / ".git").exists()
+    assert not workdir.exists()
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_new_commits_are_fetched_into_the_existing_mirror(
+    make_repo: GitRepo, tmp_path: Path
+) -> None:
+    repo = make_repo({"a.txt": "one"})
+    mirror = open_mirror(str(repo), tmp_path / "mirrors")
+    mirror.resolve("main")
+    newer = commit_files(repo, {"a.txt": "two"})
+    again = open_mirror(str(repo), tmp_path / "mirrors")
+    assert again.path == mirror.path
+    assert again.resolve(newer) == newer  # a sha unknown to the mirror triggers a fetch
+    assert again.resolve("main") == newer
+
+
+def test_checkout_is_removed_when_the_body_fails(make_repo: GitRepo, tmp_path: Path) -> None:
+    repo = make_repo({"a.txt": "one"})
+    mirror = open_mirror(str(repo), tmp_path / "mirrors")
+    sha = mirror.resolve("main")
+    with pytest.raises(RuntimeError), mirror.checkout(sha, tmp_path / "runs") as workdir:
+        raise RuntimeError("boom")
+    assert not workdir.exists()
+
+
+def test_unknown_ref_and_missing_repo_are_clear_errors(make_repo: GitRepo, tmp_path: Path) -> None:
+    repo = make_repo({"a.txt": "one"})
+    mirror = open_mirror(str(repo), tmp_path / "mirrors")
+    with pytest.raises(CheckoutError, match="is not a commit"):
+        mirror.resolve("no-such-branch")
+    with pytest.raises(CheckoutError, match="is not a commit"):
+        mirror.resolve("0" * 40)
+    with pytest.raises(CheckoutError, match="invalid ref"):
+        mirror.resolve("--upload-pack=touch /tmp/x")
+    with pytest.raises(CheckoutError, match="does not exist"):
+        open_mirror(str(tmp_path / "nowhere"), tmp_path / "mirrors")
+    with pytest.raises(CheckoutError, match="could not clone"):
+        open_mirror(str(tmp_path), tmp_path / "mirrors")  # a directory that is not a repo
+
+
+def test_repository_hooks_and_symlinks_do_not_escape(make_repo: GitRepo, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    repo = make_repo({"a.txt": "one"})
+    os.symlink(secret, repo / "link")
+    sha = commit_files(repo, {})
+    mirror = open_mirror(str(repo), tmp_path / "mirrors")
+    with mirror.checkout(sha, tmp_path / "runs") as workdir:
+        # The symlink is recreated as a symlink; it is the sandbox that keeps the
+        # target out of reach, and outputs are read without following links.
+        assert (workdir / "link").is_symlink()
+    assert secret.read_text() == "s3cret"
+
+
+def test_names() -> None:
+    assert is_remote_url("https://github.com/o/r.git")
+    assert is_remote_url("git@github.com:o/r.git")
+    assert not is_remote_url("/srv/repo")
+    assert repository_name("https://github.com/o/r.git") == "o/r"
+    assert repository_name("git@github.com:o/r.git") == "o/r"
