@@ -314,3 +314,48 @@ def test_models_commands_on_a_registry(
 
     typo = run("models", "show", LONG[:-1] + "x")
     assert typo.exit_code == 2 and f"did you mean '{LONG}'?" in typo.output
+
+
+def test_mlflow_ui_starts_the_embedded_database_and_stops_both(env: dict[str, str]) -> None:
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    embedded = {k: v for k, v in env.items() if k != "MODELCI_DATABASE_URL"}
+    data = Path(embedded["MODELCI_DATA_DIR"])
+    data.chmod(0o711)  # the postgres user enters it
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelci", "mlflow-ui", "--port", str(port)],
+        env=embedded,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pid_file = data / "postgres" / "data" / "postmaster.pid"
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until MLflow's UI answers
+            assert process.poll() is None, process.communicate()[1]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "MLflow's UI did not answer"
+                time.sleep(0.5)
+        assert pid_file.exists()  # the embedded database runs for it
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert not pid_file.exists()  # the database stopped
+    with socket.socket() as sock:  # and the UI: its port is free again
+        sock.bind(("127.0.0.1", port))
