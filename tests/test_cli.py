@@ -153,7 +153,8 @@ def test_demo_runs_end_to_end_on_the_embedded_default(env: dict[str, str]) -> No
     assert f"prediction {prediction['predictions'][0]} from breast-cancer-classifier v2" in (
         done.stderr
     )
-    assert any(step["command"].startswith("mlflow ui") for step in report["next_steps"])
+    ui = f"modelci --data-dir {embedded['MODELCI_DATA_DIR']} mlflow-ui"
+    assert any(step["command"] == ui for step in report["next_steps"])
     assert not (
         Path(embedded["MODELCI_DATA_DIR"]) / "postgres" / "data" / "postmaster.pid"
     ).exists()  # the embedded server was stopped
@@ -163,6 +164,15 @@ def test_demo_runs_end_to_end_on_the_embedded_default(env: dict[str, str]) -> No
     rows = {line.split("│")[1].strip(): line for line in show.stdout.splitlines() if "│" in line}
     assert "champion" in rows["2"]
     assert "champion" not in rows["1"]
+    # A second demo in the same data dir registers nothing new and moves no champion.
+    again = modelci(embedded, "demo", "--format", "json")
+    assert again.returncode == 0, again.stderr
+    second = json.loads(again.stdout)
+    assert [(d["version"], d["reused"]) for d in second["deliveries"]] == [(1, True), (2, True)]
+    assert second["champion"]["version"] == 2
+    assert "reused: already registered for this commit" in again.stderr
+    listed = json.loads(modelci(embedded, "models", "list", "--format", "json").stdout)
+    assert listed["models"][0]["versions"] == 2
 
 
 # -- conventions (click's CliRunner: stdout and stderr are not terminals) ----------------
