@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from modelci.cli import cli
-from modelci.doctor import API, CREDENTIALS, WEBHOOK_SECRET, Check, run_checks
+from modelci.doctor import API, CREDENTIALS, GITHUB, WEBHOOK_SECRET, Check, run_checks
 from modelci.settings import Settings, get_settings
 from tests.github.conftest import (  # noqa: F401  (fixtures used by name)
     APP_ID,
@@ -33,6 +35,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("MODELCI_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("MODELCI_DATA_DIR", str(tmp_path / "data"))
+    # A database that answers at once; the embedded server is checked in its own test.
+    monkeypatch.setenv("MODELCI_DATABASE_URL", f"sqlite:///{tmp_path}/store.db")
 
 
 def write_secret(path: Path, content: str | bytes, mode: int = 0o600) -> Path:
@@ -64,8 +68,18 @@ def settings(**overrides: object) -> Settings:
 # -- credentials ----------------------------------------------------------------------
 
 
-def test_no_credentials_says_which_settings_to_set() -> None:
+def test_no_github_settings_at_all_is_a_note_not_a_failure() -> None:
     checks = run_checks(settings(), online=True)
+    note = by_name(checks, GITHUB)
+    assert note.ok and note.note
+    assert note.message.startswith("not configured (CLI evaluation and serving work)")
+    assert "MODELCI_GITHUB_APP_ID" in note.message
+    names = {c.name for c in checks}
+    assert not names & {CREDENTIALS, API, WEBHOOK_SECRET}
+
+
+def test_no_credentials_says_which_settings_to_set(secret_file: Path) -> None:
+    checks = run_checks(settings(github_webhook_secret_path=secret_file), online=True)
     creds = by_name(checks, CREDENTIALS)
     assert not creds.ok
     assert "no GitHub credentials" in creds.message
@@ -205,7 +219,7 @@ def test_unreachable_api_names_the_url_setting() -> None:
 
 
 def test_missing_webhook_secret_names_both_settings() -> None:
-    check = by_name(run_checks(settings(), online=False), WEBHOOK_SECRET)
+    check = by_name(run_checks(settings(github_token=TOKEN), online=False), WEBHOOK_SECRET)
     assert not check.ok
     assert "MODELCI_GITHUB_WEBHOOK_SECRET_PATH" in check.message
     assert "MODELCI_GITHUB_WEBHOOK_SECRET" in check.message
@@ -283,7 +297,15 @@ def test_cli_offline_does_not_call_github(
     assert github.state.requests == []
 
 
+def test_cli_without_github_notes_it_and_exits_0() -> None:
+    result = CliRunner().invoke(cli, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "- GitHub: not configured (CLI evaluation and serving work)" in result.output
+    assert "✗" not in result.output
+
+
 def test_cli_missing_settings_exit_2_with_fixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELCI_GITHUB_APP_ID", str(APP_ID))
     result = CliRunner().invoke(cli, ["doctor", "--offline"])
     assert result.exit_code == 2
     assert "✗ webhook secret" in result.output
@@ -302,3 +324,33 @@ def test_cli_loose_key_mode_is_a_warning_not_a_failure(
     result = CliRunner().invoke(cli, ["doctor", "--offline"])
     assert result.exit_code == 0, result.output
     assert "! GitHub credentials" in result.output and "chmod 600" in result.output
+
+
+# -- the database ---------------------------------------------------------------------
+
+
+def test_unreachable_external_database_fails_with_the_cause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql://modelci:pw-never-shown@127.0.0.1:{port}/modelci"
+    check = by_name(run_checks(settings(database_url=url), online=False), "database")
+    assert not check.ok
+    assert "cannot connect" in check.message and f"127.0.0.1:{port}" in check.message
+    assert "MODELCI_DATABASE_URL" in check.message and "pw-never-shown" not in check.message
+
+
+def test_reachable_databases_pass(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    external = by_name(run_checks(settings(database_url=postgres_url), online=False), "database")
+    assert external.ok and "connected" in external.message, external.message
+    monkeypatch.delenv("MODELCI_DATABASE_URL")
+    data = Path(tempfile.mkdtemp(prefix="modelci-doctor-", dir="/var/tmp"))
+    data.chmod(0o711)  # the postgres user enters it
+    try:
+        embedded = by_name(run_checks(settings(data_dir=data), online=False), "database")
+        assert embedded.ok and "embedded PostgreSQL" in embedded.message, embedded.message
+        assert not (data / "postgres" / "data" / "postmaster.pid").exists()  # stopped again
+    finally:
+        shutil.rmtree(data, ignore_errors=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from modelci.errors import ConfigError
 from modelci.settings import get_settings
 
 
@@ -38,3 +39,38 @@ def test_gpu_devices_are_globs_that_keep_only_what_exists(
 
 def test_gpu_devices_default_to_nvidias() -> None:
     assert get_settings().gpu_devices == ["/dev/nvidia*"]
+
+
+def test_a_bad_value_names_the_variable_and_what_it_must_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODELCI_GITHUB_APP_ID", "abc")
+    with pytest.raises(ConfigError) as caught:
+        get_settings()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("MODELCI_GITHUB_APP_ID is 'abc', but it must be a whole number")
+    assert "App ID" in message and "validation error" not in message
+
+
+def test_a_bad_number_shows_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELCI_GITHUB_MAX_CONCURRENCY", "four")
+    with pytest.raises(ConfigError, match="MODELCI_GITHUB_MAX_CONCURRENCY is 'four', but it"):
+        get_settings()
+
+
+def test_every_command_reports_a_bad_setting_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from modelci.cli import cli
+
+    monkeypatch.setenv("MODELCI_GITHUB_APP_ID", "abc")
+    for args in (["doctor", "--offline"], ["models", "list"], ["mlflow-ui"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1, result.output
+        assert "MODELCI_GITHUB_APP_ID" in lines[0] and "whole number" in lines[0]
+        assert "pydantic" not in result.output and "Traceback" not in result.output

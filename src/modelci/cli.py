@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from modelci.errors import EXIT_ERROR, EXIT_OK, EXIT_REGRESSION, ModelCIError
 from modelci.evaluate.evaluation import EvaluationRequest, EvaluationResult, summary_json
@@ -25,19 +26,31 @@ from modelci.settings import Settings, get_settings
 __all__ = ["main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+# Console width when stdout is not a terminal: tables keep whole names and numbers.
+_WIDE = 400
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    # soft_wrap: a message names paths and commands to copy; the terminal wraps
+    # lines itself, and a log or CI must get them whole, not cut at 80 columns.
+    Console(stderr=True, soft_wrap=True).print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False
+    )
     sys.exit(code)
 
 
+def _console() -> Console:
+    """stdout: a terminal's width, else wide enough that no name or number is cut."""
+    console = Console()
+    return console if console.is_terminal else Console(width=_WIDE, soft_wrap=True)
+
+
 def _settings() -> Settings:
-    try:
-        return get_settings()
-    except Exception as exc:  # pydantic's ValidationError: bad MODELCI_* values
-        _fail(f"invalid MODELCI_* environment settings: {exc}")
-        raise
+    """The settings, with the global --data-dir on top (a bad MODELCI_* value raises
+    ConfigError, which _guarded prints in one line)."""
+    context = click.get_current_context(silent=True)
+    data_dir = context.find_root().params.get("data_dir") if context else None
+    return get_settings(**({"data_dir": data_dir} if data_dir else {}))
 
 
 def _guarded(func: F) -> F:
@@ -116,10 +129,63 @@ def _evaluate(
     return _print_result(result, fmt)
 
 
-@click.group()
+class Duration(click.ParamType[float]):
+    """Seconds, or 90s / 10m / 1h: what modelci.yaml's limits.timeout takes."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> float:
+        from pydantic import ValidationError
+
+        from modelci.runner.config import LimitsConfig
+
+        try:
+            return float(LimitsConfig.model_validate({"timeout": value}).timeout)
+        except ValidationError:
+            self.fail(
+                f"{value!r} is not a duration: use seconds (600) or 90s, 10m, 1h "
+                "(more than 0, at most 24h)",
+                param,
+                ctx,
+            )
+
+
+class VersionNumber(click.ParamType[int]):
+    """A model version: 2 or v2, as `models show` prints it."""
+
+    name = "version"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> int:
+        text = str(value).strip()
+        number = text[1:] if text[:1] in ("v", "V") else text
+        if not number.isdigit() or int(number) < 1:
+            self.fail(f"{value!r} is not a version: give its number, e.g. 2 or v2", param, ctx)
+        return int(number)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where modelci keeps mirrors, environments, logs and the embedded database "
+    "(default: MODELCI_DATA_DIR, else ~/.local/share/modelci, /var/lib/modelci as root).",
+)
 @click.version_option(package_name="modelci")
-def cli() -> None:
-    """modelci: CI, delivery and training for the models in your git repositories."""
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None) -> None:
+    """modelci: CI, delivery and training for the models in your git repositories.
+
+    \b
+    Examples:
+      modelci demo                                   # the whole loop on a sample model
+      modelci evaluate . --base main --head my-branch
+      modelci deliver . --ref main
+      modelci models list
+      modelci --data-dir /srv/modelci doctor --offline
+    """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(EXIT_OK)
 
 
 _format = click.option(
@@ -152,7 +218,12 @@ _quiet = click.option("--quiet", "-q", is_flag=True, help="Do not show progress.
 @click.option("--command", help="Training command, for repositories without modelci.yaml.")
 @click.option("--metrics-file", help="JSON metrics file the command writes (e.g. result.txt).")
 @click.option("--predictions-file", help="Per-example predictions file (JSON), optional.")
-@click.option("--timeout", type=float, help="Wall-clock limit per run, in seconds.")
+@click.option(
+    "--timeout",
+    type=Duration(),
+    help="Wall-clock limit per run: seconds or 90s, 10m, 1h (default: limits.timeout in "
+    "modelci.yaml, else 30m).",
+)
 @_format
 @_unsafe
 @_quiet
@@ -170,7 +241,22 @@ def evaluate(
     unsafe: bool,
     quiet: bool,
 ) -> None:
-    """Train and evaluate HEAD and BASE of REPO (a path or git URL) and compare them."""
+    """Train and evaluate HEAD and BASE of REPO (a path or git URL) and compare them.
+
+    \b
+    Examples:
+      modelci evaluate . --base main --head my-branch
+      modelci evaluate . --base main --head my-branch --merge-base --format markdown
+      modelci evaluate https://example.com/org/model.git --base v1.2 --head 3f2a9c1 --format json
+      modelci evaluate . --base main --head my-branch --timeout 10m
+      modelci evaluate . --base HEAD~1 --head HEAD --command 'python demo.py' --metrics-file out.txt
+
+    \b
+    Exit codes:
+      0  the gates pass
+      1  a gated metric regressed
+      2  an error (the message says what went wrong and what to do)
+    """
     settings = _settings()
     overrides = Overrides(
         command=command or settings.default_command,
@@ -198,7 +284,16 @@ def evaluate(
 def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
     """The whole loop on a sample repository: evaluate a pull request head vs base,
     deliver main, merge the pull request if it passes and deliver the merge, then
-    serve the champion and make one prediction."""
+    serve the champion and make one prediction.
+
+    Running it again in the same data dir reuses what is already registered.
+
+    \b
+    Examples:
+      modelci demo
+      modelci demo --format json
+      modelci --data-dir /tmp/modelci-demo demo --dir /tmp/sample-model
+    """
     import functools
     import os
     import time
@@ -318,7 +413,7 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
                 f"   [bold green]prediction {served.predictions[0]!r}[/] "
                 f"from {served.model} v{served.version} (commit {(served.sha or '')[:7]})"
             )
-        commands = sample.next_steps(settings, name, registry.ui_command())
+        commands = sample.next_steps(settings, name)
     seconds = time.monotonic() - started
     say(f"[bold]Go further:[/] [dim](demo took {seconds:.0f}s)[/]")
     for command, note in commands:
@@ -329,7 +424,7 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
             **report.render_json(result.comparison),
             **summary_json(result),
             "merged": merge_sha,
-            "deliveries": [sample.delivery_json(d) for d in deliveries],
+            "deliveries": [d.to_json() for d in deliveries],
             "champion": None
             if champion is None
             else {"model": name, "version": champion.version, "sha": champion.sha},
@@ -368,7 +463,14 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
 @_unsafe
 @_guarded
 def serve(host: str, port: int, workers: int | None, poll: bool, unsafe: bool) -> None:
-    """Run the webhook receiver, the API and workers in one process."""
+    """Run the webhook receiver, the API and workers in one process.
+
+    \b
+    Examples:
+      modelci serve
+      modelci serve --host 127.0.0.1 --port 8000 --workers 4
+      MODELCI_POLL_REPOSITORIES=octo/model modelci serve --poll
+    """
     from modelci.service.server import run_server
 
     settings = _settings()
@@ -400,7 +502,13 @@ def serve(host: str, port: int, workers: int | None, poll: bool, unsafe: bool) -
 @_unsafe
 @_guarded
 def worker(queues: tuple[str, ...], concurrency: int | None, unsafe: bool) -> None:
-    """Run workers only, against the PostgreSQL in MODELCI_DATABASE_URL."""
+    """Run workers only, against the PostgreSQL in MODELCI_DATABASE_URL.
+
+    \b
+    Examples:
+      modelci worker
+      modelci worker --queue gpu --concurrency 1
+    """
     from modelci.service.jobs import QUEUE_EVALUATIONS, QUEUE_EVENTS
     from modelci.service.server import run_workers
 
@@ -417,15 +525,54 @@ def worker(queues: tuple[str, ...], concurrency: int | None, unsafe: bool) -> No
 @click.option("--offline", is_flag=True, help="Do not call the GitHub API.")
 @_guarded
 def doctor(offline: bool) -> None:
-    """Check the settings, the App's key and this machine; say what is missing."""
+    """Check the settings, the App's key and this machine; say what is missing.
+
+    \b
+    Examples:
+      modelci doctor
+      modelci doctor --offline
+
+    \b
+    Exit codes:
+      0  nothing failed (notes and warnings may be shown)
+      2  a check failed; its line says what to fix
+    """
     from modelci.doctor import run_checks
 
-    console = Console()
+    console = _console()
     checks = run_checks(_settings(), online=not offline)
     for check in checks:
         mark = "[yellow]![/]" if check.warning else "[green]✓[/]" if check.ok else "[red]✗[/]"
-        console.print(f"{mark} [bold]{check.name}[/]: {check.message}", highlight=False)
+        if check.note:
+            mark = "[blue]-[/]"
+        console.print(
+            f"{mark} [bold]{check.name}[/]: {escape(check.message)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     sys.exit(EXIT_OK if all(c.ok for c in checks) else EXIT_ERROR)
+
+
+@cli.command("mlflow-ui")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5000, show_default=True, help="Port to listen on.")
+@_guarded
+def mlflow_ui(host: str, port: int) -> None:
+    """MLflow's UI on the runs and models modelci registered, until Ctrl+C.
+
+    Starts the embedded database (or uses MODELCI_DATABASE_URL) and runs MLflow's
+    UI on the same tracking store and artifacts as modelci; Ctrl+C or SIGTERM
+    stops both.
+
+    \b
+    Examples:
+      modelci mlflow-ui
+      modelci --data-dir /srv/modelci mlflow-ui --port 5001
+    """
+    from modelci.mlflowui import run_mlflow_ui
+
+    say = Console(stderr=True, soft_wrap=True, highlight=False).print
+    sys.exit(run_mlflow_ui(_settings(), host=host, port=port, say=say))
 
 
 def _actor(actor: str | None) -> str:
@@ -439,17 +586,40 @@ def _actor(actor: str | None) -> str:
         return "unknown"
 
 
+_json_or_table = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="A table for people, or JSON for scripts.",
+)
+
+
 @cli.command()
 @click.argument("repo")
 @click.option("--ref", default="HEAD", show_default=True, help="Commit, branch or tag to deliver.")
 @click.option("--actor", help="Who is delivering (default: $USER).")
+@_json_or_table
 @_unsafe
 @_quiet
 @_guarded
-def deliver(repo: str, ref: str, actor: str | None, unsafe: bool, quiet: bool) -> None:
+def deliver(repo: str, ref: str, actor: str | None, fmt: str, unsafe: bool, quiet: bool) -> None:
     """Train REPO at --ref, register it in MLflow, and promote it if it passes the gates.
 
-    Exit codes: 0 promoted, 1 registered but refused by the gates, 2 error.
+    A commit already registered with the same environment and modelci.yaml is
+    not trained again: its version is reused, and the output says so.
+
+    \b
+    Examples:
+      modelci deliver . --ref main
+      modelci deliver https://example.com/org/model.git --ref 3f2a9c1 --actor ci --format json
+
+    \b
+    Exit codes:
+      0  the delivered version is the champion
+      1  registered (or reused) but not the champion: refused by the gates
+      2  an error (the message says what went wrong and what to do)
     """
     from modelci.deliver.delivery import deliverer_for
     from modelci.progress import progress_reporter
@@ -460,23 +630,38 @@ def deliver(repo: str, ref: str, actor: str | None, unsafe: bool, quiet: bool) -
         deliverer_for(settings, unsafe=unsafe, reporter=reporter) as deliverer,
     ):
         result = deliverer.deliver(repo, ref, actor=_actor(actor))
-    console = Console()
     if result.error is not None:
         _fail(result.error)
-    color = "green" if result.promoted else "yellow"
-    console.print(f"[bold {color}]{result.title}[/]", highlight=False)
+    if fmt == "json":
+        click.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
+        sys.exit(result.exit_code)
+    console = _console()
+    color = "green" if result.is_champion else "yellow"
+    console.print(f"[bold {color}]{escape(result.title)}[/]", highlight=False)
     if result.decision is not None:
         for line in result.decision.reasons:
-            console.print(f"  [red]✗[/] {line}", highlight=False)
+            console.print(f"  [red]✗[/] {escape(line)}", highlight=False)
         for line in result.decision.checks:
-            console.print(f"  [green]✓[/] {line}", highlight=False)
+            console.print(f"  [green]✓[/] {escape(line)}", highlight=False)
     console.print(f"[dim]commit {result.sha}  MLflow run {result.run_id}[/]", highlight=False)
     sys.exit(result.exit_code)
 
 
-@cli.group()
-def models() -> None:
-    """Registered models: versions, the champion, promotion and rollback."""
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """Registered models: versions, the champion, promotion and rollback.
+
+    \b
+    Examples:
+      modelci models list
+      modelci models show churn-classifier --format json
+      modelci models promote churn-classifier v3 --reason "validated by hand"
+      modelci models rollback churn-classifier --reason "bad predictions in production"
+    """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(EXIT_OK)
 
 
 def _models_deliverer() -> Any:
@@ -485,76 +670,142 @@ def _models_deliverer() -> Any:
     return deliverer_for(_settings())
 
 
+def _metrics_text(metrics: dict[str, float], limit: int) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())[:limit])
+
+
 @models.command("list")
+@_json_or_table
 @_guarded
-def models_list() -> None:
-    """Every registered model with its champion."""
+def models_list(fmt: str) -> None:
+    """Every registered model with its champion.
+
+    \b
+    Examples:
+      modelci models list
+      modelci models list --format json
+    """
     from rich.table import Table
 
+    settings = _settings()
     with _models_deliverer() as deliverer:
         registry = deliverer.registry
-        table = Table("model", "champion", "versions", "commit", "metrics")
+        rows = []
         for name in registry.model_names():
             versions = registry.list_versions(name)
             champion = next((v for v in versions if "champion" in v.aliases), None)
-            metrics = champion.metrics if champion else {}
-            table.add_row(
-                name,
-                f"v{champion.version}" if champion else "-",
-                str(len(versions)),
-                (champion.sha or "")[:7] if champion else "",
-                ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())[:4]),
-            )
-        console = Console()
-        console.print(table)
-        console.print(f"[dim]MLflow UI: {registry.ui_command()}[/]", highlight=False)
+            rows.append((name, versions, champion))
+    from modelci.demo import modelci_command
+
+    ui = modelci_command(settings, "mlflow-ui")
+    if fmt == "json":
+        payload = {
+            "models": [
+                {
+                    "name": name,
+                    "champion": champion.version if champion else None,
+                    "versions": len(versions),
+                    "sha": champion.sha if champion else None,
+                    "metrics": champion.metrics if champion else {},
+                }
+                for name, versions, champion in rows
+            ],
+            "mlflow_ui": ui,
+        }
+        click.echo(json.dumps(payload, indent=2, allow_nan=False))
+        return
+    table = Table()
+    table.add_column("model", no_wrap=True)  # a name is never cut, however narrow
+    for column in ("champion", "versions", "commit"):
+        table.add_column(column)
+    table.add_column("metrics", overflow="fold")
+    for name, versions, champion in rows:
+        table.add_row(
+            name,
+            f"v{champion.version}" if champion else "-",
+            str(len(versions)),
+            (champion.sha or "")[:7] if champion else "",
+            _metrics_text(champion.metrics if champion else {}, 4),
+        )
+    console = _console()
+    console.print(table)
+    console.print(f"[dim]MLflow UI:[/] {escape(ui)}", highlight=False, soft_wrap=True)
 
 
 @models.command("show")
 @click.argument("name")
+@_json_or_table
 @_guarded
-def models_show(name: str) -> None:
-    """Versions, champion, metrics, commits and the event history of NAME."""
+def models_show(name: str, fmt: str) -> None:
+    """Versions, champion, metrics, commits and the event history of NAME.
+
+    \b
+    Examples:
+      modelci models show churn-classifier
+      modelci models show churn-classifier --format json
+    """
     from rich.table import Table
 
     with _models_deliverer() as deliverer:
+        deliverer.check_model(name)
         versions = deliverer.registry.list_versions(name)
-        if not versions:
-            _fail(f"no registered model named {name}; see: modelci models list")
-        table = Table("version", "", "commit", "trained", "metrics", title=name)
-        for v in reversed(versions):
-            table.add_row(
-                str(v.version),
-                "champion" if "champion" in v.aliases else "",
-                (v.sha or "")[:7],
-                v.trained_at.strftime("%Y-%m-%d %H:%M") if v.trained_at else "",
-                ", ".join(f"{k}={x:.4g}" for k, x in sorted(v.metrics.items())[:6]),
-            )
-        history = Table("when", "version", "action", "by", "reason", title="history")
-        for e in deliverer.events(name):
-            history.add_row(
-                e["at"].strftime("%Y-%m-%d %H:%M") if e["at"] else "",
-                str(e["version"] or ""),
-                e["action"],
-                e["actor"],
-                e["reason"],
-            )
-        console = Console()
-        console.print(table)
-        console.print(history)
+        events = deliverer.events(name)
+    if fmt == "json":
+        payload = {
+            "name": name,
+            "champion": next((v.version for v in versions if "champion" in v.aliases), None),
+            "versions": [
+                {
+                    "version": v.version,
+                    "champion": "champion" in v.aliases,
+                    "sha": v.sha,
+                    "trained_at": v.trained_at.isoformat() if v.trained_at else None,
+                    "metrics": v.metrics,
+                    "run_id": v.run_id,
+                }
+                for v in reversed(versions)
+            ],
+            "history": [{**e, "at": e["at"].isoformat() if e["at"] else None} for e in events],
+        }
+        click.echo(json.dumps(payload, indent=2, allow_nan=False, default=str))
+        return
+    table = Table("version", "", "commit", "trained", title=name)
+    table.add_column("metrics", overflow="fold")
+    for v in reversed(versions):
+        table.add_row(
+            str(v.version),
+            "champion" if "champion" in v.aliases else "",
+            (v.sha or "")[:7],
+            v.trained_at.strftime("%Y-%m-%d %H:%M") if v.trained_at else "",
+            _metrics_text(v.metrics, 6),
+        )
+    history = Table("when", title="history")
+    history.add_column("what", overflow="fold")
+    for e in events:
+        history.add_row(e["at"].strftime("%Y-%m-%d %H:%M") if e["at"] else "", e["description"])
+    console = _console()
+    console.print(table)
+    console.print(history)
 
 
 @models.command("promote")
 @click.argument("name")
-@click.argument("version", type=int)
+@click.argument("version", type=VersionNumber())
 @click.option("--reason", required=True, help="Why, for the history.")
 @click.option("--actor", help="Who (default: $USER).")
 @_guarded
 def models_promote(name: str, version: int, reason: str, actor: str | None) -> None:
-    """Make VERSION of NAME the champion by hand."""
+    """Make VERSION (2 or v2) of NAME the champion by hand, whatever the gates say.
+
+    \b
+    Examples:
+      modelci models promote churn-classifier v3 --reason "validated on last week's data"
+      modelci models promote churn-classifier 3 --reason "..." --actor alice
+    """
     with _models_deliverer() as deliverer:
+        deliverer.check_model(name)
         chosen = deliverer.promote(name, version, actor=_actor(actor), reason=reason)
-    Console().print(f"[green]{name} v{chosen.version} is the champion[/]", highlight=False)
+    _console().print(f"[green]{escape(name)} v{chosen.version} is the champion[/]", highlight=False)
 
 
 @models.command("rollback")
@@ -563,11 +814,20 @@ def models_promote(name: str, version: int, reason: str, actor: str | None) -> N
 @click.option("--actor", help="Who (default: $USER).")
 @_guarded
 def models_rollback(name: str, reason: str, actor: str | None) -> None:
-    """Move NAME's champion back to the previous champion."""
+    """Undo NAME's last champion change: the champion it replaced is champion again.
+
+    A second rollback undoes the change before that one, down to the first
+    champion.
+
+    \b
+    Examples:
+      modelci models rollback churn-classifier --reason "bad predictions in production"
+    """
     with _models_deliverer() as deliverer:
+        deliverer.check_model(name)
         chosen = deliverer.rollback(name, actor=_actor(actor), reason=reason)
-    Console().print(
-        f"[green]{name} rolled back: v{chosen.version} is the champion[/]", highlight=False
+    _console().print(
+        f"[green]{escape(name)} rolled back: v{chosen.version} is the champion[/]", highlight=False
     )
 
 

@@ -34,7 +34,6 @@ from modelci.evaluate.evaluation import Reporter
 from modelci.settings import Settings, default_data_dir
 
 if TYPE_CHECKING:
-    from modelci.deliver.delivery import DeliveryResult
     from modelci.serving.predictionlog import SessionFactory
 
 __all__ = [
@@ -43,9 +42,9 @@ __all__ = [
     "OneModel",
     "ServedPrediction",
     "create_demo_repository",
-    "delivery_json",
     "example_dir",
     "merge_pull_request",
+    "modelci_command",
     "next_steps",
     "serve_and_predict",
 ]
@@ -350,41 +349,28 @@ def _post_json(host: str, port: int, path: str, body: Any) -> dict[str, Any]:
     return answer
 
 
-def delivery_json(result: DeliveryResult) -> dict[str, Any]:
-    """A delivery for ``modelci demo --format json``."""
-    decision = result.decision
-    return {
-        "sha": result.sha,
-        "model": result.model_name,
-        "version": result.version,
-        "promoted": result.promoted,
-        "title": result.title,
-        "reasons": decision.reasons if decision else [],
-        "checks": decision.checks if decision else [],
-        "metrics": result.metrics,
-        "champion_before": result.champion_before.version if result.champion_before else None,
-        "run_id": result.run_id,
-        "error": result.error,
-    }
+def modelci_command(settings: Settings, args: str) -> str:
+    """``modelci ARGS`` for this data dir (--data-dir when it is not the default), whole
+    and on one line, to be copied as it is."""
+    if settings.data_dir == default_data_dir():
+        return f"modelci {args}"
+    return f"modelci --data-dir {shlex.quote(str(settings.data_dir))} {args}"
 
 
-def next_steps(settings: Settings, name: str, ui_command: str) -> list[tuple[str, str]]:
-    """Commands to go further and what each needs, with the data dir when it is not
-    the default one."""
-    prefix = ""
-    if settings.data_dir != default_data_dir():
-        prefix = f"MODELCI_DATA_DIR={shlex.quote(str(settings.data_dir))} "
-    embedded = settings.database_url is None and settings.mlflow_tracking_uri is None
+def next_steps(settings: Settings, name: str) -> list[tuple[str, str]]:
+    """Commands to go further and what each needs."""
     return [
-        (f"{prefix}modelci models show {shlex.quote(name)}", "versions, champion, history"),
         (
-            f"{prefix}modelci serve",
+            modelci_command(settings, f"models show {shlex.quote(name)}"),
+            "versions, champion, history",
+        ),
+        (
+            modelci_command(settings, "serve"),
             "the API, with the champion at /models/NAME/predict and a form at "
             "/models/NAME/form (needs your GitHub settings, see the README)",
         ),
         (
-            ui_command,
-            "MLflow's UI on the runs and the registry"
-            + (" (while modelci serve runs: it starts the embedded database)" if embedded else ""),
+            modelci_command(settings, "mlflow-ui"),
+            "MLflow's UI on the runs and the registry (Ctrl+C stops it)",
         ),
     ]

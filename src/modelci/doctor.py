@@ -21,6 +21,7 @@ from modelci.settings import Settings
 
 __all__ = ["Check", "run_checks"]
 
+GITHUB = "GitHub"
 CREDENTIALS = "GitHub credentials"
 API = "GitHub API"
 WEBHOOK_SECRET = "webhook secret"  # noqa: S105  (a check name, not a secret)
@@ -36,6 +37,7 @@ class Check:
     ok: bool
     message: str
     warning: bool = False
+    note: bool = False  # neither a pass nor a failure: something not set up, and fine so
 
 
 def _loose_mode(path: Path, variable: str) -> str | None:
@@ -209,28 +211,76 @@ def _tools(settings: Settings) -> Check:
 
 
 def _database(settings: Settings) -> Check:
-    if settings.database_url:
-        return Check("database", True, "external database (MODELCI_DATABASE_URL)")
-    from modelci.store.pgembed import find_binaries
+    """Connect to the database: a URL that parses is not a server that answers."""
+    from modelci.store.db import masked_url, open_database
 
+    if settings.database_url:
+        where = f"external database {masked_url(settings.database_url)} (MODELCI_DATABASE_URL)"
+    else:
+        where = f"embedded PostgreSQL in {settings.postgres_dir}"
     try:
-        find_binaries()
+        database = open_database(settings, migrate=False)
     except ModelCIError as exc:
         return Check("database", False, str(exc))
-    return Check("database", True, f"embedded PostgreSQL in {settings.postgres_dir}")
+    try:
+        with database.engine.connect():
+            pass
+    except Exception as exc:  # the driver's error, through sqlalchemy: report its first line
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return Check(
+            "database",
+            False,
+            f"cannot connect to the {where}: {reason[0] if reason else type(exc).__name__}. "
+            "How to fix: check the URL's host, port, credentials and database name, and that "
+            "the server is running; or unset MODELCI_DATABASE_URL to use the embedded PostgreSQL",
+        )
+    finally:
+        database.close()
+    return Check("database", True, f"{where}: connected")
+
+
+def _github_configured(settings: Settings) -> bool:
+    return any(
+        value is not None
+        for value in (
+            settings.github_app_id,
+            settings.github_private_key,
+            settings.github_private_key_path,
+            settings.github_token,
+            settings.github_webhook_secret,
+            settings.github_webhook_secret_path,
+        )
+    )
 
 
 def run_checks(settings: Settings, *, online: bool = True) -> list[Check]:
-    """Every check, in the order a new operator fixes them; ``online`` also calls GitHub."""
+    """Every check, in the order a new operator fixes them; ``online`` also calls GitHub.
+
+    With no GitHub setting at all, GitHub is a note, not a failure: evaluating,
+    delivering and serving from the command line need none.
+    """
+    github = _github_configured(settings)
     checks: list[Callable[[Settings], Check]] = [
-        _webhook_secret,
-        _credentials,
+        *((_webhook_secret, _credentials) if github else ()),
         _sandbox,
         _tools,
         _database,
     ]
     results = [check(settings) for check in checks]
-    if online:
+    if not github:
+        results.insert(
+            0,
+            Check(
+                GITHUB,
+                True,
+                "not configured (CLI evaluation and serving work). To comment on pull "
+                "requests, create a GitHub App and set MODELCI_GITHUB_APP_ID, "
+                "MODELCI_GITHUB_PRIVATE_KEY_PATH and MODELCI_GITHUB_WEBHOOK_SECRET_PATH (or "
+                "MODELCI_GITHUB_TOKEN): see 'Running the GitHub App' in the README",
+                note=True,
+            ),
+        )
+    elif online:
         credentials = next(c for c in results if c.name == CREDENTIALS)
         if credentials.ok:
             results.append(_api(settings))

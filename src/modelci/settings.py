@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modelci.errors import ConfigError
@@ -66,7 +66,9 @@ class Settings(BaseSettings):
         default="https://api.github.com",
         description="REST API base URL; https://HOST/api/v3 for GitHub Enterprise Server",
     )
-    github_app_id: int | None = None
+    github_app_id: int | None = Field(
+        default=None, description="the App ID shown on the GitHub App's settings page"
+    )
     github_private_key_path: Path | None = None
     github_private_key: SecretStr | None = None
     github_webhook_secret: SecretStr | None = None
@@ -194,6 +196,42 @@ def _read_secret_file(path: Path, variable: str) -> str:
         ) from None
 
 
+# What a value must be, by pydantic's error type: said in the operator's words.
+_EXPECTED = {
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_parsing": "a number",
+    "bool_parsing": "true or false",
+    "json_invalid": "a JSON list or a comma-separated list",
+    "list_type": "a JSON list or a comma-separated list",
+    "path_type": "a file path",
+}
+_SECRET_WORDS = ("secret", "token", "key", "password", "url")
+
+
+def _explain(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        variable = f"MODELCI_{field.upper()}"
+        expected = _EXPECTED.get(err["type"], err["msg"].removeprefix("Value error, ").lower())
+        described = (
+            Settings.model_fields[field].description if field in Settings.model_fields else None
+        )
+        what = f" ({described})" if described else ""
+        # A secret's value is never echoed; other values help spot a typo.
+        shown = "" if any(w in field for w in _SECRET_WORDS) else f" is {err['input']!r}, but it"
+        problems.append(f"{variable}{shown} must be {expected}{what}; fix or unset it")
+    return "; ".join(problems)
+
+
 def get_settings(**overrides: object) -> Settings:
-    """Build the settings from the environment, with explicit overrides on top."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Build the settings from the environment, with explicit overrides on top.
+
+    A bad ``MODELCI_*`` value is a ConfigError naming the variable and what it
+    must be, in one line: pydantic's own text names neither the variable nor a fix.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None

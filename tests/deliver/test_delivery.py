@@ -368,7 +368,7 @@ def test_cli_deliver_and_models(
     assert "accuracy 0.5 < floor 0.6" in worse.output
     listed = runner.invoke(cli, ["models", "list"])
     assert listed.exit_code == 0 and "threshold" in listed.output
-    assert "mlflow ui --backend-store-uri" in listed.output
+    assert f"modelci --data-dir {data_dir} mlflow-ui" in listed.output
     promoted = runner.invoke(cli, ["models", "promote", "threshold", "2", "--reason", "try it"])
     assert promoted.exit_code == 0, promoted.output
     back = runner.invoke(
@@ -377,12 +377,20 @@ def test_cli_deliver_and_models(
     assert back.exit_code == 0 and "v1 is the champion" in back.output
     shown = runner.invoke(cli, ["models", "show", "threshold"])
     assert shown.exit_code == 0
-    for text in ("champion", "rolled_back", "too many errors", "rejected"):
+    for text in ("champion", "rolled back to v1", "too many errors", "did not promote v2"):
         assert text in shown.output
+    again = runner.invoke(cli, ["deliver", str(repo), "--format", "json"])
+    assert again.exit_code == 1, again.output  # the reused v2 is not the champion
+    reused = json.loads(again.stdout)
+    assert (reused["version"], reused["reused"], reused["champion"]) == (2, True, False)
+    commit_files(repo, {"modelci.yaml": "train: python train.py\nmetrics: metrics.json\n"})
+    refused = runner.invoke(cli, ["deliver", str(repo)])
+    assert refused.exit_code == 2
+    assert refused.output.count("has no model: section") == 1, refused.output
     missing = runner.invoke(cli, ["models", "promote", "threshold", "9", "--reason", "x"])
     assert missing.exit_code == 2 and "has no version 9" in missing.output
     unknown = runner.invoke(cli, ["models", "show", "nope"])
-    assert unknown.exit_code == 2 and "no registered model named nope" in unknown.output
+    assert unknown.exit_code == 2 and "no registered model named 'nope'" in unknown.output
 
 
 def test_summary_for_a_check_run_says_why_and_stays_bounded() -> None:
@@ -403,3 +411,36 @@ def test_summary_for_a_check_run_says_why_and_stays_bounded() -> None:
     assert result.exit_code == 1
     failed = DeliveryResult(repo="r", ref="main", error="x" * 100_000)
     assert failed.exit_code == 2 and len(failed.summary_markdown()) <= 65_535
+
+
+def test_delivering_a_commit_again_reuses_its_version(
+    make_repo: GitRepo, deliverer: Deliverer
+) -> None:
+    repo = pickle_repo(make_repo, cut=3.5)
+    first = deliverer.deliver(str(repo), "HEAD", actor="alice")
+    assert first.error is None and first.version == 1 and not first.reused, first.error
+    again = deliverer.deliver(str(repo), "HEAD", actor="alice")
+    assert again.error is None, again.error
+    assert (again.version, again.reused, again.promoted, again.exit_code) == (1, True, False, 0)
+    assert again.log_path is None  # not trained again
+    assert "reused: already registered for this commit" in again.title
+    assert "it is the champion" in again.title
+    assert again.to_json()["reused"] is True and again.to_json()["champion"] is True
+    assert [v.version for v in deliverer.registry.list_versions("threshold")] == [1]
+    # Another configuration of the same code is another version.
+    commit_files(repo, {"modelci.yaml": CONFIG.replace("min: 0.6", "min: 0.5")}, "floor")
+    changed = deliverer.deliver(str(repo), "HEAD", actor="alice")
+    assert changed.version == 2 and not changed.reused, changed.error
+
+
+def test_a_commit_without_a_model_section_is_refused_before_training(
+    make_repo: GitRepo, deliverer: Deliverer
+) -> None:
+    repo = make_repo({"modelci.yaml": "train: python train.py\nmetrics: m.json\n", "train.py": ""})
+    result = deliverer.deliver(str(repo), "HEAD", actor="alice")
+    assert result.error is not None and "has no model: section" in result.error
+    assert result.log_path is None  # nothing ran
+    bare = make_repo({"train.py": ""})
+    missing = deliverer.deliver(str(bare), "HEAD", actor="alice")
+    assert missing.error is not None and "has no modelci.yaml" in missing.error
+    assert "--command" not in missing.error  # deliver has no such flag

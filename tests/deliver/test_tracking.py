@@ -88,7 +88,9 @@ def test_registry_on_sqlite_beside_the_store(data_dir: Path) -> None:
     exercise(registry, data_dir, "churn")
     artifacts = str(data_dir / "mlflow-artifacts")
     assert str(registry.get_version("churn", 1).model_dir).startswith(artifacts)
-    assert "mlflow ui --backend-store-uri" in registry.ui_command()
+    argv = registry.ui_argv(host="127.0.0.1", port=5001)
+    assert argv[argv.index("--backend-store-uri") + 1] == uri
+    assert argv[argv.index("--default-artifact-root") + 1] == artifacts
 
 
 def test_registry_on_postgresql(data_dir: Path, postgres_url: str) -> None:

@@ -61,8 +61,15 @@ def test_unknown_ref_and_missing_repo_are_clear_errors(make_repo: GitRepo, tmp_p
         mirror.resolve("--upload-pack=touch /tmp/x")
     with pytest.raises(CheckoutError, match="does not exist"):
         open_mirror(str(tmp_path / "nowhere"), tmp_path / "mirrors")
-    with pytest.raises(CheckoutError, match="could not clone"):
-        open_mirror(str(tmp_path), tmp_path / "mirrors")  # a directory that is not a repo
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(CheckoutError, match="plain is not a git repository") as caught:
+        open_mirror(str(plain), tmp_path / "mirrors")
+    assert "does not exist" not in str(caught.value) and "git -C" in str(caught.value)
+    (repo / "sub").mkdir()
+    with pytest.raises(CheckoutError, match="is the subdirectory sub of the git repository") as sub:
+        open_mirror(str(repo / "sub"), tmp_path / "mirrors")
+    assert f"give the repository itself ({repo})" in str(sub.value)
 
 
 def test_repository_hooks_and_symlinks_do_not_escape(make_repo: GitRepo, tmp_path: Path) -> None:

@@ -14,33 +14,33 @@ pull request was already judged by the base's gates.
 
 from __future__ import annotations
 
+import difflib
 import fcntl
+import hashlib
 import re
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelci.deliver.gates import Decision, decide
+from modelci.deliver.gates import decide
+from modelci.deliver.history import ChampionChange, champion_changes, describe_event
 from modelci.deliver.modelartifacts import collect_model, mlflow_env
 from modelci.deliver.modelspec import ModelVersion
+from modelci.deliver.result import DeliveryResult
 from modelci.errors import (
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_REGRESSION,
     ConfigError,
     ModelCIError,
+    ModelNotFound,
     NeedsGpuWorker,
 )
 from modelci.evaluate.evaluation import Evaluator, Reporter, SideResult
-from modelci.runner.checkout import open_mirror, repository_name
-from modelci.runner.config import (
-    RepoConfig,
-)
+from modelci.runner.checkout import Mirror, open_mirror, repository_name
+from modelci.runner.config import CONFIG_FILE, RepoConfig, parse_config
+from modelci.runner.environments import gather_requirements
 from modelci.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,65 +50,13 @@ if TYPE_CHECKING:
 __all__ = ["Deliverer", "DeliveryResult", "deliver_commit", "deliverer_for", "model_name_for"]
 
 ROLE = "deliver"
-_MAX_SUMMARY = 65_535
-
-
-@dataclass
-class DeliveryResult:
-    """What one delivery did; ``summary_markdown`` is the text for a check run."""
-
-    repo: str
-    ref: str
-    sha: str = ""
-    model_name: str = ""
-    version: int | None = None
-    promoted: bool = False
-    decision: Decision | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    champion_before: ModelVersion | None = None
-    error: str | None = None
-    log_path: Path | None = None
-    run_id: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        if self.error is not None:
-            return EXIT_ERROR
-        return EXIT_OK if self.promoted else EXIT_REGRESSION
-
-    @property
-    def title(self) -> str:
-        if self.error is not None:
-            return f"delivery of {self.sha[:7] or self.ref} failed"
-        if self.promoted:
-            return f"{self.model_name} version {self.version} is the champion"
-        return f"{self.model_name} version {self.version} registered, not promoted"
-
-    def summary_markdown(self) -> str:
-        lines = [f"### {self.title}", ""]
-        if self.error is not None:
-            lines += ["```", self.error[:20_000], "```"]
-        if self.decision is not None and self.decision.reasons:
-            lines += ["**Why not:**", *[f"- {r}" for r in self.decision.reasons], ""]
-        if self.decision is not None and self.decision.checks:
-            lines += ["**Checks passed:**", *[f"- {c}" for c in self.decision.checks], ""]
-        if self.metrics:
-            before = self.champion_before.metrics if self.champion_before else {}
-            champion = f"champion v{self.champion_before.version}" if self.champion_before else "-"
-            lines += [f"| metric | this commit | {champion} |", "|---|---|---|"]
-            for name, value in sorted(self.metrics.items())[:200]:
-                old = before.get(name)
-                lines.append(f"| {name} | {value:.6g} | {'' if old is None else f'{old:.6g}'} |")
-            lines.append("")
-        facts = [
-            ("commit", self.sha),
-            ("model", f"{self.model_name} v{self.version}" if self.version else None),
-            ("MLflow run", self.run_id),
-            ("log", str(self.log_path) if self.log_path else None),
-        ]
-        lines += [f"- {k}: `{v}`" for k, v in facts if v]
-        text = "\n".join(lines)
-        return text if len(text) <= _MAX_SUMMARY else text[: _MAX_SUMMARY - 20] + "\n…(truncated)"
+# Bumped when what a delivery registers changes, so older versions are not reused.
+_DELIVERY_KEY_VERSION = "1"
+_MODEL_SECTION_HINT = (
+    "add a model: section that says where the trained model is: artifact: model.pkl (a "
+    "pickle or joblib file the training writes), mlflow: true, or interface: module:Class "
+    "(see 'The model: section of modelci.yaml' in the README)"
+)
 
 
 def model_name_for(repo: str, config: RepoConfig) -> str:
@@ -183,6 +131,15 @@ class Deliverer:
             mirror = open_mirror(repo, self.settings.mirrors_dir, git_env=git_env)
             result.sha = mirror.resolve(ref)
             side = SideResult(ROLE, ref, result.sha, ref_repo=repo)
+            config, key = self._delivery_key(mirror, result.sha)
+            result.model_name = model_name_for(repo, config)
+            existing = self.registry.find_delivered(result.model_name, key)
+            if existing is not None:
+                result.reused, result.version = True, existing.version
+                result.run_id, result.metrics = existing.run_id, dict(existing.metrics)
+                result.champion_before = self.registry.champion(result.model_name)
+                say(ROLE, f"reused version {existing.version}: this commit is already registered")
+                return result
             staging = Path(tempfile.mkdtemp(prefix="delivery-", dir=self.settings.data_dir))
             try:
                 with evaluator.train_commit(
@@ -197,7 +154,9 @@ class Deliverer:
                 # One delivery of a model at a time judges against the champion and
                 # moves it: two merges in a row must not both beat the same champion.
                 with _model_lock(self.settings, result.model_name):
-                    self._register(result, trained.config, staging / "model", params, tags, actor)
+                    self._register(
+                        result, trained.config, staging / "model", params, tags, actor, key
+                    )
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
             say(ROLE, "promoted" if result.promoted else "registered, not promoted")
@@ -206,8 +165,36 @@ class Deliverer:
         except ModelCIError as exc:
             result.error = str(exc)
             result.log_path = side.log_path if side is not None else None
-            say(ROLE, f"failed: {exc.message}")
+            # The caller prints the error; the step only says it failed, so it shows once.
+            say(ROLE, "failed")
         return result
+
+    def _delivery_key(self, mirror: Mirror, sha: str) -> tuple[RepoConfig, str]:
+        """The commit's configuration, refused before training when it cannot deliver, and
+        the key of (commit, environment, configuration) that a registered version is for."""
+
+        def read(path: str) -> bytes | None:
+            return mirror.read_file(sha, path)
+
+        text = read(CONFIG_FILE)
+        if text is None:
+            raise ConfigError(
+                f"commit {sha[:7]} has no {CONFIG_FILE}: delivery needs one with a model: section",
+                hint=f"add {CONFIG_FILE} with train:, metrics: and a model: section (see "
+                "'Writing modelci.yaml' and 'The model: section of modelci.yaml' in the README)",
+            )
+        config = parse_config(text)
+        if config.model.source is None:
+            raise ConfigError(
+                f"{CONFIG_FILE} at {sha[:7]} has no model: section saying where the trained "
+                "model is, so there is nothing to register (refused before training)",
+                hint=_MODEL_SECTION_HINT,
+            )
+        environments = self.evaluator.environments
+        requirements = gather_requirements(config.install, read, uv_bin=environments.uv_bin)
+        env_key = environments.key_for(requirements)
+        parts = [_DELIVERY_KEY_VERSION, sha, env_key, config.digest()]
+        return config, hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
     def _register(
         self,
@@ -217,6 +204,7 @@ class Deliverer:
         params: dict[str, Any],
         tags: dict[str, str],
         actor: str,
+        key: str,
     ) -> None:
         registry, name, sha = self.registry, result.model_name, result.sha
         champion = registry.champion(name)
@@ -236,6 +224,7 @@ class Deliverer:
             metrics=result.metrics,
             tags=tags,
             log_path=result.log_path,
+            delivery_key=key,
         )
         result.version, result.run_id = version.version, version.run_id
         result.decision = decision
@@ -278,61 +267,68 @@ class Deliverer:
             return target
 
     def rollback(self, name: str, *, actor: str, reason: str) -> ModelVersion:
-        """Move the champion back to the one before it (by the event history, else the
-        previous version number)."""
+        """Undo the last champion change: the champion it replaced is champion again.
+
+        Champion changes form a stack (``history.champion_changes``): a rollback pops
+        one, so a second rollback undoes the change before it, down to the first champion.
+        """
         with _model_lock(self.settings, name):
             registry = self.registry
             current = registry.champion(name)
             if current is None:
+                self.check_model(name)
                 raise ConfigError(
                     f"model {name} has no champion to roll back",
-                    hint=f"promote a version first: modelci models promote {name} VERSION",
+                    hint=f"promote a version first: modelci models promote {name} VERSION "
+                    "--reason '...'",
                 )
-            history = self.champion_history(name)
-            while history and history[-1] == current.version:
-                history.pop()
-            target = history[-1] if history else None
-            if target is None:
-                older = [
-                    v.version for v in registry.list_versions(name) if v.version < current.version
-                ]
-                target = max(older) if older else None
-            if target is None:
+            changes = self.champion_changes(name)
+            last = changes[-1] if changes else None
+            if last is None or last.before is None:
+                first = f"v{last.version} was its first champion" if last else "none is recorded"
                 raise ConfigError(
-                    f"model {name} has no version before {current.version} to roll back to",
-                    hint="deliver or promote another version",
+                    f"model {name} has no champion change left to undo ({first})",
+                    hint=f"promote the version you want by hand: modelci models promote {name} "
+                    "VERSION --reason '...'",
                 )
-            registry.set_champion(name, target)
-            chosen = registry.get_version(name, target)
+            registry.set_champion(name, last.before)
+            chosen = registry.get_version(name, last.before)
             self._event(
-                name, target, "rolled_back", actor, reason, chosen.sha, {"from": current.version}
+                name,
+                last.before,
+                "rolled_back",
+                actor,
+                reason,
+                chosen.sha,
+                {"from": current.version, "undid": last.version},
             )
             return chosen
 
     def champion_history(self, name: str) -> list[int]:
-        """Champions in order, the current last: promotions push, rollbacks pop."""
-        from modelci.store import records as store
+        """The champions of the changes still in effect, the current last."""
+        return [change.version for change in self.champion_changes(name)]
 
-        with self._database().session() as session:
-            events = store.list_model_events(session, model_name=name, limit=10_000)
-            stack: list[int] = []
-            for event in reversed(events):
-                if event.version is None:
-                    continue
-                if event.action == "promoted":
-                    stack.append(event.version)
-                elif event.action == "rolled_back":
-                    while stack and stack[-1] != event.version:
-                        stack.pop()
-                    if not stack:
-                        stack.append(event.version)
-        return stack
+    def champion_changes(self, name: str) -> list[ChampionChange]:
+        return champion_changes(reversed(self.events(name, limit=10_000)))
+
+    def check_model(self, name: str) -> None:
+        """Raise ModelNotFound, with the closest names, unless ``name`` is registered."""
+        names = self.registry.model_names()
+        if name in names:
+            return
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+        if close:
+            hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
+        else:
+            hint = "see the registered models with: modelci models list"
+        raise ModelNotFound(f"no registered model named {name!r}", hint=hint)
 
     def events(self, name: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The model's events, newest first, each with its ``description`` in words."""
         from modelci.store import records as store
 
         with self._database().session() as session:
-            return [
+            events = [
                 {
                     "at": e.created_at,
                     "version": e.version,
@@ -340,9 +336,11 @@ class Deliverer:
                     "actor": e.actor,
                     "reason": e.reason,
                     "sha": e.sha,
+                    "details": e.details or {},
                 }
                 for e in store.list_model_events(session, model_name=name, limit=limit)
             ]
+        return [{**e, "description": describe_event(e)} for e in events]
 
     def _event(
         self,

@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 import threading
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -51,6 +52,7 @@ def _import_mlflow() -> None:
 
 
 CHAMPION = "champion"
+_DELIVERY_KEY = "modelci.delivery_key"
 _LOADER_MODULE = "modelci_pyfunc"
 # The pyfunc loader: `mlflow models serve` and mlflow.pyfunc.load_model use it;
 # modelci's own serving reads modelci-serving.json and never imports mlflow.
@@ -223,11 +225,23 @@ class Registry:
             )
         return self._client
 
-    def ui_command(self) -> str:
-        return (
-            f"mlflow ui --backend-store-uri '{_hide_password(self.tracking_uri)}' "
-            f"--default-artifact-root '{self.artifacts_dir}'"
-        )
+    def ui_argv(self, *, host: str, port: int) -> list[str]:
+        """``mlflow ui`` on this registry's store and artifacts (for ``modelci mlflow-ui``;
+        holds the password of the store's URL: never print it)."""
+        return [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            self.tracking_uri,
+            "--default-artifact-root",
+            str(self.artifacts_dir),
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ]
 
     def _experiment(self, name: str) -> str:
         title = f"modelci/{name}"
@@ -252,8 +266,10 @@ class Registry:
         metrics: Mapping[str, float],
         tags: Mapping[str, str] | None = None,
         log_path: Path | None = None,
+        delivery_key: str | None = None,
     ) -> ModelVersion:
-        """One MLflow run for one trained commit, its model registered as a new version."""
+        """One MLflow run for one trained commit, its model registered as a new version;
+        ``delivery_key`` (see ``find_delivered``) is kept as the version's tag."""
         _import_mlflow()
         from mlflow.entities import Metric, Param
 
@@ -289,9 +305,26 @@ class Registry:
             name,
             source=source,
             run_id=run_id,
-            tags={"modelci.sha": sha, "modelci.repository": repository},
+            tags={
+                "modelci.sha": sha,
+                "modelci.repository": repository,
+                **({_DELIVERY_KEY: delivery_key} if delivery_key else {}),
+            },
         )
         return self.get_version(name, int(version.version))
+
+    @_mlflow_errors
+    def find_delivered(self, name: str, delivery_key: str) -> ModelVersion | None:
+        """The newest version registered under ``delivery_key`` (a commit, environment and
+        configuration), or None: delivering that again reuses it instead of a new version."""
+        found = [
+            item
+            for item in self.client.search_model_versions(f"name = '{_quote(name)}'")
+            if (item.tags or {}).get(_DELIVERY_KEY) == delivery_key
+        ]
+        if not found:
+            return None
+        return self._version(max(found, key=lambda item: int(item.version)), download=False)
 
     def _ensure_model(self, name: str, repository: str) -> None:
         _import_mlflow()

@@ -112,6 +112,7 @@ class SideResult:
     env_key: str | None = None
     cache_key: str | None = None
     ref_repo: str = ""
+    timeout_from_cli: bool = False  # --timeout, not modelci.yaml, set the run's limit
 
     @property
     def ok(self) -> bool:
@@ -161,6 +162,10 @@ def _rules(config: RepoConfig) -> list[MetricRule]:
         MetricRule(name=name, direction=rule.direction, tolerance=rule.tolerance, gate=rule.gate)
         for name, rule in config.gates.items()
     ]
+
+
+_TIMEOUT_FROM_CLI = "set by --timeout; raise it with a larger one, e.g. --timeout 1h"
+_TIMEOUT_FROM_YAML = "limits.timeout in modelci.yaml; raise it there, e.g. timeout: 1h"
 
 
 def _cache_key(sha: str, env_key: str, config: RepoConfig, sandbox: Sandbox) -> str:
@@ -370,6 +375,7 @@ class Evaluator:
             return mirror.read_file(sha, path)
 
         side.config = config = effective_config(read(CONFIG_FILE), overrides)
+        side.timeout_from_cli = overrides.timeout_s is not None
         requirements = gather_requirements(config.install, read, uv_bin=self.environments.uv_bin)
         self.reporter.update(side.role, "resolving requirements")
         side.env_key = env_key = self.environments.key_for(requirements)
@@ -434,6 +440,7 @@ class Evaluator:
                 memory_mb=config.limits.memory_mb,
                 max_processes=config.limits.processes,
                 max_disk_mb=config.limits.disk_mb,
+                timeout_origin=_TIMEOUT_FROM_CLI if side.timeout_from_cli else _TIMEOUT_FROM_YAML,
             )
             devices = self._gpu_devices(config)
             command = "set -e\n" + "\n".join(config.commands())

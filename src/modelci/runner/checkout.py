@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -220,13 +221,41 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _check_local_repository(repo: str, path: Path) -> None:
+    """A local path must be a repository's root: say which of that it is not, since
+    git's clone says "repository does not exist" for each."""
+    if not path.exists():
+        raise CheckoutError(f"{repo} does not exist", hint="give a local git repository or a URL")
+    if not path.is_dir():
+        raise CheckoutError(
+            f"{repo} is a file, not a git repository", hint="give the repository's directory"
+        )
+    quoted = shlex.quote(repo)
+    try:
+        prefix = _git("-C", str(path), "rev-parse", "--show-prefix").strip()
+    except _GitFailed:
+        raise CheckoutError(
+            f"{repo} is not a git repository",
+            hint=f"give the directory that holds .git, or make it one: git -C {quoted} init && "
+            f"git -C {quoted} add -A && git -C {quoted} commit -m 'first commit'",
+        ) from None
+    if prefix:
+        root = _git("-C", str(path), "rev-parse", "--show-toplevel").strip()
+        raise CheckoutError(
+            f"{repo} is the subdirectory {prefix.rstrip('/')} of the git repository {root}, "
+            "not a repository's root",
+            hint=f"give the repository itself ({root}), or make {repo} a repository of its "
+            "own (git init)",
+        )
+
+
 def open_mirror(
     repo: str, mirrors_dir: Path, *, git_env: Mapping[str, str] | None = None
 ) -> Mirror:
     """The mirror of ``repo`` (a local path or git URL), cloned on first use."""
     url = repo if is_remote_url(repo) else str(Path(repo).expanduser().resolve())
-    if not is_remote_url(repo) and not Path(url).exists():
-        raise CheckoutError(f"{repo} does not exist", hint="give a local git repository or a URL")
+    if not is_remote_url(repo):
+        _check_local_repository(repo, Path(url))
     key = hashlib.sha256(url.encode()).hexdigest()[:16]
     mirrors_dir.mkdir(parents=True, exist_ok=True)
     path = mirrors_dir / f"{repository_name(repo).replace('/', '_')}-{key}.git"

@@ -82,6 +82,8 @@ class Limits:
     max_disk_mb: int = 4096  # growth of the work dir during the run (watchdog)
     max_log_mb: int = 20  # output kept in the log; the rest is drained and dropped
     tmp_mb: int = 512  # each of the tmpfs at /tmp and /dev/shm
+    # Where timeout_s was set and how to raise it, for the timeout message.
+    timeout_origin: str = "limits.timeout in modelci.yaml"
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ class SandboxResult:
         """Why the run failed, worded to follow "the run ...", or None."""
         lim, code = self.limits, self.exit_code
         if self.timed_out:
-            return f"exceeded its {lim.timeout_s:g} s timeout (limits.timeout in modelci.yaml)"
+            return f"exceeded its {lim.timeout_s:g} s timeout ({lim.timeout_origin})"
         if self.out_of_memory:
             return f"was killed after using more than {lim.memory_mb} MB of memory " + (
                 "(limits.memory_mb in modelci.yaml)"
