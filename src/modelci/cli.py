@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from modelci.errors import EXIT_ERROR, EXIT_OK, EXIT_REGRESSION, ModelCIError
 from modelci.evaluate.evaluation import EvaluationRequest, EvaluationResult, summary_json
@@ -94,7 +95,11 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
                 base_label=f"base {base.sha[:7]} ({base.ref})",
             )
         )
+        if result.comparison.head_only:
+            console.print(report.HEAD_ONLY_NOTE, highlight=False)
         reused = " (base result reused)" if base.reused_from else ""
+        if base.cache_miss:
+            reused = f" (base: {escape(base.cache_miss)})"
         console.print(f"[dim]evaluated in {result.seconds:.1f}s{reused}[/]", highlight=False)
     if result.error:
         _fail(result.error)
