@@ -29,7 +29,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    # Escaped: messages quote logs and files, where "[...]" is text, not rich markup.
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     sys.exit(code)
 
 
