@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from markdown_it import MarkdownIt
 
-from modelci.errors import ConfigError, RunFailed
+from modelci.errors import ConfigError, EnvironmentBuildError, RunFailed
 from modelci.evaluate.compare import compare, head_only
 from modelci.evaluate.evaluation import EvaluationResult, SideResult
 from modelci.service.comments import COMMENT_LIMIT, check_text, final_comment
@@ -117,3 +119,11 @@ def test_paths_in_reports_are_only_in_the_cli_error() -> None:
     result = EvaluationResult("org/model", head, base, None)
     assert result.error is not None and LOG in result.error
     assert result.public_error is not None and LOG not in result.public_error
+
+
+def test_a_tool_message_naming_the_data_dir_is_scrubbed_for_the_pull_request() -> None:
+    head, _ = sides()
+    error = EnvironmentBuildError(f"uv failed while installing:\n{DATA}/envs/k1/lib: denied")
+    head.fail(error, data_dir=Path(DATA))
+    assert head.error is not None and f"{DATA}/envs" in head.error  # the CLI keeps it
+    assert head.public_error == "uv failed while installing:\n<data dir>/envs/k1/lib: denied"

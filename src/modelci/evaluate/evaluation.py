@@ -132,8 +132,12 @@ class SideResult:
     def ok(self) -> bool:
         return self.error is None
 
-    def fail(self, exc: ModelCIError) -> None:
+    def fail(self, exc: ModelCIError, *, data_dir: Path | None = None) -> None:
+        """Record ``exc`` as this side's failure; ``data_dir`` is kept out of the public text
+        (a tool's own message, such as uv's, can name a path under it)."""
         self.error, self.public_error = str(exc), exc.public
+        if data_dir is not None:
+            self.public_error = self.public_error.replace(str(data_dir), "<data dir>")
         if isinstance(exc, RunFailed):
             self.log_tail = exc.log_tail
 
@@ -341,7 +345,7 @@ class Evaluator:
         try:
             self._run_side(side, mirror, overrides, cancel)
         except ModelCIError as exc:
-            side.fail(exc)
+            side.fail(exc, data_dir=self.settings.data_dir)
             self.reporter.update(side.role, f"failed: {exc.message}")
         if side.reused_from is not None or not side.cache_key:
             return
