@@ -127,3 +127,9 @@ def test_a_tool_message_naming_the_data_dir_is_scrubbed_for_the_pull_request() -
     head.fail(error, data_dir=Path(DATA))
     assert head.error is not None and f"{DATA}/envs" in head.error  # the CLI keeps it
     assert head.public_error == "uv failed while installing:\n<data dir>/envs/k1/lib: denied"
+
+
+def test_an_empty_log_says_so() -> None:
+    head, base = sides(head_error=RunFailed("the head commit's run exited with code 3"))
+    body = final_comment(EvaluationResult("org/model", head, base, None))
+    assert "<details><summary>head: its log</summary>\n\nThe log is empty" in body

@@ -64,8 +64,11 @@ def _failure(result: EvaluationResult, logs_url: str | None) -> str:
         if side.log_tail is None:
             continue
         lines = side.log_tail.count("\n") + 1 if side.log_tail else 0
-        summary = f"{side.role}: the last {lines} lines of its log" if lines else "its log"
-        body = markdown_code_block(side.log_tail) if lines else "The log is empty."
+        if lines:
+            summary, body = f"the last {lines} lines of its log", markdown_code_block(side.log_tail)
+        else:
+            summary, body = "its log", "The log is empty: the commands printed nothing."
+        summary = f"{side.role}: {summary}"
         url = _log_url(side, logs_url)
         link = f"\n\n[The whole log]({url})" if url else ""
         parts.append(f"<details><summary>{summary}</summary>\n\n{body}{link}\n\n</details>")
