@@ -102,6 +102,41 @@ def test_errors_exit_2_with_cause_and_fix_and_no_traceback(
     assert "Traceback" not in missing.stderr
 
 
+def test_the_first_modelci_yaml_is_evaluated_alone_and_exits_0(
+    make_repo: GitRepo, env: dict[str, str]
+) -> None:
+    repo = make_repo({"train.py": TRAIN % (0.8, 0.5)})
+    commit_files(repo, {"modelci.yaml": CONFIG})
+    args = ("evaluate", str(repo), "--base", "HEAD~1", "--head", "HEAD")
+    done = modelci(env, *args, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["passed"] is True and report["head_only"] is True
+    assert report["sides"]["base"]["skipped"] == "the base commit has no modelci.yaml"
+    assert {m["name"]: (m["head"], m["base"]) for m in report["metrics"]} == {
+        "accuracy": (0.8, None),
+        "loss": (0.5, None),
+    }
+    table = modelci(env, *args)
+    assert table.returncode == 0, table.stderr
+    assert "head evaluated alone" in table.stdout
+
+
+def test_a_failed_training_exits_2_with_the_end_of_its_log(
+    make_repo: GitRepo, env: dict[str, str]
+) -> None:
+    repo = repo_with(make_repo, (0.8, 0.5), (0.9, 0.4))
+    failing = "import sys\nsys.exit('no data/train.csv in the repository')\n"
+    commit_files(repo, {"train.py": failing})
+    done = modelci(env, "evaluate", str(repo), "--base", "HEAD~1", "--head", "HEAD")
+    assert done.returncode == 2
+    assert "the head commit's run exited with code 1" in done.stderr
+    assert "  | no data/train.csv in the repository" in done.stderr
+    assert "  | [modelci: the run exited with code 1" in done.stderr  # not taken for markup
+    assert "The whole log: " in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_missing_bubblewrap_refuses_unless_unsafe(
     make_repo: GitRepo, env: dict[str, str], tmp_path: Path
 ) -> None:

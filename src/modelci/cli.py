@@ -107,7 +107,11 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
                 base_label=f"base {base.sha[:7]} ({base.ref})",
             )
         )
+        if result.comparison.head_only:
+            console.print(report.HEAD_ONLY_NOTE, highlight=False)
         reused = " (base result reused)" if base.reused_from else ""
+        if base.cache_miss:
+            reused = f" (base: {escape(base.cache_miss)})"
         console.print(f"[dim]evaluated in {result.seconds:.1f}s{reused}[/]", highlight=False)
     if result.error:
         _fail(result.error)

@@ -49,6 +49,12 @@ class ModelCIError(Exception):
             return f"{self.message}\nHow to fix: {self.hint}"
         return self.message
 
+    @property
+    def public(self) -> str:
+        """The text for places off this machine (a pull request): all of it, unless a
+        subclass holds details that only make sense here."""
+        return str(self)
+
 
 class ConfigError(ModelCIError):
     """The repository's ``modelci.yaml``, a CLI option or a setting is invalid."""
@@ -81,9 +87,45 @@ class StoreError(ModelCIError):
 
 
 class RunFailed(ModelCIError):
-    """Repository code ran in the sandbox and failed."""
+    """Repository code ran in the sandbox and failed.
+
+    ``log_tail`` is the end of the run's log (the cause, in the code's own words)
+    and ``log_path`` the whole log on this machine: ``str()`` shows both, for the
+    person at the terminal. ``public`` leaves both out: a pull request shows the
+    tail by itself, fenced, and links to the log through the server's API.
+    """
 
     http_status = 422
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        log_tail: str = "",
+        log_path: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.log_tail = log_tail
+        self.log_path = log_path
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.log_tail:
+            lines = self.log_tail.count("\n") + 1
+            tail = "\n".join(f"  | {line}" for line in self.log_tail.split("\n"))
+            parts.append(f"The last {lines} lines of its log:\n{tail}")
+        elif self.log_path:
+            parts.append("Its log is empty: the commands printed nothing.")
+        if self.hint:
+            parts.append(f"How to fix: {self.hint}")
+        if self.log_path:
+            parts.append(f"The whole log: {self.log_path}")
+        return "\n".join(parts)
+
+    @property
+    def public(self) -> str:
+        return super().__str__()
 
 
 class OutputError(ModelCIError):

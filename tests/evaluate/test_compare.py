@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from modelci.errors import OutputError
-from modelci.evaluate.compare import MetricRule, Predictions, compare, predictions_from_json
+from modelci.evaluate.compare import (
+    MetricRule,
+    Predictions,
+    compare,
+    head_only,
+    predictions_from_json,
+)
 
 
 def verdicts(comparison) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -101,3 +107,33 @@ def test_predictions_on_other_rows_are_refused() -> None:
 def test_malformed_predictions(data: object, message: str) -> None:
     with pytest.raises(OutputError, match=message):
         predictions_from_json(data, source="predictions.json")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_head_value_that_is_not_a_number_fails_the_gate_with_its_own_verdict(
+    value: float,
+) -> None:
+    result = compare({"accuracy": value, "epochs": value}, {"accuracy": 0.9, "epochs": 3.0}, [])
+    assert verdicts(result) == {"accuracy": "not_a_number", "epochs": "not_a_number"}
+    # Gated (accuracy has a direction) it fails; informational (epochs) it is only shown.
+    assert [m.name for m in result.regressions] == ["accuracy"]
+    assert not result.passed
+
+
+def test_a_base_that_is_not_a_number_does_not_fail_head() -> None:
+    result = compare({"accuracy": 0.9}, {"accuracy": float("nan")}, [])
+    assert verdicts(result) == {"accuracy": "not_a_number"}
+    assert result.passed
+
+
+def test_head_only_lists_the_gates_that_apply_once_merged_and_fails_nothing() -> None:
+    rules = [MetricRule("loss", "lower", gate=False), MetricRule("speed", "higher")]
+    result = head_only({"accuracy": 0.4, "loss": 0.9, "speed": float("nan"), "n": 3.0}, rules)
+    assert result.head_only and result.passed and not result.regressions
+    rows = {m.name: (m.verdict, m.gated, m.direction, m.base) for m in result.metrics}
+    assert rows == {
+        "accuracy": ("new", True, "higher", None),
+        "loss": ("new", False, "lower", None),
+        "speed": ("not_a_number", True, "higher", None),
+        "n": ("new", False, None, None),
+    }

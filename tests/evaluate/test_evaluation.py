@@ -329,3 +329,79 @@ def test_a_gpu_run_on_a_machine_without_a_gpu_fails_clearly(
     assert result.base.ok
     assert "asks for a GPU" in (result.head.error or "")
     assert "MODELCI_GPU_DEVICES (/nonexistent/nvidia*)" in (result.head.error or "")
+
+
+def test_a_failed_training_shows_the_end_of_its_log(
+    evaluator: Evaluator, make_repo: GitRepo, settings: Settings
+) -> None:
+    repo = model_repo(make_repo)
+    failing = "print('loading data')\nraise ValueError('learning rate must be positive')\n"
+    commit_files(repo, {"train.py": failing})
+    result = evaluate(evaluator, repo)
+    head = result.head
+    assert result.base.ok and not head.ok and head.log_tail is not None
+    # The traceback, with the work dir's path gone: the file as the repository names it.
+    assert 'File "train.py", line 2, in <module>' in head.log_tail
+    lines = head.log_tail.split("\n")
+    assert lines[0] == "loading data"
+    assert "ValueError: learning rate must be positive" in lines
+    assert lines[-1].startswith("[modelci: the run exited with code 1")
+    assert str(settings.data_dir) not in head.log_tail
+    assert "ValueError: learning rate must be positive" in (head.error or "")
+    assert f"The whole log: {head.log_path}" in (head.error or "")
+    assert head.public_error is not None and str(settings.data_dir) not in head.public_error
+
+
+def test_the_change_that_adds_modelci_yaml_is_evaluated_alone(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    repo = make_repo({"train.py": TRAIN, "params.json": json.dumps({"skill": 0.7})})
+    commit_files(repo, {"modelci.yaml": CONFIG + "gates:\n  nested.loss: {gate: false}\n"})
+    result = evaluate(evaluator, repo)
+    assert result.error is None, result.error
+    assert result.base.skipped == "the base commit has no modelci.yaml"
+    assert result.base.run_id is None and result.head.run_id is not None
+    assert result.comparison is not None and result.comparison.head_only
+    assert result.passed
+    rows = {m.name: (m.verdict, m.gated, m.base) for m in result.comparison.metrics}
+    assert rows == {"accuracy": ("new", True, None), "nested.loss": ("new", False, None)}
+
+
+def test_a_metric_value_that_is_not_a_number_is_an_error_naming_it(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    repo = model_repo(make_repo)
+    writes = (
+        'import json\njson.dump({"accuracy": "high", "loss": None}, open("metrics.json", "w"))\n'
+    )
+    commit_files(
+        repo,
+        {"train.py": writes, "modelci.yaml": "train: python train.py\nmetrics: metrics.json\n"},
+    )
+    result = evaluate(evaluator, repo)
+    assert result.comparison is None
+    assert result.head.error is not None
+    assert 'metrics.json: metric values must be numbers, but accuracy is "high"; loss is null' in (
+        result.head.error
+    )
+
+
+def test_an_unreadable_stored_base_result_is_trained_again(
+    evaluator: Evaluator, make_repo: GitRepo, settings: Settings
+) -> None:
+    repo = model_repo(make_repo, skill=0.6)
+    commit_files(repo, {"params.json": json.dumps({"skill": 0.95})})
+    first = evaluate(evaluator, repo)
+    assert first.error is None, first.error
+    stored = settings.data_dir / "outputs" / str(first.base.run_id) / "predictions.json"
+    stored.write_text("")  # what a full disk left behind before writes were atomic
+    second = evaluate(evaluator, repo)
+    assert second.error is None, second.error
+    assert second.base.reused_from is None
+    assert second.base.cache_miss == (
+        f"the stored result of run {first.base.run_id} is unreadable (predictions.json is "
+        "empty); trained the commit again"
+    )
+    assert second.passed and second.base.metrics == first.base.metrics
+    third = evaluate(evaluator, repo)  # the new result is whole, and reused
+    assert third.base.reused_from == second.base.run_id and third.base.cache_miss is None

@@ -10,8 +10,6 @@ def test_nested_keys_are_joined_with_dots_like_dvc() -> None:
     data = {
         "train": {"loss": 0.1, "acc": 0.9},
         "test": {"f1": 0.8, "per_class": [0.7, 0.9]},
-        "name": "model",
-        "ok": True,
         "n": 3,
     }
     assert flatten_metrics(data, source="m.json") == {
@@ -29,6 +27,32 @@ def test_numbers_in_strings_are_accepted() -> None:
         "accuracy": 0.93,
         "recall": 0.85,
     }
+
+
+def test_a_value_that_is_not_a_number_is_an_error_naming_key_and_file() -> None:
+    # Skipped, these showed up as "missing in head ... regressed": the file is what is wrong.
+    with pytest.raises(OutputError) as caught:
+        flatten_metrics({"accuracy": "high", "loss": None}, source="metrics.json")
+    text = str(caught.value)
+    assert text.startswith("metrics.json: metric values must be numbers")
+    assert 'accuracy is "high"' in text
+    assert "loss is null" in text
+    assert "How to fix:" in text
+
+
+@pytest.mark.parametrize("value", [True, False, {"deeper": "word"}, ["x"]])
+def test_booleans_and_nested_words_are_errors_too(value: object) -> None:
+    with pytest.raises(OutputError, match=r"m\.json: metric values must be numbers, but test"):
+        flatten_metrics({"test": value}, source="m.json")
+
+
+def test_nan_and_infinity_are_kept_for_the_comparison_to_judge() -> None:
+    values = flatten_metrics(
+        {"accuracy": float("nan"), "loss": float("inf"), "f1": "-inf"}, source="m"
+    )
+    assert set(values) == {"accuracy", "loss", "f1"}
+    assert values["accuracy"] != values["accuracy"]
+    assert values["loss"] == float("inf") and values["f1"] == float("-inf")
 
 
 @pytest.mark.parametrize("data", [[1, 2], "text", 3, None])

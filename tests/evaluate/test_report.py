@@ -2,10 +2,19 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from markdown_it import MarkdownIt
 from rich.console import Console
 
-from modelci.evaluate.compare import MetricRule, compare
-from modelci.evaluate.report import format_number, render_json, render_markdown, render_rich
+from modelci.evaluate.compare import MetricRule, compare, head_only
+from modelci.evaluate.report import (
+    HEAD_ONLY_NOTE,
+    format_number,
+    markdown_code_block,
+    render_json,
+    render_markdown,
+    render_rich,
+)
 
 
 def test_markdown_puts_regressions_first_and_escapes_names() -> None:
@@ -46,3 +55,45 @@ def test_number_format() -> None:
     assert format_number(None) == "–"
     assert format_number(0.123456) == "0.1235"
     assert format_number(0.01, signed=True) == "+0.01"
+
+
+def test_a_metric_that_is_not_a_number_says_so() -> None:
+    result = compare({"accuracy": float("nan"), "loss": 0.9}, {"accuracy": 0.8, "loss": 0.1}, [])
+    text = render_markdown(result, head_sha="a" * 40, base_sha="b" * 40)
+    assert "FAIL: 2 gated metric(s) failed: accuracy (not a number), loss (regressed)" in text
+    assert "| accuracy | 0.8 | nan | – |  | ❌ not a number |" in text
+    payload = render_json(result)
+    assert {m["name"]: m["verdict"] for m in payload["metrics"]}["accuracy"] == "not_a_number"
+
+
+def test_head_only_report_says_there_was_nothing_to_compare() -> None:
+    result = head_only({"accuracy": 0.9, "epochs": 3.0}, [])
+    text = render_markdown(result, head_sha="a" * 40, base_sha="b" * 40)
+    assert "PASS: head evaluated alone, the base has no modelci.yaml (2 metrics)" in text
+    assert HEAD_ONLY_NOTE in text
+    assert "| accuracy | – | 0.9 | – |  | 🆕 new (gated once merged) |" in text
+    assert "| epochs | – | 3 | – |  | 🆕 new (not gated) |" in text
+    payload = render_json(result)
+    assert payload["head_only"] is True and payload["passed"] is True
+    assert render_json(compare({"a": 1.0}, {"a": 1.0}, []))["head_only"] is False
+
+
+def code_blocks(markdown: str) -> list[str]:
+    tokens = MarkdownIt("commonmark").parse(markdown)
+    return [t.content for t in tokens if t.type in ("fence", "code_block")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "plain",
+        "```\n# not a title\n```",
+        "````python\nx\n````\n</details>\n<script>",
+        "a `b` ``c`` `````",
+        "",
+    ],
+)
+def test_code_block_holds_any_text_whole(text: str) -> None:
+    markdown = f"before\n\n{markdown_code_block(text)}\n\n## after\n"
+    assert code_blocks(markdown) == [text + "\n"]
+    assert "## after" not in code_blocks(markdown)[0]

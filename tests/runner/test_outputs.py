@@ -235,3 +235,27 @@ def test_copy_output_file_streams_and_refuses_links(work: Path, tmp_path: Path) 
     (work / "evil.pkl").symlink_to("/etc/shadow")
     with pytest.raises(OutputError, match="symbolic link"):
         outputs.copy_output_file(work, "evil.pkl", tmp_path / "c", max_bytes=10_000)
+
+
+def test_write_file_atomically_replaces_the_file_whole(tmp_path: Path) -> None:
+    target = tmp_path / "predictions.json"
+    outputs.write_file_atomically(target, b'{"y_true": [1]}')
+    outputs.write_file_atomically(target, b'{"y_true": [0]}')
+    assert target.read_bytes() == b'{"y_true": [0]}'
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.json"]
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_and_no_debris(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "predictions.json"
+    target.write_bytes(b"old and whole")
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        outputs.write_file_atomically(target, b"new")
+    assert target.read_bytes() == b"old and whole"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.json"]

@@ -9,7 +9,13 @@ Verdicts:
   contains zero, so the data cannot tell the two commits apart. Noise never
   fails a gate;
 - ``unchanged``; ``new`` (only head has it); ``missing`` (only base has it:
-  a regression when the metric is gated); ``informational`` (no direction).
+  a regression when the metric is gated); ``informational`` (no direction);
+- ``not_a_number``: head (or base) reported NaN or an infinity. Head's fails a
+  gated metric: a diverged training must not pass as "no change".
+
+A pull request that adds ``modelci.yaml`` has no base result to compare with:
+``head_only`` lists head's metrics with the direction and gate that apply once
+it is merged, and fails nothing.
 
 An interval is only computed when the per-example predictions reproduce the
 reported metric; otherwise the predictions describe something else (another
@@ -43,6 +49,7 @@ __all__ = [
     "Predictions",
     "Verdict",
     "compare",
+    "head_only",
     "predictions_from_json",
 ]
 
@@ -55,6 +62,7 @@ Verdict = Literal[
     "new",
     "missing",
     "informational",
+    "not_a_number",
 ]
 _MAX_ROWS = 5_000_000
 _REPRODUCE_TOLERANCE = 1e-6
@@ -81,14 +89,28 @@ class MetricComparison:
     verdict: Verdict
     interval: Interval | None = None
 
+    @property
+    def fails(self) -> bool:
+        """Whether this row fails the gate (a NaN base is not head's fault)."""
+        if not self.gated:
+            return False
+        if self.verdict == "not_a_number":
+            return self.head is not None and not math.isfinite(self.head)
+        return self.verdict in ("regressed", "missing")
+
 
 @dataclass(frozen=True)
 class Comparison:
     metrics: tuple[MetricComparison, ...]
+    # True when the base had no modelci.yaml: head's metrics alone, nothing gated yet.
+    head_only: bool = False
 
     @property
     def regressions(self) -> tuple[MetricComparison, ...]:
-        return tuple(m for m in self.metrics if m.gated and m.verdict in ("regressed", "missing"))
+        """The rows that fail the gates: regressed, missing or not a number."""
+        if self.head_only:
+            return ()  # the gates apply from the merge on
+        return tuple(m for m in self.metrics if m.fails)
 
     @property
     def passed(self) -> bool:
@@ -246,10 +268,10 @@ def compare(
             )
             continue
         if not (math.isfinite(h) and math.isfinite(b)):
-            delta = None
-            verdict = "regressed" if direction and not math.isfinite(h) else "informational"
             out.append(
-                MetricComparison(name, h, b, delta, None, direction, tolerance, gated, verdict)
+                MetricComparison(
+                    name, h, b, None, None, direction, tolerance, gated, "not_a_number"
+                )
             )
             continue
         delta = h - b
@@ -260,3 +282,25 @@ def compare(
             MetricComparison(name, h, b, delta, rel, direction, tolerance, gated, verdict, interval)
         )
     return Comparison(tuple(out))
+
+
+def head_only(
+    head: Mapping[str, float], rules: Sequence[MetricRule], *, default_gate: bool = True
+) -> Comparison:
+    """Head's metrics when its base has no configuration to compare with.
+
+    Each row carries the direction and gate that will apply to later pull
+    requests once this one is merged; ``gated`` says so, and nothing fails.
+    """
+    by_name = {rule.name: rule for rule in rules}
+    out: list[MetricComparison] = []
+    for name in sorted(head):
+        rule = by_name.get(name)
+        direction = rule.direction if rule and rule.direction else default_direction(name)
+        gated = direction is not None and (rule.gate if rule else default_gate)
+        h = head[name]
+        verdict: Verdict = "new" if math.isfinite(h) else "not_a_number"
+        tolerance = rule.tolerance if rule else 0.0
+        row = MetricComparison(name, h, None, None, None, direction, tolerance, gated, verdict)
+        out.append(row)
+    return Comparison(tuple(out), head_only=True)

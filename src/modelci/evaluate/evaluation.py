@@ -8,14 +8,16 @@ sandbox and read its outputs. The two sides run concurrently when the machine
 has the cores.
 
 The gates come from the *base* commit's configuration when it has one: a pull
-request must not be able to loosen the gates it is judged by.
+request must not be able to loosen the gates it is judged by. A change that
+adds ``modelci.yaml`` has no base to compare with: its head is evaluated alone
+(``Comparison.head_only``) and its gates apply from the merge on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
+import logging
 import threading
 import time
 import uuid
@@ -33,6 +35,8 @@ from modelci.errors import (
     RunFailed,
     SandboxUnavailable,
 )
+from modelci.evaluate.cache import load_outputs, save_outputs
+from modelci.evaluate.logtail import log_tail
 from modelci.evaluate.metrics import flatten_metrics
 from modelci.runner.checkout import Mirror, open_mirror, repository_name
 from modelci.runner.config import CONFIG_FILE, Overrides, RepoConfig, effective_config
@@ -61,6 +65,8 @@ __all__ = [
     "SideResult",
     "TrainedCommit",
 ]
+
+log = logging.getLogger(__name__)
 
 # Bump when the meaning of a stored result changes, so old results are not reused.
 RESULT_VERSION = "1"
@@ -105,6 +111,11 @@ class SideResult:
     metrics: dict[str, float] = field(default_factory=dict)
     predictions: Predictions | None = None
     error: str | None = None
+    # The error without what only makes sense on this machine (the log's path):
+    # for the pull request; None when it is the same as ``error``.
+    public_error: str | None = None
+    # The end of a failed run's log, cleaned (evaluate.logtail): why it failed.
+    log_tail: str | None = None
     log_path: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
     reused_from: int | None = None
@@ -113,10 +124,23 @@ class SideResult:
     cache_key: str | None = None
     ref_repo: str = ""
     timeout_from_cli: bool = False  # --timeout, not modelci.yaml, set the run's limit
+    # Why this side did not run (the base of a change that adds modelci.yaml).
+    skipped: str | None = None
+    # Why a stored result was not reused although the cache key matched.
+    cache_miss: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def fail(self, exc: ModelCIError, *, data_dir: Path | None = None) -> None:
+        """Record ``exc`` as this side's failure; ``data_dir`` is kept out of the public text
+        (a tool's own message, such as uv's, can name a path under it)."""
+        self.error, self.public_error = str(exc), exc.public
+        if data_dir is not None:
+            self.public_error = self.public_error.replace(str(data_dir), "<data dir>")
+        if isinstance(exc, RunFailed):
+            self.log_tail = exc.log_tail
 
 
 @dataclass(frozen=True)
@@ -151,6 +175,16 @@ class EvaluationResult:
         return "\n".join(problems) or None
 
     @property
+    def public_error(self) -> str | None:
+        """``error`` for the pull request: no log paths, no log tails (shown apart)."""
+        problems = [
+            f"{s.role} ({s.sha[:7] or s.ref}): {s.public_error or s.error}"
+            for s in (self.head, self.base)
+            if s.error
+        ]
+        return "\n".join(problems) or None
+
+    @property
     def passed(self) -> bool:
         return self.comparison is not None and self.comparison.passed
 
@@ -173,20 +207,11 @@ def _cache_key(sha: str, env_key: str, config: RepoConfig, sandbox: Sandbox) -> 
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def _save_outputs(directory: Path, side: SideResult) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "metrics.json").write_text(json.dumps(side.metrics))
-    if side.predictions is not None:
-        (directory / "predictions.json").write_text(json.dumps(side.predictions.to_json()))
-
-
-def _load_outputs(directory: Path, side: SideResult, metrics: dict[str, float]) -> None:
-    side.metrics = dict(metrics)
-    path = directory / "predictions.json"
-    if path.exists():
-        from modelci.evaluate.compare import predictions_from_json
-
-        side.predictions = predictions_from_json(json.loads(path.read_text()), source=str(path))
+def _lacks_config(mirror: Mirror, sha: str, overrides: Overrides) -> bool:
+    """Whether the commit has no modelci.yaml and the overrides do not stand in for one."""
+    if overrides.command and overrides.metrics_file:
+        return False
+    return mirror.read_file(sha, CONFIG_FILE) is None
 
 
 class Evaluator:
@@ -237,16 +262,30 @@ class Evaluator:
                 _refuse_gpu(_config_or_none(mirror, sha, request.overrides), sha)
         head = SideResult("head", request.head, head_sha, ref_repo=request.repo)
         base = SideResult("base", request.base, base_sha, ref_repo=request.repo)
-        workers = 2 if self.settings.max_parallel_runs >= 2 else 1
+        sides = [base, head]
+        if _lacks_config(mirror, base_sha, request.overrides) and not _lacks_config(
+            mirror, head_sha, request.overrides
+        ):
+            # The change adds modelci.yaml: nothing to compare with, and no base
+            # gates to judge it by. Head's own run still shows whether it works.
+            base.skipped = f"the base commit has no {CONFIG_FILE}"
+            self.reporter.update("base", f"skipped: no {CONFIG_FILE} (this change adds it)")
+            sides = [head]
+        workers = 2 if self.settings.max_parallel_runs >= 2 and len(sides) == 2 else 1
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelci-run") as pool:
             futures = [
-                pool.submit(self._side, side, mirror, request.overrides, cancel)
-                for side in (base, head)
+                pool.submit(self._side, side, mirror, request.overrides, cancel) for side in sides
             ]
             for future in futures:
                 future.result()
         comparison = None
-        if head.ok and base.ok:
+        if head.ok and base.skipped and head.config is not None:
+            from modelci.evaluate.compare import head_only
+
+            comparison = head_only(
+                head.metrics, _rules(head.config), default_gate=head.config.default_gate
+            )
+        elif head.ok and base.ok:
             from modelci.evaluate.compare import compare
 
             gates_from = base.config or head.config
@@ -261,7 +300,7 @@ class Evaluator:
                     default_gate=gates_from.default_gate,
                 )
             except ModelCIError as exc:
-                head.error = f"comparing predictions: {exc}"
+                head.error = head.public_error = f"comparing predictions: {exc}"
         result = EvaluationResult(
             request.repo, head, base, comparison, seconds=time.monotonic() - started
         )
@@ -282,7 +321,11 @@ class Evaluator:
                 evaluation_id=evaluation.id,
                 status="succeeded" if comparison is not None else "failed",
                 passed=None if comparison is None else comparison.passed,
-                report={"error": result.error},
+                report={
+                    "error": result.error,
+                    "head_only": base.skipped is not None,
+                    "cache_miss": base.cache_miss,
+                },
                 seconds=result.seconds,
             )
             result.evaluation_id = evaluation.id
@@ -307,7 +350,7 @@ class Evaluator:
         try:
             self._run_side(side, mirror, overrides, cancel)
         except ModelCIError as exc:
-            side.error = str(exc)
+            side.fail(exc, data_dir=self.settings.data_dir)
             self.reporter.update(side.role, f"failed: {exc.message}")
         if side.reused_from is not None or not side.cache_key:
             return
@@ -326,8 +369,7 @@ class Evaluator:
                 started_at=started,
             )
             side.run_id = run.id
-            if side.ok:
-                _save_outputs(self._outputs_dir(run.id), side)
+            kept = side.ok and self._keep_outputs(run.id, side)
             store.finish_run(
                 session,
                 run_id=run.id,
@@ -336,8 +378,18 @@ class Evaluator:
                 error=side.error,
                 timings=side.timings,
                 log_path=str(side.log_path) if side.log_path else None,
-                outputs_dir=str(self._outputs_dir(run.id)) if side.ok else None,
+                outputs_dir=str(self._outputs_dir(run.id)) if kept else None,
             )
+
+    def _keep_outputs(self, run_id: int, side: SideResult) -> bool:
+        """Store the outputs for reuse, whole, before the run is marked finished; a run
+        whose outputs could not be stored is still a result, just not a reusable one."""
+        try:
+            save_outputs(self._outputs_dir(run_id), side.metrics, side.predictions)
+        except OSError as exc:
+            log.warning("run %s: outputs not kept for reuse: %s", run_id, exc)
+            return False
+        return True
 
     def _outputs_dir(self, run_id: int) -> Path:
         return self.settings.data_dir / "outputs" / str(run_id)
@@ -356,10 +408,21 @@ class Evaluator:
 
             with self._database().session() as session:
                 previous = store.find_reusable_run(session, cache_key=side.cache_key or "")
-                if previous is not None and previous.outputs_dir:
+            if previous is not None and previous.outputs_dir:
+                try:
+                    side.metrics, side.predictions = load_outputs(Path(previous.outputs_dir))
+                except OutputError as exc:
+                    # A stored result is a shortcut, never a reason to fail: train again.
+                    side.cache_miss = (
+                        f"the stored result of run {previous.id} is unreadable ({exc.message}); "
+                        "trained the commit again"
+                    )
+                    self.reporter.update(
+                        side.role, f"stored result of run {previous.id} unreadable: training again"
+                    )
+                else:
                     side.run_id = side.reused_from = previous.id
                     side.log_path = Path(previous.log_path) if previous.log_path else None
-                    _load_outputs(Path(previous.outputs_dir), side, previous.metrics or {})
                     side.timings = {"reused": 1.0}
                     self.reporter.update(side.role, f"reused the result of run {previous.id}")
                     return
@@ -462,9 +525,21 @@ class Evaluator:
             )
             side.timings["train_s"] = outcome.duration_s
             if not outcome.ok:
+                reason = (outcome.failure_reason() or "failed").removesuffix("; see the log")
+                tail = log_tail(
+                    side.log_path,
+                    paths={
+                        f"{workdir}/": "",
+                        str(workdir): ".",
+                        str(env.path): "<environment>",
+                        str(self.settings.data_dir): "<data dir>",
+                    },
+                )
                 raise RunFailed(
-                    f"the {role} commit's run {outcome.failure_reason()}",
-                    hint=f"read the log: {side.log_path}",
+                    f"the {role} commit's run {reason}",
+                    hint="the end of its log says why; fix that in the commit and push again",
+                    log_tail=tail,
+                    log_path=str(side.log_path),
                 )
             self.reporter.update(role, "reading outputs")
             raw = read_json_output(workdir, config.metrics, max_bytes=_MAX_METRICS_BYTES)
@@ -536,6 +611,7 @@ def summary_json(result: EvaluationResult) -> dict[str, Any]:
         "repository": result.repo,
         "evaluation_id": result.evaluation_id,
         "seconds": round(result.seconds, 3),
+        "head_only": result.base.skipped is not None,
         "error": result.error,
         "sides": {
             side.role: {
@@ -543,7 +619,10 @@ def summary_json(result: EvaluationResult) -> dict[str, Any]:
                 "sha": side.sha,
                 "run_id": side.run_id,
                 "reused_from": side.reused_from,
+                "skipped": side.skipped,
+                "cache_miss": side.cache_miss,
                 "error": side.error,
+                "log_tail": side.log_tail,
                 "log": str(side.log_path) if side.log_path else None,
                 "timings": {k: round(v, 3) for k, v in side.timings.items()},
             }

@@ -7,6 +7,7 @@ from the metric's name (its last dotted part, split on ``_`` and ``-``).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -103,25 +104,40 @@ def default_direction(name: str) -> Direction | None:
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
-        return None
+        return None  # True is an int to Python, but "ok": true is no measurement
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
+        text = value.strip()
         try:
-            return float(value.strip().rstrip("%")) / (100 if value.strip().endswith("%") else 1)
+            return float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
         except ValueError:
             return None
     return None
 
 
+def _shown(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    text = json.dumps(value) if isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def flatten_metrics(data: Any, *, source: str) -> dict[str, float]:
-    """``{name: number}`` from a metrics document; non-numeric leaves are skipped."""
+    """``{name: number}`` from a metrics document.
+
+    A leaf that is not a number (a word, null, a boolean) is an error naming its
+    key: skipping it would report the metric as missing, a regression, when the
+    file itself is what needs fixing. NaN and infinities are kept: the comparison
+    gives them their own verdict.
+    """
     if not isinstance(data, dict):
         raise OutputError(
             f"{source} holds a {type(data).__name__}, not an object of metrics",
             hint='write a JSON object of metric names to numbers, e.g. {"accuracy": 0.93}',
         )
     out: dict[str, float] = {}
+    bad: list[str] = []
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:
         prefix, value = stack.pop()
@@ -132,11 +148,20 @@ def flatten_metrics(data: Any, *, source: str) -> dict[str, float]:
             stack.extend(reversed([(f"{prefix}.{i}", v) for i, v in enumerate(value)]))
         else:
             number = _number(value)
-            if number is not None and prefix:
+            if number is None:
+                bad.append(f"{prefix} is {_shown(value)}")
+            else:
                 out[prefix] = number
-        if len(out) > _MAX_METRICS:
+        if len(out) + len(bad) > _MAX_METRICS:
             raise OutputError(
                 f"{source} holds more than {_MAX_METRICS} metrics",
                 hint="write summary metrics, not per-example values",
             )
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise OutputError(
+            f"{source}: metric values must be numbers, but {'; '.join(bad[:5])}{more}",
+            hint='write each metric as a JSON number, e.g. {"accuracy": 0.93}; keep labels, '
+            "flags and missing values out of the metrics file",
+        )
     return out

@@ -8,6 +8,7 @@ fit are left out with a note saying how many.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from rich.table import Table
@@ -15,7 +16,16 @@ from rich.text import Text
 
 from modelci.evaluate.compare import Comparison, MetricComparison
 
-__all__ = ["format_number", "render_json", "render_markdown", "render_rich"]
+__all__ = [
+    "HEAD_ONLY_NOTE",
+    "escape_markdown",
+    "format_number",
+    "markdown_code_block",
+    "render_json",
+    "render_markdown",
+    "render_rich",
+    "summary_line",
+]
 
 _EMOJI = {
     "improved": "✅",
@@ -26,6 +36,7 @@ _EMOJI = {
     "new": "🆕",
     "missing": "⚠️",
     "informational": "ℹ️",
+    "not_a_number": "❌",
 }
 _LABEL = {
     "improved": "improved",
@@ -36,6 +47,7 @@ _LABEL = {
     "new": "new",
     "missing": "missing in head",
     "informational": "no direction",
+    "not_a_number": "not a number",
 }
 _STYLE = {
     "improved": "green",
@@ -43,6 +55,7 @@ _STYLE = {
     "within_tolerance": "yellow",
     "within_noise": "cyan",
     "missing": "bold red",
+    "not_a_number": "bold red",
 }
 
 
@@ -76,14 +89,40 @@ def _order(comparison: Comparison) -> list[MetricComparison]:
     return sorted(comparison.metrics, key=key)
 
 
+HEAD_ONLY_NOTE = (
+    "The base commit has no modelci.yaml: this change adds it, so there is no base "
+    "result to compare with. These are head's metrics alone; the gates (the directions "
+    "and tolerances below) apply to pull requests once it is merged."
+)
+
+
 def summary_line(comparison: Comparison) -> str:
+    total = len(comparison.metrics)
+    if comparison.head_only:
+        return f"PASS: head evaluated alone, the base has no modelci.yaml ({total} metrics)"
     regressions = comparison.regressions
     if not regressions:
         gated = sum(m.gated for m in comparison.metrics)
-        return f"PASS: no gated metric regressed ({gated} gated, {len(comparison.metrics)} total)"
-    names = ", ".join(m.name for m in regressions[:10])
+        return f"PASS: no gated metric regressed ({gated} gated, {total} total)"
+    shown = regressions[:10]
     more = f" and {len(regressions) - 10} more" if len(regressions) > 10 else ""
-    return f"FAIL: {len(regressions)} gated metric(s) regressed: {names}{more}"
+    if all(m.verdict != "not_a_number" for m in regressions):
+        names = ", ".join(m.name for m in shown)
+        return f"FAIL: {len(regressions)} gated metric(s) regressed: {names}{more}"
+    names = ", ".join(f"{m.name} ({_LABEL[m.verdict]})" for m in shown)
+    return f"FAIL: {len(regressions)} gated metric(s) failed: {names}{more}"
+
+
+def markdown_code_block(text: str) -> str:
+    """``text`` as a fenced code block that nothing in it can close early.
+
+    CommonMark ends a fence only at a run of at least as many backticks, so the
+    fence is one longer than the longest run inside; other Markdown and HTML
+    inside a code block is shown as it is.
+    """
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
 
 
 def render_rich(comparison: Comparison, *, head_label: str, base_label: str) -> Table:
@@ -100,6 +139,8 @@ def render_rich(comparison: Comparison, *, head_label: str, base_label: str) -> 
         )
     for m in _order(comparison):
         gate = "" if m.gated else " [dim](not gated)[/]"
+        if comparison.head_only:
+            gate = " [dim](gated once merged)[/]" if m.gated else " [dim](not gated)[/]"
         verdict = Text.from_markup(
             f"{_EMOJI[m.verdict]} {_LABEL[m.verdict]}{gate}", style=_STYLE.get(m.verdict, "")
         )
@@ -114,17 +155,20 @@ def render_rich(comparison: Comparison, *, head_label: str, base_label: str) -> 
     return table
 
 
-def _escape(text: str) -> str:
+def escape_markdown(text: str) -> str:
+    """``text`` as literal Markdown on one line (a table cell)."""
     out = text.replace("\\", "\\\\")
     for char in "|`*_[]<>#":
         out = out.replace(char, "\\" + char)
     return out.replace("\n", " ")
 
 
-def _markdown_row(m: MetricComparison) -> str:
+def _markdown_row(m: MetricComparison, *, head_only: bool = False) -> str:
     gate = "" if m.gated else " (not gated)"
+    if head_only and m.gated:
+        gate = " (gated once merged)"
     cells = [
-        _escape(m.name),
+        escape_markdown(m.name),
         format_number(m.base),
         format_number(m.head),
         format_number(m.delta, signed=True),
@@ -145,14 +189,15 @@ def render_markdown(
 ) -> str:
     """GitHub-flavoured Markdown that never exceeds ``limit`` characters."""
     icon = "✅" if comparison.passed else "❌"
+    note = f"{HEAD_ONLY_NOTE}\n\n" if comparison.head_only else ""
     head = (
         f"### {title}\n\n**{icon} {summary_line(comparison)}**\n\n"
-        f"head `{head_sha[:7]}` vs base `{base_sha[:7]}`\n\n"
+        f"head `{head_sha[:7]}` vs base `{base_sha[:7]}`\n\n{note}"
         "| metric | base | head | Δ | 95% CI of Δ | verdict |\n"
         "| --- | ---: | ---: | ---: | ---: | --- |\n"
     )
     tail = f"\n{extra}" if extra else ""
-    rows = [_markdown_row(m) for m in _order(comparison)]
+    rows = [_markdown_row(m, head_only=comparison.head_only) for m in _order(comparison)]
     note_room = 120
     budget = limit - len(head) - len(tail) - note_room
     if budget < 0:
@@ -201,6 +246,7 @@ def render_json(comparison: Comparison, **context: Any) -> dict[str, Any]:
     ]
     return {
         "passed": comparison.passed,
+        "head_only": comparison.head_only,
         "summary": summary_line(comparison),
         "metrics": metrics,
         **context,

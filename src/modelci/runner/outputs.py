@@ -21,12 +21,19 @@ import os
 import platform
 import re
 import stat
+import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from modelci.errors import OutputError
 
-__all__ = ["copy_output_file", "copy_output_tree", "read_json_output", "read_output_bytes"]
+__all__ = [
+    "copy_output_file",
+    "copy_output_tree",
+    "read_json_output",
+    "read_output_bytes",
+    "write_file_atomically",
+]
 
 # openat2 has the same number on both: it was added after the tables were unified.
 _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437}.get(platform.machine())
@@ -350,3 +357,29 @@ def copy_output_tree(
     finally:
         os.close(dirfd)
     return state["bytes"]
+
+
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` so that a reader sees the old file or all of the new one.
+
+    The bytes go to a temporary file in the same directory, are flushed to disk,
+    and the file is renamed over ``path``: a crash, a full disk or a kill midway
+    leaves no empty or half-written file under that name (a stored result read
+    back later must not be one).
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(directory)  # the rename itself survives a power loss
+    finally:
+        os.close(directory)

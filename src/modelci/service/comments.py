@@ -5,6 +5,11 @@ again and updated in place; the comment shows a status line while the
 evaluation runs and the comparison table when
 it ends. Everything fits GitHub's limits (65,536 characters for a comment,
 65,535 for a check run's summary and text).
+
+A failed run shows why: the end of its log, fenced so nothing in it can break
+the Markdown, in a collapsed block, with a link to the whole log through the
+server's API when ``MODELCI_PUBLIC_URL`` is set. Nothing names a path on the
+server (the error texts used are ``SideResult.public_error``).
 """
 
 from __future__ import annotations
@@ -27,17 +32,47 @@ def status_comment(*, head_sha: str, status: str, detail: str = "") -> str:
     return f"{_TITLE}\n\n**Status:** {status} · head `{head_sha[:7]}`{extra}\n"
 
 
+def _log_url(side: SideResult, logs_url: str | None) -> str | None:
+    if side.run_id is None or not logs_url:
+        return None
+    return f"{logs_url.rstrip('/')}/api/runs/{side.run_id}/log"
+
+
 def _side_line(side: SideResult, logs_url: str | None) -> str:
+    from modelci.evaluate.report import escape_markdown
+
     timing = side.timings.get("total_s")
-    took = (
-        "reused an earlier result"
-        if side.reused_from
-        else (f"{timing:.1f} s" if timing is not None else "-")
-    )
-    log = ""
-    if side.run_id is not None and logs_url:
-        log = f" · [log]({logs_url.rstrip('/')}/api/runs/{side.run_id}/log)"
-    return f"| {side.role} | `{side.sha[:7]}` | {took}{log} |"
+    if side.skipped:
+        took = f"not run: {side.skipped}"
+    elif side.reused_from:
+        took = "reused an earlier result"
+    else:
+        took = f"{timing:.1f} s" if timing is not None else "-"
+    if side.cache_miss:
+        took += f" ({side.cache_miss})"
+    url = _log_url(side, logs_url)
+    log = f" · [log]({url})" if url else ""
+    return f"| {side.role} | `{side.sha[:7]}` | {escape_markdown(took)}{log} |"
+
+
+def _failure(result: EvaluationResult, logs_url: str | None) -> str:
+    """Why the evaluation failed: the errors, then each failed run's log tail."""
+    from modelci.evaluate.report import markdown_code_block
+
+    parts = [markdown_code_block((result.public_error or "")[:20_000])]
+    for side in (result.head, result.base):
+        if side.log_tail is None:
+            continue
+        lines = side.log_tail.count("\n") + 1 if side.log_tail else 0
+        if lines:
+            summary, body = f"the last {lines} lines of its log", markdown_code_block(side.log_tail)
+        else:
+            summary, body = "its log", "The log is empty: the commands printed nothing."
+        summary = f"{side.role}: {summary}"
+        url = _log_url(side, logs_url)
+        link = f"\n\n[The whole log]({url})" if url else ""
+        parts.append(f"<details><summary>{summary}</summary>\n\n{body}{link}\n\n</details>")
+    return "\n\n".join(parts)
 
 
 def final_comment(result: EvaluationResult, *, logs_url: str | None = None) -> str:
@@ -55,11 +90,12 @@ def final_comment(result: EvaluationResult, *, logs_url: str | None = None) -> s
     )
     footer = f"\n\n<details><summary>Runs</summary>\n\n{runs}\n\n</details>\n"
     if result.comparison is None:
-        body = (
+        # Bounded by construction (errors 20,000 characters, each tail TAIL_LINES
+        # short lines), so a cut never splits a fence.
+        return (
             f"{_TITLE}\n\n**Status:** ❌ failed · head `{head.sha[:7]}` vs base "
-            f"`{base.sha[:7]}`\n\n```\n{(result.error or '')[:20_000]}\n```{footer}"
+            f"`{base.sha[:7]}`\n\n{_failure(result, logs_url)}{footer}"
         )
-        return body[:COMMENT_LIMIT]
     table = render_markdown(
         result.comparison,
         head_sha=head.sha,
@@ -77,19 +113,19 @@ class CheckText:
     summary: str
 
 
-def check_text(result: EvaluationResult) -> CheckText:
+def check_text(result: EvaluationResult, *, logs_url: str | None = None) -> CheckText:
     """The check run's conclusion and text for a finished evaluation."""
-    from modelci.evaluate.report import render_markdown
+    from modelci.evaluate.report import render_markdown, summary_line
 
     if result.comparison is None:
-        return CheckText("failure", "Evaluation failed", (result.error or "")[:CHECK_LIMIT])
+        return CheckText("failure", "Evaluation failed", _failure(result, logs_url))
     regressions = result.comparison.regressions
     summary = render_markdown(
         result.comparison, head_sha=result.head.sha, base_sha=result.base.sha, limit=CHECK_LIMIT
     )
+    if result.comparison.head_only:
+        return CheckText("success", "Head evaluated alone: the base has no modelci.yaml", summary)
     if regressions:
-        names = ", ".join(m.name for m in regressions[:5])
-        return CheckText(
-            "failure", f"{len(regressions)} gated metric(s) regressed: {names}", summary
-        )
+        title = summary_line(result.comparison).removeprefix("FAIL: ")
+        return CheckText("failure", title[:200], summary)
     return CheckText("success", "No gated metric regressed", summary)

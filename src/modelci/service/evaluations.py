@@ -261,7 +261,7 @@ class PullRequestService:
                 self._report_timeout(job, gh, check.check_run_id)
             return  # superseded or cancelled: the newer job owns the comment now
         self.comment(job, final_comment(result, logs_url=self.public_url))
-        text = check_text(result)
+        text = check_text(result, logs_url=self.public_url)
         gh.publish_check(
             job.repo,
             head_sha=job.head_sha,
