@@ -351,7 +351,14 @@ class _HousekeepingToDebug(logging.Filter):
 
 
 _housekeeping_filter = _HousekeepingToDebug()
-for _name in ("procrastinate.worker", "procrastinate.periodic", "procrastinate.jobs"):
+# A logger's filters do not see its children's records: the worker logs on a
+# child named after it ("worker" unless run_worker_async gets a name).
+for _name in (
+    "procrastinate.worker",
+    "procrastinate.worker.worker",
+    "procrastinate.periodic",
+    "procrastinate.jobs",
+):
     logging.getLogger(_name).addFilter(_housekeeping_filter)
 
 
