@@ -837,3 +837,71 @@ def models_rollback(name: str, reason: str, actor: str | None) -> None:
 
 def main() -> None:
     cli(prog_name="modelci")
+
+
+# -- modelci tokens: bearer tokens of the HTTP API ------------------------------------
+
+
+@cli.group()
+def tokens() -> None:
+    """Bearer tokens of the jobs API (and of predict with MODELCI_PREDICT_AUTH=token)."""
+
+
+def _tokens_database() -> Any:
+    from modelci.store.db import open_database
+
+    return open_database(_settings())
+
+
+@tokens.command("create")
+@click.argument("name")
+@_guarded
+def tokens_create(name: str) -> None:
+    """Create a token called NAME and print it (once: only its hash is kept)."""
+    from modelci.service.tokens import create_token
+
+    database = _tokens_database()
+    try:
+        token = create_token(database, name)
+    finally:
+        database.close()
+    click.echo(token)
+    Console(stderr=True).print(
+        f"token {name!r} created; it is not shown again. Send it as `Authorization: Bearer TOKEN`.",
+        highlight=False,
+    )
+
+
+@tokens.command("list")
+@_guarded
+def tokens_list() -> None:
+    """The tokens' names, when each was created and last used (never the tokens)."""
+    from rich.table import Table
+
+    from modelci.service.tokens import list_tokens
+
+    database = _tokens_database()
+    try:
+        found = list_tokens(database)
+    finally:
+        database.close()
+    table = Table("name", "created", "last used")
+    for info in found:
+        last = info.last_used_at.strftime("%Y-%m-%d %H:%M") if info.last_used_at else "never"
+        table.add_row(info.name, info.created_at.strftime("%Y-%m-%d %H:%M"), last)
+    Console().print(table if found else "no tokens: create one with `modelci tokens create NAME`")
+
+
+@tokens.command("revoke")
+@click.argument("name")
+@_guarded
+def tokens_revoke(name: str) -> None:
+    """Revoke the token called NAME (requests with it fail within 5 seconds)."""
+    from modelci.service.tokens import revoke_token
+
+    database = _tokens_database()
+    try:
+        revoke_token(database, name)
+    finally:
+        database.close()
+    Console().print(f"token {name!r} revoked", highlight=False)

@@ -13,6 +13,7 @@ only the edges (``cli``, the web layer) turn them into codes::
     ├── RunFailed                    exit 2   repository code failed (crash, timeout, OOM)
     ├── OutputError                  exit 2   a metrics/predictions file is unusable
     ├── NeedsGpuWorker               exit 2   the commit asks for a GPU this worker does not serve
+    ├── Unauthorized                 401      an API request without a valid bearer token
     │   serving (HTTP statuses):
     ├── BadRequest                   422      a predict body does not match the signature
     ├── ModelNotFound                404      no served model has that name
@@ -137,6 +138,12 @@ class OutputError(ModelCIError):
 class NeedsGpuWorker(ModelCIError):
     """The commit's ``limits.gpu`` asks for a GPU and this job was not taken from the
     ``gpu`` queue: the server moves the job there instead of reporting a failure."""
+
+
+class Unauthorized(ModelCIError):
+    """An API request carries no bearer token, or one that is unknown or revoked."""
+
+    http_status = 401
 
 
 class BadRequest(ModelCIError):

@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -96,6 +96,16 @@ class Settings(BaseSettings):
         default=1, description="Evaluations of one repository that may run at once"
     )
     workers: int = Field(default=2, description="Worker threads `modelci serve` starts")
+    predict_auth: Literal["none", "token"] = Field(
+        default="none",
+        description="Whether the serving routes (predict, model info, form) need a bearer token "
+        "like the jobs API: none or token",
+    )
+    predict_access_log: bool = Field(
+        default=False,
+        description="Log one access line per serving request (off: at a thousand predictions a "
+        "second the log would be nothing else)",
+    )
     # Delivery: where trained versions are recorded and registered.
     mlflow_tracking_uri: str | None = Field(
         default=None,

@@ -6,6 +6,7 @@ run the tasks; only our own callables (``jobs.Services``) are small recorders.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -25,8 +26,11 @@ from typing import Any
 import procrastinate
 import psycopg
 import pytest
+from procrastinate.jobs import Job
 from sqlalchemy.engine import make_url
 
+from modelci.errors import ConfigError, RunFailed
+from modelci.github import BadDelivery
 from modelci.service import jobs
 from modelci.service.pullrequests import EvaluationJob
 from modelci.store.pgembed import EmbeddedPostgres
@@ -373,3 +377,48 @@ def test_the_periodic_task_runs_once_per_tick_across_two_workers(engine: Engine)
         wait_until(lambda: len({j.task_kwargs["timestamp"] for j in ticks()}) >= 2, timeout=30)
     stamps = [j.task_kwargs["timestamp"] for j in ticks()]
     assert len(stamps) == len(set(stamps)), stamps
+
+
+def test_a_failure_that_cannot_succeed_on_retry_fails_at_once(engine: Engine) -> None:
+    def malformed(delivery_id: str) -> None:
+        raise BadDelivery(f"the payload of {delivery_id} has no 'repository' object")
+
+    services = Recorder().services()
+    services.process_delivery = malformed
+    jobs.install_services(services)
+    job_id = engine.queue().defer_delivery("malformed")
+    assert job_id is not None
+    with worker(engine):
+        wait_until(lambda: engine.status(job_id) == "failed")
+    assert engine.job(job_id).attempts == 1
+
+
+def test_only_transient_failures_are_retried() -> None:
+    job = Job(id=1, queue=jobs.QUEUE_EVENTS, lock=None, queueing_lock=None, task_name="t")
+    for permanent in (BadDelivery("bad"), ConfigError("bad"), ValueError("bad"), KeyError("k")):
+        assert jobs._DELIVERY_RETRY.get_retry_decision(exception=permanent, job=job) is None
+    for transient in (RunFailed("crashed"), OSError("disk"), RuntimeError("?")):
+        assert jobs._DELIVERY_RETRY.get_retry_decision(exception=transient, job=job) is not None
+
+
+def test_housekeeping_jobs_are_logged_at_debug_only(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    jobs.install_services(Recorder().services())
+    caplog.set_level(logging.INFO)
+    manager = engine.app.job_manager
+
+    def ticks() -> list[Any]:
+        return list(manager.list_jobs(task=jobs.TASK_RETRY_STALLED))
+
+    with worker(engine):
+        # Two ticks done: the first one's lines (deferred, started, succeeded) are logged.
+        wait_until(lambda: sum(t.status == "succeeded" for t in ticks()) >= 2, timeout=30)
+        jobs_logged = [r for r in caplog.records if r.name.startswith("procrastinate")]
+        assert any("Starting worker" in r.getMessage() for r in jobs_logged)  # info still shows
+        about_ticks = [  # per job: deferred, started, ended (not the start-up registration)
+            r
+            for r in jobs_logged
+            if jobs.TASK_RETRY_STALLED in r.getMessage() and hasattr(r, "job")
+        ]
+        assert about_ticks == [], [r.getMessage() for r in about_ticks]

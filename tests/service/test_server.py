@@ -104,6 +104,19 @@ class Service:
         )
         return httpx.post(f"{self.url}/webhooks/github", headers=headers, content=body, timeout=10)
 
+    def api(self, path: str) -> Any:
+        """GET a jobs API path with a token (created once with `modelci tokens create`)."""
+        if not hasattr(self, "token"):
+            created = subprocess.run(
+                [sys.executable, "-m", "modelci", "tokens", "create", "e2e"],
+                env=self.env,
+                capture_output=True,
+                check=True,
+            )
+            self.token = created.stdout.decode().strip()
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return httpx.get(f"{self.url}{path}", headers=headers, timeout=10).json()
+
     def dump(self) -> str:
         return "\n".join(
             f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
@@ -338,7 +351,7 @@ def test_redelivery_is_processed_once_and_bad_signatures_are_refused(
     wait_for(finished(github, head), service)
     time.sleep(2)
     assert len([r for r in github.state.check_runs.values() if r["head_sha"] == head]) == 1
-    jobs = httpx.get(f"{service.url}/api/jobs", timeout=10).json()
+    jobs = service.api("/api/jobs")
     assert len([j for j in jobs if j["task"] == "modelci.evaluate_pull_request"]) == 1
 
 
@@ -383,7 +396,7 @@ def test_a_worker_killed_mid_evaluation_is_retried_and_one_comment_remains(
     runs = [r for r in github.state.check_runs.values() if r["head_sha"] == head]
     # The retry completed the check run its killed attempt opened: none is left in progress.
     assert [(r["status"], r["conclusion"]) for r in runs] == [("completed", "success")]
-    jobs = httpx.get(f"{service.url}/api/jobs", timeout=10).json()
+    jobs = service.api("/api/jobs")
     evaluations = [j for j in jobs if j["task"] == "modelci.evaluate_pull_request"]
     assert len(evaluations) == 1, evaluations
     retried = (service.logs / "worker-2.log").read_text()
@@ -409,13 +422,10 @@ def test_an_evaluation_past_the_job_timeout_is_stopped_and_reported(
     wait_for(timed_out, service)
     found = comments(github)
     assert len(found) == 1 and "job timeout" in found[0]["body"], found
-    jobs = httpx.get(f"{service.url}/api/jobs", timeout=10).json()
+    jobs = service.api("/api/jobs")
     evaluation = next(j for j in jobs if j["task"] == "modelci.evaluate_pull_request")
     wait_for(
-        lambda: (
-            httpx.get(f"{service.url}/api/jobs/{evaluation['id']}", timeout=10).json()["status"]
-            == "failed"
-        ),
+        lambda: service.api(f"/api/jobs/{evaluation['id']}")["status"] == "failed",
         service,
         timeout=30,
     )

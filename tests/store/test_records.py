@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from modelci.errors import StoreError
+from modelci.errors import ConfigError, StoreError
 from modelci.settings import Settings
 from modelci.store import db as dbmodule
 from modelci.store import records as store
@@ -313,3 +313,48 @@ def test_urls_are_normalised_and_masked() -> None:
     assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
     masked = masked_url("postgresql://u:secret@h/d?password=other&sslmode=require")
     assert "secret" not in masked and "other" not in masked and "sslmode=require" in masked
+
+
+def test_api_tokens_are_stored_by_hash_listed_touched_and_revoked(db: Database) -> None:
+    with db.session() as session:
+        store.create_api_token(session, name="ci", token_sha256="1" * 64)
+        store.create_api_token(session, name="alice", token_sha256="2" * 64)
+    with db.session() as session, pytest.raises(ConfigError, match="exists already"):
+        store.create_api_token(session, name="ci", token_sha256="3" * 64)
+    with db.session() as session:
+        assert [t.name for t in store.list_api_tokens(session)] == ["alice", "ci"]
+        assert store.find_api_token(session, token_sha256="9" * 64) is None
+        found = store.find_api_token(
+            session, token_sha256="1" * 64, touch_after=dt.timedelta(seconds=60)
+        )
+        assert found is not None and found.name == "ci" and found.last_used_at is not None
+        first_use = found.last_used_at
+    with db.session() as session:
+        again = store.find_api_token(
+            session, token_sha256="1" * 64, touch_after=dt.timedelta(seconds=60)
+        )
+        assert again is not None and again.last_used_at == first_use  # not written again
+        assert store.revoke_api_token(session, name="ci")
+        assert not store.revoke_api_token(session, name="ci")
+    with db.session() as session:
+        assert store.find_api_token(session, token_sha256="1" * 64) is None
+
+
+def test_job_failures_keep_the_latest_reason_and_a_failed_delivery_stays_unprocessed(
+    db: Database,
+) -> None:
+    big = 2**40  # Procrastinate's ids are bigint
+    with db.session() as session:
+        store.record_job_failure(session, job_id=big, task_name="t", error="first", retried=True)
+    with db.session() as session:
+        store.record_job_failure(session, job_id=big, task_name="t", error="last", retried=False)
+        store.record_delivery(session, delivery_id="d", event="push", action=None, payload={})
+        store.mark_delivery_failed(session, delivery_id="d", detail="no 'repository'")
+    with db.session() as session:
+        failures = store.job_failures(session, job_ids=[big, 7])
+        assert list(failures) == [big]
+        assert (failures[big].error, failures[big].retried) == ("last", False)
+        assert store.job_failures(session, job_ids=[]) == {}
+        delivery = store.get_delivery(session, delivery_id="d")
+        assert delivery is not None and delivery.outcome == "failed"
+        assert delivery.processed_at is None  # a rerun of its job processes it again

@@ -1,35 +1,61 @@
 """The HTTP edge: GitHub's webhook receiver and a small JSON API for jobs.
 
-The only module that imports FastAPI. A delivery is verified (signature
-first, before anything is parsed or stored), stored keyed by its
+The only service module that imports FastAPI. A delivery is verified
+(signature first, before anything is parsed or stored), stored keyed by its
 ``X-GitHub-Delivery`` id, queued, and answered 202 within milliseconds; a
 redelivery of a stored id is answered 200 "duplicate" and not processed
-again. Bad input gets a 4xx that says what was wrong; modelci's own errors
-become their ``http_status``; nothing answers with a traceback.
+again. Its body is read as a stream and refused past 25 MB (GitHub's own
+payload limit), and a request without a signature header is refused before
+any of its body is read.
+
+Everything under ``/api`` needs a bearer token (``modelci tokens create``),
+checked by :func:`require_token`; the serving routes use :func:`predict_auth`,
+which asks for one only when ``MODELCI_PREDICT_AUTH=token``. The webhook (its
+signature), ``/healthz``, ``/readyz`` and the OpenAPI pages stay open.
+
+Bad input gets a 4xx that says what was wrong: path and query parameters are
+typed and bounded (FastAPI answers 422), modelci's own errors become their
+``http_status``; nothing answers with a traceback.
 """
 
 from __future__ import annotations
 
-import logging
+import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from modelci.errors import ModelCIError
-from modelci.github import BadDelivery, InvalidSignature, parse_delivery
+from modelci.errors import ModelCIError, Unauthorized
+from modelci.github import BadDelivery, InvalidSignature, parse_delivery, verify_signature
+from modelci.github.sansio import SIGNATURE_HEADER
 from modelci.service.intake import submit_delivery
-from modelci.service.jobs import ProcrastinateQueue
+from modelci.service.jobs import JobConflict, JobNotFound, ProcrastinateQueue
+from modelci.service.tokens import TokenVerifier
 from modelci.store import records as store
 from modelci.store.db import Database
 
-__all__ = ["ApiContext", "create_app"]
+__all__ = ["WEBHOOK_MAX_BODY", "ApiContext", "create_app", "predict_auth", "require_token"]
 
-log = logging.getLogger(__name__)
+WEBHOOK_MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+_LOG_TAIL = 2_000_000  # bytes of a run's log the API returns
+# Procrastinate's job ids are bigint; runs.id is a 32-bit integer.
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A job id, from GET /api/jobs")]
+RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="A run id, from a job's evaluations")]
+JobStatus = Literal["todo", "doing", "succeeded", "failed", "cancelled", "aborting", "aborted"]
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A token from `modelci tokens create NAME`, sent as `Authorization: Bearer TOKEN`",
+)
+
+# Declares the scheme in the OpenAPI document; _authorize reads the header itself.
+_BearerHeader = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
 
 
 @dataclass
@@ -37,6 +63,8 @@ class ApiContext:
     database: Database
     queue: ProcrastinateQueue
     webhook_secret: bytes
+    predict_auth: Literal["none", "token"] = "none"
+    token_cache_s: float = 5.0  # a revoked token keeps working this long at most
 
 
 class DeliveryAccepted(BaseModel):
@@ -53,46 +81,100 @@ class JobPublic(BaseModel):
     attempts: int
     args: dict[str, Any]
     scheduled_at: str | None
+    error: str | None  # why its latest attempt failed
 
 
 class JobDetail(JobPublic):
     evaluations: list[dict[str, Any]]
 
 
-def _job_public(job: Any) -> dict[str, Any]:
+async def _authorize(request: Request) -> str:
+    verifier: TokenVerifier | None = getattr(request.app.state, "tokens", None)
+    if verifier is None:  # an app without a token store: nothing can be verified
+        raise Unauthorized("this server has no API tokens", hint="run it with `modelci serve`")
+    header = request.headers.get("authorization")
+    name = verifier.cached(header)
+    if name is None:
+        name = await run_in_threadpool(verifier.verify, header)
+    return name
+
+
+async def require_token(request: Request, _: _BearerHeader) -> str:
+    """The dependency of every ``/api`` route: the name of a valid bearer token, or a 401."""
+    return await _authorize(request)
+
+
+async def predict_auth(request: Request, _: _BearerHeader) -> str | None:
+    """The dependency of the serving routes: a token only with ``MODELCI_PREDICT_AUTH=token``."""
+    if getattr(request.app.state, "predict_auth", "none") != "token":
+        return None
+    return await _authorize(request)
+
+
+async def _guard_api_paths(request: Request) -> None:
+    # Every route of the app runs this, so a route added under /api later (by
+    # another module, without require_token) still cannot be reached without a token.
+    route = request.scope.get("route")
+    if str(getattr(route, "path", request.url.path)).startswith("/api/"):
+        await _authorize(request)
+
+
+def _job_public(job: Any, failures: dict[int, store.JobFailure]) -> dict[str, Any]:
+    failure = failures.get(job.id)
     return {
         "id": job.id,
         "task": job.task_name,
-        "status": job.status,
+        "status": str(job.status),
         "queue": job.queue,
         "attempts": job.attempts,
         "args": job.task_kwargs,
         "scheduled_at": job.scheduled_at.isoformat() if job.scheduled_at else None,
+        "error": failure.error if failure is not None else None,
     }
 
 
-def create_app(context: ApiContext) -> FastAPI:
-    app = FastAPI(
-        title="modelci", version="0.1.0", description="Webhook receiver and job API of modelci."
-    )
+def _read_tail(path: FilePath, size: int) -> str:
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - size))
+        return handle.read().decode(errors="replace")
 
-    @app.exception_handler(ModelCIError)
-    async def _modelci_error(request: Request, exc: ModelCIError) -> JSONResponse:
-        return JSONResponse({"detail": exc.message, "hint": exc.hint}, status_code=exc.http_status)
 
-    @app.get("/healthz")
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+async def _read_capped(request: Request, cap: int) -> bytes | None:
+    """The body, or None as soon as it passes ``cap`` bytes (the rest is never read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            return None
+    return bytes(body)
 
+
+def _webhook_routes(app: FastAPI, context: ApiContext) -> None:
     @app.post(
         "/webhooks/github",
         status_code=202,
         response_model=DeliveryAccepted,
-        responses={200: {"model": DeliveryAccepted}, 400: {}, 401: {}},
+        responses={200: {"model": DeliveryAccepted}, 400: {}, 401: {}, 413: {}},
     )
     async def github_webhook(request: Request) -> Any:
-        body = await request.body()
+        signature = request.headers.get(SIGNATURE_HEADER)
         try:
+            if signature is None:
+                # Refused before the body is read: an unsigned request costs nothing.
+                verify_signature(b"", None, context.webhook_secret)
+            body = await _read_capped(request, WEBHOOK_MAX_BODY)
+            if body is None:
+                return JSONResponse(
+                    {
+                        "detail": f"the body is over {WEBHOOK_MAX_BODY >> 20} MB, GitHub's "
+                        "limit for a webhook payload: this is not a GitHub delivery"
+                    },
+                    status_code=413,
+                )
             delivery = parse_delivery(dict(request.headers), body, secret=context.webhook_secret)
         except InvalidSignature as exc:
             return JSONResponse({"detail": str(exc)}, status_code=401)
@@ -117,51 +199,89 @@ def create_app(context: ApiContext) -> FastAPI:
             status_code=202 if created else 200,
         )
 
-    @app.get("/api/jobs", response_model=list[JobPublic])
-    def list_jobs(status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        jobs = context.queue.app.job_manager.list_jobs(status=status)
-        return [_job_public(j) for j in sorted(jobs, key=lambda j: -(j.id or 0))[:limit]]
 
-    def _get_job(job_id: int) -> Any:
-        found = context.queue.app.job_manager.list_jobs(id=job_id)
-        if not found:
-            raise HTTPException(404, f"no job {job_id}")
-        return found[0]
+def _jobs_router(context: ApiContext) -> APIRouter:
+    router = APIRouter(prefix="/api", dependencies=[Depends(require_token)], tags=["jobs"])
+    queue = context.queue
 
-    @app.get("/api/jobs/{job_id}", response_model=JobDetail)
-    def show_job(job_id: int) -> dict[str, Any]:
-        job = _get_job(job_id)
+    def public(jobs: list[Any]) -> list[dict[str, Any]]:
+        with context.database.session() as session:
+            failures = store.job_failures(session, job_ids=[j.id for j in jobs])
+        return [_job_public(j, failures) for j in jobs]
+
+    def get_job(job_id: int) -> Any:
+        try:
+            return queue.get_job(job_id)
+        except JobNotFound:
+            raise HTTPException(404, f"no job {job_id}") from None
+
+    @router.get("/jobs", response_model=list[JobPublic])
+    def list_jobs(
+        status: JobStatus | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        housekeeping: Annotated[
+            bool, Query(description="Include the periodic stalled-job check's runs")
+        ] = False,
+    ) -> list[dict[str, Any]]:
+        return public(queue.list_jobs(status=status, housekeeping=housekeeping, limit=limit))
+
+    @router.get("/jobs/{job_id}", response_model=JobDetail)
+    def show_job(job_id: JobId) -> dict[str, Any]:
+        (job,) = public([get_job(job_id)])
         with context.database.session() as session:
             evaluations = store.evaluations_for_job(session, job_id=job_id)
-        return {**_job_public(job), "evaluations": evaluations}
+        return {**job, "evaluations": evaluations}
 
-    @app.post("/api/jobs/{job_id}/cancel", response_model=JobPublic)
-    def cancel_job(job_id: int) -> dict[str, Any]:
-        job = _get_job(job_id)
-        if job.status not in ("todo", "doing"):
-            raise HTTPException(409, f"job {job_id} is {job.status}: nothing to cancel")
-        context.queue.app.job_manager.cancel_job_by_id(job_id, abort=job.status == "doing")
-        return _job_public(_get_job(job_id))
+    @router.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses={409: {}})
+    def cancel_job(job_id: JobId) -> dict[str, Any]:
+        get_job(job_id)
+        try:
+            return public([queue.cancel_job(job_id)])[0]
+        except JobConflict as exc:
+            raise HTTPException(409, str(exc)) from None
 
-    @app.post("/api/jobs/{job_id}/retry", response_model=JobPublic)
-    def retry_job(job_id: int) -> dict[str, Any]:
-        import datetime
+    @router.post("/jobs/{job_id}/retry", response_model=JobPublic, responses={409: {}})
+    def retry_job(job_id: JobId) -> dict[str, Any]:
+        """Run an ended job again: answers the new job (same task and arguments)."""
+        get_job(job_id)
+        try:
+            return public([queue.rerun_job(job_id)])[0]
+        except JobConflict as exc:
+            raise HTTPException(409, str(exc)) from None
 
-        job = _get_job(job_id)
-        if job.status in ("todo", "doing"):
-            raise HTTPException(409, f"job {job_id} is {job.status}: it will run anyway")
-        context.queue.app.job_manager.retry_job_by_id(
-            job_id, retry_at=datetime.datetime.now(datetime.UTC)
-        )
-        return _job_public(_get_job(job_id))
-
-    @app.get("/api/runs/{run_id}/log", response_class=PlainTextResponse)
-    def run_log(run_id: int) -> str:
+    @router.get("/runs/{run_id}/log", response_class=PlainTextResponse)
+    def run_log(run_id: RunId) -> str:
         with context.database.session() as session:
             run = store.get_run(session, run_id=run_id)
             log_path = run.log_path if run else None
-        if not log_path or not Path(log_path).exists():
+        if not log_path or not FilePath(log_path).is_file():
             raise HTTPException(404, f"run {run_id} has no log")
-        return Path(log_path).read_text(errors="replace")[-2_000_000:]
+        return _read_tail(FilePath(log_path), _LOG_TAIL)
 
+    return router
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="modelci",
+        version="0.1.0",
+        description="Webhook receiver and job API of modelci.",
+        dependencies=[Depends(_guard_api_paths)],
+    )
+    app.state.tokens = TokenVerifier(context.database, cache_s=context.token_cache_s)
+    app.state.predict_auth = context.predict_auth
+
+    @app.exception_handler(ModelCIError)
+    async def _modelci_error(request: Request, exc: ModelCIError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        return JSONResponse(
+            {"detail": exc.message, "hint": exc.hint}, status_code=exc.http_status, headers=headers
+        )
+
+    @app.get("/healthz")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    _webhook_routes(app, context)
+    app.include_router(_jobs_router(context))
     return app

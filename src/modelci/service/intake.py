@@ -8,8 +8,12 @@ its delivery id, so a repeat is recognised), queued once, marked dispatched.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
+import orjson
+
+from modelci.github import BadDelivery
 from modelci.store import records as store
 from modelci.store.db import Database
 
@@ -36,9 +40,13 @@ def submit_delivery(
     payload: dict[str, Any],
     action: str | None = None,
 ) -> bool:
-    """Store and queue a delivery; False when that delivery id was seen before."""
+    """Store and queue a delivery; False when that delivery id was seen before.
+
+    ``BadDelivery`` when the store could not keep it as it is (see ``_check_storable``).
+    """
     if action is None and isinstance(payload.get("action"), str):
         action = payload["action"]
+    _check_storable(delivery_id=delivery_id, event=event, action=action, payload=payload)
     with database.session() as session:
         created = store.record_delivery(
             session, delivery_id=delivery_id, event=event, action=action, payload=payload
@@ -46,3 +54,35 @@ def submit_delivery(
     if created:
         dispatch_delivery(database, queue, delivery_id=delivery_id)
     return created
+
+
+# NUL as orjson escapes it, after an even number of backslashes: after an odd
+# number it is the six characters of text, which jsonb keeps.
+_NUL = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000")
+_ONLY_GITHUB = "only GitHub's own deliveries are expected on this URL"
+
+
+def _check_storable(
+    *, delivery_id: str, event: str, action: str | None, payload: dict[str, Any]
+) -> None:
+    """Refuse what the database would reject, naming it, instead of failing the insert."""
+    for what, value in (
+        ("the X-GitHub-Delivery header", delivery_id),
+        ("the X-GitHub-Event header", event),
+        ("the payload's action", action),
+    ):
+        if value is not None and len(value) > store.DELIVERY_TEXT_MAX:
+            raise BadDelivery(
+                f"{what} is {len(value):,} characters long; at most "
+                f"{store.DELIVERY_TEXT_MAX} are accepted",
+                hint=_ONLY_GITHUB,
+            )
+    try:
+        encoded = orjson.dumps(payload)
+    except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate (\ud800) in a string
+        raise BadDelivery(f"the payload cannot be stored: {exc}", hint=_ONLY_GITHUB) from None
+    if _NUL.search(encoded):  # PostgreSQL's jsonb refuses NUL characters
+        raise BadDelivery(
+            "the payload contains a NUL character (\\u0000), which cannot be stored",
+            hint=_ONLY_GITHUB,
+        )

@@ -20,6 +20,13 @@ tests/service/test_jobs.py and tests/service/test_server.py). A job cancelled wh
 worker died ends aborted; one that lost its worker 3 times fails (it may be
 what kills them).
 
+A failure that would only happen again (a malformed delivery, a bad
+configuration, an argument that does not parse: ``PERMANENT_ERRORS``) fails
+the job at once instead of retrying it; every failure's reason is stored
+(``store.records.JobFailure``, and on the delivery for ``process_delivery``)
+so the jobs API can show it. ``retry_stalled`` runs every 5 s: its jobs are
+hidden from job lists unless asked for, and logged at debug level only.
+
 Cancelling uses Procrastinate's abort flag, polled every 0.5 s by the task,
 which then kills its sandbox. An evaluation running longer than
 ``job_timeout_s`` is stopped the same way, reported, and failed without a
@@ -36,7 +43,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,17 +54,25 @@ from procrastinate.job_context import AbortReason
 from procrastinate.jobs import Job, JobDeferrer, Status
 from procrastinate.retry import RetryDecision
 
-from modelci.errors import RunFailed
+from modelci.errors import ConfigError, ModelCIError, RunFailed
+from modelci.github import BadDelivery
 from modelci.service.pullrequests import DeliveryJob, EvaluationJob
+from modelci.store import records as store
+from modelci.store.db import Database
 
 __all__ = [
     "CANCEL_ABORTED",
     "CANCEL_SHUTDOWN",
     "CANCEL_TIMEOUT",
+    "HOUSEKEEPING_TASKS",
+    "JOB_STATUSES",
+    "PERMANENT_ERRORS",
     "QUEUE_EVALUATIONS",
     "QUEUE_EVENTS",
     "QUEUE_GPU",
     "Cancellation",
+    "JobConflict",
+    "JobNotFound",
     "JobTimedOut",
     "ProcrastinateQueue",
     "Services",
@@ -105,12 +120,37 @@ class JobTimedOut(RunFailed):
     """An evaluation ran past ``MODELCI_JOB_TIMEOUT_S``."""
 
 
-class _EvaluationRetry(RetryStrategy):
-    # A timed-out evaluation would time out again: fail it at once.
+HOUSEKEEPING_TASKS = (TASK_RETRY_STALLED,)
+JOB_STATUSES = tuple(status.value for status in Status)
+_PENDING = (Status.TODO.value, Status.DOING.value)
+# Failures that a retry would only repeat: a delivery GitHub will never send
+# differently, a configuration that must be fixed first, a timeout, arguments
+# that do not parse (ValueError, TypeError, KeyError).
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    BadDelivery,
+    ConfigError,
+    JobTimedOut,
+    ValueError,
+    TypeError,
+    LookupError,
+)
+
+
+class _Retry(RetryStrategy):
+    """Procrastinate's strategy, except that a permanent error is never retried."""
+
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
-        if isinstance(exception, JobTimedOut):
+        if isinstance(exception, PERMANENT_ERRORS):
             return None
         return super().get_retry_decision(exception=exception, job=job)
+
+
+class JobNotFound(LookupError):
+    """No job has that id."""
+
+
+class JobConflict(Exception):
+    """The job is not in a state that allows it (cancel an ended job, rerun a queued one)."""
 
 
 @dataclass
@@ -121,6 +161,8 @@ class Services:
     evaluate: Callable[[EvaluationJob, threading.Event], None]
     job_timeout_s: float
     deliver: Callable[[DeliveryJob, threading.Event], None] | None = None
+    # Where failures' reasons are stored; None (tests of the engine alone) keeps none.
+    database: Database | None = None
 
 
 _services: Services | None = None
@@ -177,6 +219,47 @@ def _run_cancellable(
         raise procrastinate.exceptions.JobAborted()
 
 
+@contextlib.contextmanager
+def _recording_failures(context: JobContext, retry: RetryStrategy) -> Iterator[None]:
+    """Store why the attempt failed (and, for a delivery, on the delivery), then re-raise."""
+    try:
+        yield
+    except procrastinate.exceptions.JobAborted:
+        raise
+    except Exception as exc:
+        job = context.job
+        services = _services
+        if services is None or services.database is None or job.id is None:
+            raise
+        will_retry = retry.get_retry_decision(exception=exc, job=job) is not None
+        reason = str(exc) or type(exc).__name__
+        if not isinstance(exc, ModelCIError):
+            reason = f"{type(exc).__name__}: {reason}"
+        try:
+            with services.database.session() as session:
+                store.record_job_failure(
+                    session,
+                    job_id=job.id,
+                    task_name=job.task_name,
+                    error=reason,
+                    retried=will_retry,
+                )
+                delivery_id = job.task_kwargs.get("delivery_id")
+                if job.task_name == TASK_DELIVERY and not will_retry and delivery_id:
+                    store.mark_delivery_failed(session, delivery_id=str(delivery_id), detail=reason)
+        except Exception:  # the job's own failure matters more than its record
+            log.exception("could not store why job %s failed", job.id)
+        log.log(
+            logging.WARNING if will_retry else logging.ERROR,
+            "job %s (%s) failed%s: %s",
+            job.id,
+            job.task_name,
+            "; retrying it" if will_retry else " for good",
+            reason,
+        )
+        raise
+
+
 def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
     services = _get_services()
     job = EvaluationJob(**fields)
@@ -202,35 +285,27 @@ def _deliver(context: JobContext, fields: dict[str, Any]) -> None:
     )
 
 
+_DELIVERY_RETRY = _Retry(max_attempts=5, wait=2, exponential_wait=2)
+_RUN_RETRY = _Retry(max_attempts=3, wait=5)
+
+
 def _register_tasks(app: procrastinate.App) -> None:
     # Tasks are registered per App (the server has one for deferring and one
     # per worker loop), and always deferred by name.
-    @app.task(
-        name=TASK_DELIVERY,
-        queue=QUEUE_EVENTS,
-        pass_context=True,
-        retry=RetryStrategy(max_attempts=5, wait=2, exponential_wait=2),
-    )
+    @app.task(name=TASK_DELIVERY, queue=QUEUE_EVENTS, pass_context=True, retry=_DELIVERY_RETRY)
     def process_delivery(context: JobContext, *, delivery_id: str) -> None:
-        _get_services().process_delivery(delivery_id)
+        with _recording_failures(context, _DELIVERY_RETRY):
+            _get_services().process_delivery(delivery_id)
 
-    @app.task(
-        name=TASK_EVALUATE,
-        queue=QUEUE_EVALUATIONS,
-        pass_context=True,
-        retry=_EvaluationRetry(max_attempts=3, wait=5),
-    )
+    @app.task(name=TASK_EVALUATE, queue=QUEUE_EVALUATIONS, pass_context=True, retry=_RUN_RETRY)
     def evaluate_pull_request(context: JobContext, /, **fields: Any) -> None:
-        _evaluate(context, fields)
+        with _recording_failures(context, _RUN_RETRY):
+            _evaluate(context, fields)
 
-    @app.task(
-        name=TASK_DELIVER,
-        queue=QUEUE_EVALUATIONS,
-        pass_context=True,
-        retry=_EvaluationRetry(max_attempts=3, wait=5),
-    )
+    @app.task(name=TASK_DELIVER, queue=QUEUE_EVALUATIONS, pass_context=True, retry=_RUN_RETRY)
     def deliver_commit(context: JobContext, /, **fields: Any) -> None:
-        _deliver(context, fields)
+        with _recording_failures(context, _RUN_RETRY):
+            _deliver(context, fields)
 
     # Six fields: croniter reads the last one as seconds ("*/5 * * * * *" would
     # mean every second of every fifth minute, leaving stalled jobs for minutes).
@@ -257,6 +332,34 @@ def _register_tasks(app: procrastinate.App) -> None:
             else:
                 log.warning("job %s (%s) lost its worker; retrying it", job.id, job.task_name)
                 await manager.retry_job(job)
+
+
+class _HousekeepingToDebug(logging.Filter):
+    """Procrastinate's lines about housekeeping jobs, at debug level.
+
+    ``retry_stalled`` runs every 5 s: at info level an idle server would log
+    three lines per run (36 a minute) and nothing else.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        about = [getattr(record, "job", None), *(getattr(record, "jobs", None) or [])]
+        tasks = {job.get("task_name") for job in about if isinstance(job, dict)}
+        if tasks and tasks <= set(HOUSEKEEPING_TASKS) and record.levelno <= logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_housekeeping_filter = _HousekeepingToDebug()
+# A logger's filters do not see its children's records: the worker logs on a
+# child named after it ("worker" unless run_worker_async gets a name).
+for _name in (
+    "procrastinate.worker",
+    "procrastinate.worker.worker",
+    "procrastinate.periodic",
+    "procrastinate.jobs",
+):
+    logging.getLogger(_name).addFilter(_housekeeping_filter)
 
 
 def _conninfo(sqlalchemy_url: str) -> str:
@@ -337,6 +440,71 @@ class ProcrastinateQueue:
     def __init__(self, app: procrastinate.App, *, repo_concurrency: int = 1) -> None:
         self.app = app
         self.repo_concurrency = max(1, repo_concurrency)
+
+    def list_jobs(
+        self, *, status: str | None = None, housekeeping: bool = False, limit: int = 100
+    ) -> list[Job]:
+        """Jobs, newest first; housekeeping jobs (``retry_stalled``) only when asked for.
+
+        One query with the filter and limit in SQL: Procrastinate's own listing
+        returns every job, and a server keeps 17,280 housekeeping jobs a day.
+        """
+        if status is not None and status not in JOB_STATUSES:
+            raise ValueError(f"unknown job status {status!r}")
+        rows = self.app.connector.get_sync_connector().execute_query_all(
+            """
+            SELECT id, queue_name, task_name, priority, lock, queueing_lock, args, status,
+                   scheduled_at, attempts, abort_requested, worker_id
+              FROM procrastinate_jobs
+             WHERE (%(status)s::procrastinate_job_status IS NULL OR status = %(status)s)
+               AND (%(housekeeping)s OR NOT task_name = ANY(%(hidden)s))
+             ORDER BY id DESC
+             LIMIT %(limit)s
+            """,
+            status=status,
+            housekeeping=housekeeping,
+            hidden=list(HOUSEKEEPING_TASKS),
+            limit=limit,
+        )
+        return [Job.from_row(row) for row in rows]
+
+    def get_job(self, job_id: int) -> Job:
+        found = self.app.job_manager.list_jobs(id=job_id)
+        if not found:
+            raise JobNotFound(f"no job {job_id}")
+        return found[0]
+
+    def cancel_job(self, job_id: int) -> Job:
+        """Cancel a queued job, or ask a running one to abort (its sandbox is killed)."""
+        job = self.get_job(job_id)
+        if job.status not in _PENDING:
+            raise JobConflict(f"job {job_id} is {job.status}: nothing to cancel")
+        self.app.job_manager.cancel_job_by_id(job_id, abort=job.status == Status.DOING.value)
+        return self.get_job(job_id)
+
+    def rerun_job(self, job_id: int) -> Job:
+        """Queue an ended job again, as a new job with the same task, arguments and locks.
+
+        Procrastinate can only retry a job that is running; an ended one is
+        deferred afresh (its queueing lock still keeps one queued per pull request).
+        """
+        job = self.get_job(job_id)
+        if job.status in _PENDING:
+            raise JobConflict(f"job {job_id} is {job.status}: it will run anyway")
+        deferrer = self.app.configure_task(
+            job.task_name,
+            queue=job.queue,
+            lock=job.lock,
+            queueing_lock=job.queueing_lock,
+            priority=job.priority,
+        )
+        try:
+            new_id = deferrer.defer(**job.task_kwargs)
+        except AlreadyEnqueued:
+            raise JobConflict(
+                f"another job with queueing lock {job.queueing_lock!r} is queued already"
+            ) from None
+        return self.get_job(new_id)
 
     def defer_delivery(self, delivery_id: str) -> int | None:
         try:

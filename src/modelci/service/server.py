@@ -128,6 +128,7 @@ def server_runtime(settings: Settings, *, unsafe: bool = False) -> Iterator[Runt
                     evaluate=service.evaluate,
                     job_timeout_s=settings.job_timeout_s,
                     deliver=delivery.deliver,
+                    database=database,
                 )
             )
             yield Runtime(settings, database, job_app, queue, service, delivery)
@@ -199,6 +200,12 @@ def _serve_models(app: FastAPI, runtime: Runtime, *, unsafe: bool) -> ServingMan
     return manager
 
 
+def _serving_requests_filter(record: logging.LogRecord) -> bool:
+    # uvicorn.access's args are (client, method, path, http version, status).
+    path = str(record.args[2]) if isinstance(record.args, tuple) and len(record.args) > 2 else ""
+    return not path.startswith(("/predict", "/models"))
+
+
 def run_server(
     settings: Settings,
     *,
@@ -251,9 +258,18 @@ def run_server(
                 runtime, queues or [jobs.QUEUE_EVENTS, jobs.QUEUE_EVALUATIONS], workers, stop
             )
         # Without a secret (polling only) every webhook is refused with a ConfigError.
-        app = create_app(ApiContext(runtime.database, runtime.queue, secret or b""))
+        app = create_app(
+            ApiContext(
+                runtime.database,
+                runtime.queue,
+                secret or b"",
+                predict_auth=settings.predict_auth,
+            )
+        )
         models = _serve_models(app, runtime, unsafe=unsafe)
         try:
+            if not settings.predict_access_log:
+                logging.getLogger("uvicorn.access").addFilter(_serving_requests_filter)
             uvicorn.run(app, host=host, port=port, log_level="info")
         finally:
             stop.set()

@@ -14,11 +14,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from modelci.errors import BadRequest, ModelCIError
+from modelci.service.api import predict_auth
 from modelci.serving.form import render_form
 from modelci.serving.manager import ServingManager
 from modelci.serving.service import ModelService
@@ -125,13 +126,16 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
     """Add the model routes to app: POST {prefix}/models/{name}/predict, POST
     {prefix}/predict, GET {prefix}/models, GET {prefix}/models/{name}, GET
     {prefix}/models/{name}/form and GET {prefix}/readyz. The caller starts and
-    closes the manager (``manager.start()`` / ``manager.close()``)."""
+    closes the manager (``manager.start()`` / ``manager.close()``). All but
+    readyz ask for a bearer token when the app's ``MODELCI_PREDICT_AUTH`` is token."""
+    auth = [Depends(predict_auth)]
 
     @app.post(
         prefix + "/models/{name:path}/predict",
         tags=["serving"],
         openapi_extra=_PREDICT_DOC,
         summary="Predict with a model's champion",
+        dependencies=auth,
     )
     async def predict_model(name: str, request: Request) -> Response:
         try:
@@ -145,6 +149,7 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
         tags=["serving"],
         openapi_extra=_PREDICT_DOC,
         summary="Predict with the only served model",
+        dependencies=auth,
     )
     async def predict_only(request: Request) -> Response:
         try:
@@ -153,7 +158,7 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
             return _json({"detail": str(exc)}, 409 if len(manager.services) > 1 else 404)
         return await _predict(service, request)
 
-    @app.get(prefix + "/models", tags=["serving"], summary="Served models")
+    @app.get(prefix + "/models", tags=["serving"], summary="Served models", dependencies=auth)
     async def list_models() -> Response:
         return _json({"models": [manager.status(name) for name in sorted(manager.services)]})
 
@@ -162,6 +167,7 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
         tags=["serving"],
         response_class=HTMLResponse,
         summary="A form to try a prediction by hand",
+        dependencies=auth,
     )
     async def model_form(name: str) -> Response:
         try:
@@ -175,7 +181,12 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
         page = render_form(service.status(), example, f"{prefix}/models/{name}/predict")
         return HTMLResponse(page)
 
-    @app.get(prefix + "/models/{name:path}", tags=["serving"], summary="A served model")
+    @app.get(
+        prefix + "/models/{name:path}",
+        tags=["serving"],
+        summary="A served model",
+        dependencies=auth,
+    )
     async def show_model(name: str) -> Response:
         try:
             return _json(manager.status(name))

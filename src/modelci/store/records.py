@@ -38,25 +38,32 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from modelci.errors import StoreError
+from modelci.errors import ConfigError, StoreError
 
 __all__ = [
+    "DELIVERY_TEXT_MAX",
+    "ApiToken",
     "Base",
     "Delivery",
     "Evaluation",
+    "JobFailure",
     "ModelEvent",
     "PredictionRecord",
     "Repository",
     "Run",
+    "create_api_token",
     "create_evaluation",
     "create_run",
     "evaluations_for_job",
+    "find_api_token",
     "find_reusable_run",
     "finish_evaluation",
     "finish_run",
     "get_delivery",
     "get_or_create_repository",
     "get_run",
+    "job_failures",
+    "list_api_tokens",
     "list_evaluations",
     "list_model_events",
     "list_predictions",
@@ -64,14 +71,20 @@ __all__ = [
     "lock_key",
     "log_predictions",
     "mark_delivery_dispatched",
+    "mark_delivery_failed",
     "mark_delivery_processed",
     "model_event_for_sha",
     "record_delivery",
+    "record_job_failure",
     "record_model_event",
+    "revoke_api_token",
     "undispatched_deliveries",
 ]
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+# Width of a delivery's id, event and action columns: longer values are refused
+# before they reach the database (service.intake), which would fail the insert.
+DELIVERY_TEXT_MAX = 100
 _Row = TypeVar("_Row", bound="Base")
 
 
@@ -163,9 +176,9 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
 
-    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # X-GitHub-Delivery
-    event: Mapped[str] = mapped_column(String(100))
-    action: Mapped[str | None] = mapped_column(String(100))
+    id: Mapped[str] = mapped_column(String(DELIVERY_TEXT_MAX), primary_key=True)
+    event: Mapped[str] = mapped_column(String(DELIVERY_TEXT_MAX))
+    action: Mapped[str | None] = mapped_column(String(DELIVERY_TEXT_MAX))
     payload: Mapped[dict[str, Any]] = mapped_column(JsonType)
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
     job_id: Mapped[int | None] = mapped_column(Integer)
@@ -173,6 +186,32 @@ class Delivery(Base):
     processed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     outcome: Mapped[str | None] = mapped_column(String(30))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class ApiToken(Base):
+    """A bearer token of the jobs API; only its SHA-256 is kept (the token is random)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class JobFailure(Base):
+    """Why a job's last attempt failed (Procrastinate keeps no error message)."""
+
+    __tablename__ = "job_failures"
+
+    job_id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    task_name: Mapped[str] = mapped_column(String(128))
+    error: Mapped[str] = mapped_column(Text)
+    retried: Mapped[bool] = mapped_column(Boolean)
+    failed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
 class ModelEvent(Base):
@@ -410,6 +449,12 @@ def mark_delivery_processed(
     delivery.outcome, delivery.detail, delivery.processed_at = outcome, detail, _now()
 
 
+def mark_delivery_failed(session: Session, *, delivery_id: str, detail: str) -> None:
+    """Record why processing failed for good; left unprocessed, so a rerun tries again."""
+    delivery = _get(session, Delivery, delivery_id)
+    delivery.outcome, delivery.detail = "failed", detail
+
+
 def undispatched_deliveries(session: Session, *, limit: int = 1000) -> list[str]:
     """Deliveries stored but never queued (the process stopped in between)."""
     return list(
@@ -503,3 +548,62 @@ def list_predictions(
             .limit(limit)
         )
     )
+
+
+def create_api_token(session: Session, *, name: str, token_sha256: str) -> ApiToken:
+    """Store a token's hash under ``name``; a ``ConfigError`` if the name is taken."""
+    token = ApiToken(name=name, token_sha256=token_sha256)
+    try:
+        with session.begin_nested():
+            session.add(token)
+    except IntegrityError:
+        raise ConfigError(
+            f"a token named {name!r} exists already",
+            hint=f"pick another name, or `modelci tokens revoke {name}` first",
+        ) from None
+    return token
+
+
+def list_api_tokens(session: Session) -> list[ApiToken]:
+    return list(session.scalars(select(ApiToken).order_by(ApiToken.name)))
+
+
+def revoke_api_token(session: Session, *, name: str) -> bool:
+    """Delete the token called ``name``; False when there is none."""
+    token = session.scalars(select(ApiToken).where(ApiToken.name == name)).first()
+    if token is None:
+        return False
+    session.delete(token)
+    return True
+
+
+def find_api_token(
+    session: Session, *, token_sha256: str, touch_after: dt.timedelta | None = None
+) -> ApiToken | None:
+    """The token with this hash; its ``last_used_at`` is set to now when older than
+    ``touch_after`` (a write on every request would be one per prediction)."""
+    token = session.scalars(select(ApiToken).where(ApiToken.token_sha256 == token_sha256)).first()
+    if token is not None and touch_after is not None:
+        now = _now()
+        if token.last_used_at is None or now - token.last_used_at >= touch_after:
+            token.last_used_at = now
+    return token
+
+
+def record_job_failure(
+    session: Session, *, job_id: int, task_name: str, error: str, retried: bool
+) -> None:
+    """Keep why the job's latest attempt failed (replacing an earlier attempt's reason)."""
+    failure = session.get(JobFailure, job_id)
+    if failure is None:
+        failure = JobFailure(job_id=job_id, task_name=task_name)
+        session.add(failure)
+    failure.error, failure.retried, failure.failed_at = error, retried, _now()
+    session.flush()
+
+
+def job_failures(session: Session, *, job_ids: list[int]) -> dict[int, JobFailure]:
+    if not job_ids:
+        return {}
+    rows = session.scalars(select(JobFailure).where(JobFailure.job_id.in_(job_ids)))
+    return {row.job_id: row for row in rows}
