@@ -72,4 +72,5 @@ def test_the_header_is_scoped_to_the_clone_urls_host(github: GitHub) -> None:
     other = github.url.replace("127.0.0.1", "localhost") + "/octo/model.git"
     run_git(other, git_credentials(TOKEN, f"{github.url}/octo/model.git"))
     probes = [r for r in github.state.requests if r.path.endswith("/info/refs")]
+    assert probes, "git never reached the server: the test would prove nothing"
     assert all("authorization" not in probe.headers for probe in probes)
