@@ -30,6 +30,9 @@ from starlette.routing import Route
 from tests.github.standin_endpoints import Endpoints, Reject
 from tests.github.standin_state import Recorded, StandInState, Token
 
+# The versions GitHub's REST API accepts in X-GitHub-Api-Version.
+SUPPORTED_API_VERSIONS = ("2022-11-28", "2026-03-10")
+
 
 class StandIn(Endpoints):
     """The ASGI app plus the server thread; ``state`` is swapped for each test."""
@@ -117,6 +120,8 @@ class StandIn(Endpoints):
                 if fault is not None:
                     return JSONResponse(fault.body, status_code=fault.status, headers=fault.headers)
                 who: Any = None
+                if not request.url.path.endswith(("/info/refs", "/git-upload-pack")):
+                    self._check_headers(headers)
                 if auth == "jwt":
                     who = self._check_jwt(headers)
                 elif auth == "token":
@@ -143,8 +148,34 @@ class StandIn(Endpoints):
             raise Reject(401, "Requires authentication", "")
         return credential.strip()
 
+    def _check_headers(self, headers: dict[str, str]) -> None:
+        """What GitHub refuses before routing: an unknown API version, an Accept
+        that takes no JSON (REST docs: "Media types", "API versions")."""
+        version = headers.get("x-github-api-version")
+        if version is not None and version not in SUPPORTED_API_VERSIONS:
+            raise Reject(
+                400,
+                f"API version {version!r} is not supported.",
+                "https://docs.github.com/rest/about-the-rest-api/api-versions",
+            )
+        accept = headers.get("accept", "*/*")
+        types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+        if not any(
+            t in ("*/*", "application/*", "application/json")
+            or (t.startswith("application/vnd.github") and t.endswith("json"))
+            for t in types
+        ):
+            raise Reject(
+                415,
+                f"Unsupported 'Accept' header: {types}. Must accept 'application/json'.",
+                "https://docs.github.com/rest/using-the-rest-api/getting-started-with-the-rest-api",
+            )
+
     def _check_jwt(self, headers: dict[str, str]) -> dict[str, Any]:
         st = self.state
+        if not headers.get("authorization", "").startswith("Bearer "):
+            # GitHub takes an App's JWT only with the Bearer scheme ("token" is for tokens).
+            raise Reject(401, "A JSON web token could not be decoded", "")
         try:
             claims = jwt.decode(
                 self._bearer(headers),

@@ -51,6 +51,14 @@ def validation_failed(
     return Reject(422, "Validation Failed", doc, errors=[error])
 
 
+# Request body keys from GitHub's REST description (check runs: create and update).
+CHECK_RUN_KEYS = frozenset(
+    {"name", "details_url", "external_id", "status", "started_at", "conclusion"}
+    | {"completed_at", "output", "actions"}
+)
+CHECK_OUTPUT_KEYS = frozenset({"title", "summary", "text", "annotations", "images"})
+
+
 class Endpoints:
     """What GitHub answers, over :attr:`state`."""
 
@@ -66,6 +74,8 @@ class Endpoints:
             raise Reject(
                 404, "Not Found", "/apps/apps#create-an-installation-access-token-for-an-app"
             )
+        doc = "/apps/apps#create-an-installation-access-token-for-an-app"
+        self._permitted(data, frozenset({"repositories", "repository_ids", "permissions"}), doc)
         token = st.issue_token(iid)
         assert token.expires_at is not None
         body = {
@@ -141,6 +151,12 @@ class Endpoints:
                 return Response(status_code=304, headers=headers)
         return Response(body, headers=headers, media_type="application/json")
 
+    def _permitted(self, data: Any, keys: frozenset[str], doc: str) -> None:
+        """GitHub's strict request schemas refuse a key they don't define."""
+        for key in data if isinstance(data, dict) else ():
+            if key not in keys:
+                raise invalid(f'"{key}" is not a permitted key.', doc)
+
     def _body_field(self, data: Any, name: str, doc: str) -> str:
         if not isinstance(data, dict) or name not in data:
             raise invalid(f'"{name}" wasn\'t supplied.', doc)
@@ -151,6 +167,7 @@ class Endpoints:
         return str(data[name])
 
     def _comment_body(self, data: Any, doc: str) -> str:
+        self._permitted(data, frozenset({"body"}), doc)
         body = self._body_field(data, "body", doc)
         if len(body) > 65536:
             raise validation_failed(
@@ -191,6 +208,8 @@ class Endpoints:
     def _check_fields(self, data: Any, doc: str, *, creating: bool) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise invalid("Body must be an object.", doc)
+        self._permitted(data, CHECK_RUN_KEYS | ({"head_sha"} if creating else set()), doc)
+        self._permitted(data.get("output"), CHECK_OUTPUT_KEYS, doc)
         if creating:
             self._body_field(data, "name", doc)
             self._body_field(data, "head_sha", doc)
@@ -294,6 +313,7 @@ class Endpoints:
         self, request: Request, data: Any, token: Token, owner: str, repo: str, sha: str
     ) -> Response:
         doc = "/commits/statuses#create-a-commit-status"
+        self._permitted(data, frozenset({"state", "target_url", "description", "context"}), doc)
         state = self._body_field(data, "state", doc)
         if state not in STATUS_STATES:
             raise invalid(
