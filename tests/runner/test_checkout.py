@@ -7,8 +7,7 @@ import pytest
 
 from modelci.errors import CheckoutError
 from modelci.runner.checkout import is_remote_url, open_mirror, repository_name
-
-from .conftest import GitRepo, commit_files, git
+from tests.conftest import GitRepo, commit_files, git
 
 
 def test_resolve_checkout_and_cleanup(make_repo: GitRepo, tmp_path: Path) -> None:
