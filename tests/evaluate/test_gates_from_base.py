@@ -21,7 +21,8 @@ __all__ = ["evaluator", "settings"]  # fixtures shared with test_evaluation
 pytestmark = pytest.mark.sandbox
 
 COMMANDS = "train: python train.py\nmetrics: metrics.json\npredictions: predictions.json\n"
-BASE = COMMANDS + "gates:\n  accuracy: {direction: higher, tolerance: 0}\n"
+# Only accuracy is gated, so the verdict rests on that one gate.
+BASE = COMMANDS + "default_gate: false\ngates:\n  accuracy: {direction: higher, tolerance: 0}\n"
 LOOSENED = {
     "tolerance-raised": BASE.replace("tolerance: 0}", "tolerance: 1.0}"),
     "gate-switched-off": BASE.replace("tolerance: 0}", "tolerance: 0, gate: false}"),
@@ -43,6 +44,7 @@ def test_a_pull_request_cannot_loosen_the_gates_it_is_judged_by(
     assert result.comparison is not None
     accuracy = {m.name: m for m in result.comparison.metrics}["accuracy"]
     assert accuracy.verdict == "regressed"
+    assert accuracy.gated
     assert not result.passed
 
 
@@ -50,11 +52,12 @@ def test_the_heads_tighter_gates_do_not_apply_before_the_merge_either(
     evaluator: Evaluator, make_repo: GitRepo
 ) -> None:
     # The rule cuts both ways: the head's own (stricter) config is not what judges it.
-    loose = BASE.replace("tolerance: 0}", "tolerance: 0.5}") + "default_gate: false\n"
+    loose = BASE.replace("tolerance: 0}", "tolerance: 0.5}")
     repo = make_repo(
         {"modelci.yaml": loose, "train.py": TRAIN, "params.json": json.dumps({"skill": 0.95})}
     )
-    commit_files(repo, {"modelci.yaml": BASE, "params.json": json.dumps({"skill": 0.6})})
+    strict = BASE.replace("default_gate: false", "default_gate: true")
+    commit_files(repo, {"modelci.yaml": strict, "params.json": json.dumps({"skill": 0.6})})
     result = evaluate(evaluator, repo)
     assert result.error is None, result.error
     assert result.passed
