@@ -94,7 +94,8 @@ class StandIn(Endpoints):
             route(repo + "/issues/{n:int}/events", self.list_issue_events, "GET", "token"),
             route(repo + "/git/ref/{ref:path}", self.get_git_ref, "GET", "token"),
             route("/rate_limit", self.get_rate_limit, "GET", "token"),
-            route("/{owner}/{repo}.git/info/refs", self.git_probe, "GET", "none"),
+            route("/{owner}/{repo}.git/info/refs", self.git_http, "GET", "git"),
+            route("/{owner}/{repo}.git/{service}", self.git_http, "POST", "git"),
         ]
 
     def _wrap(self, fn: Callable[..., Any], auth: str) -> Callable[[Request], Awaitable[Response]]:
@@ -102,7 +103,8 @@ class StandIn(Endpoints):
             st = self.state
             raw = await request.body()
             try:
-                data = json.loads(raw) if raw else None
+                # git's smart HTTP bodies are pack protocol, not JSON.
+                data = raw if auth == "git" else json.loads(raw) if raw else None
             except json.JSONDecodeError:
                 return JSONResponse({"message": "Problems parsing JSON"}, status_code=400)
             headers = {k.lower(): v for k, v in request.headers.items()}
@@ -120,7 +122,7 @@ class StandIn(Endpoints):
                 if fault is not None:
                     return JSONResponse(fault.body, status_code=fault.status, headers=fault.headers)
                 who: Any = None
-                if not request.url.path.endswith(("/info/refs", "/git-upload-pack")):
+                if auth != "git":
                     self._check_headers(headers)
                 if auth == "jwt":
                     who = self._check_jwt(headers)
