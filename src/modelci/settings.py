@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     )
 
     # Serving (modelci.serving): each champion in its own sandboxed model worker.
+    allow_loopback_http: bool = Field(
+        default=False,
+        description="Let jobs fetch repositories over plain http from this machine "
+        "(127.0.0.1, ::1, localhost), for a local GitHub stand-in; never for a real server",
+    )
     serving_uid_base: int = Field(
         default=60400,
         description="First uid of the model workers' sandboxes (one uid per running worker; "

@@ -30,6 +30,9 @@ from starlette.routing import Route
 from tests.github.standin_endpoints import Endpoints, Reject
 from tests.github.standin_state import Recorded, StandInState, Token
 
+# The versions GitHub's REST API accepts in X-GitHub-Api-Version.
+SUPPORTED_API_VERSIONS = ("2022-11-28", "2026-03-10")
+
 
 class StandIn(Endpoints):
     """The ASGI app plus the server thread; ``state`` is swapped for each test."""
@@ -91,7 +94,8 @@ class StandIn(Endpoints):
             route(repo + "/issues/{n:int}/events", self.list_issue_events, "GET", "token"),
             route(repo + "/git/ref/{ref:path}", self.get_git_ref, "GET", "token"),
             route("/rate_limit", self.get_rate_limit, "GET", "token"),
-            route("/{owner}/{repo}.git/info/refs", self.git_probe, "GET", "none"),
+            route("/{owner}/{repo}.git/info/refs", self.git_http, "GET", "git"),
+            route("/{owner}/{repo}.git/{service}", self.git_http, "POST", "git"),
         ]
 
     def _wrap(self, fn: Callable[..., Any], auth: str) -> Callable[[Request], Awaitable[Response]]:
@@ -99,7 +103,8 @@ class StandIn(Endpoints):
             st = self.state
             raw = await request.body()
             try:
-                data = json.loads(raw) if raw else None
+                # git's smart HTTP bodies are pack protocol, not JSON.
+                data = raw if auth == "git" else json.loads(raw) if raw else None
             except json.JSONDecodeError:
                 return JSONResponse({"message": "Problems parsing JSON"}, status_code=400)
             headers = {k.lower(): v for k, v in request.headers.items()}
@@ -117,6 +122,8 @@ class StandIn(Endpoints):
                 if fault is not None:
                     return JSONResponse(fault.body, status_code=fault.status, headers=fault.headers)
                 who: Any = None
+                if auth != "git":
+                    self._check_headers(headers)
                 if auth == "jwt":
                     who = self._check_jwt(headers)
                 elif auth == "token":
@@ -143,8 +150,34 @@ class StandIn(Endpoints):
             raise Reject(401, "Requires authentication", "")
         return credential.strip()
 
+    def _check_headers(self, headers: dict[str, str]) -> None:
+        """What GitHub refuses before routing: an unknown API version, an Accept
+        that takes no JSON (REST docs: "Media types", "API versions")."""
+        version = headers.get("x-github-api-version")
+        if version is not None and version not in SUPPORTED_API_VERSIONS:
+            raise Reject(
+                400,
+                f"API version {version!r} is not supported.",
+                "https://docs.github.com/rest/about-the-rest-api/api-versions",
+            )
+        accept = headers.get("accept", "*/*")
+        types = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+        if not any(
+            t in ("*/*", "application/*", "application/json")
+            or (t.startswith("application/vnd.github") and t.endswith("json"))
+            for t in types
+        ):
+            raise Reject(
+                415,
+                f"Unsupported 'Accept' header: {types}. Must accept 'application/json'.",
+                "https://docs.github.com/rest/using-the-rest-api/getting-started-with-the-rest-api",
+            )
+
     def _check_jwt(self, headers: dict[str, str]) -> dict[str, Any]:
         st = self.state
+        if not headers.get("authorization", "").startswith("Bearer "):
+            # GitHub takes an App's JWT only with the Bearer scheme ("token" is for tokens).
+            raise Reject(401, "A JSON web token could not be decoded", "")
         try:
             claims = jwt.decode(
                 self._bearer(headers),

@@ -9,8 +9,11 @@ errors GitHub is known to return.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import os
+import subprocess
 from typing import Any
 
 from starlette.requests import Request
@@ -51,6 +54,14 @@ def validation_failed(
     return Reject(422, "Validation Failed", doc, errors=[error])
 
 
+# Request body keys from GitHub's REST description (check runs: create and update).
+CHECK_RUN_KEYS = frozenset(
+    {"name", "details_url", "external_id", "status", "started_at", "conclusion"}
+    | {"completed_at", "output", "actions"}
+)
+CHECK_OUTPUT_KEYS = frozenset({"title", "summary", "text", "annotations", "images"})
+
+
 class Endpoints:
     """What GitHub answers, over :attr:`state`."""
 
@@ -66,6 +77,8 @@ class Endpoints:
             raise Reject(
                 404, "Not Found", "/apps/apps#create-an-installation-access-token-for-an-app"
             )
+        doc = "/apps/apps#create-an-installation-access-token-for-an-app"
+        self._permitted(data, frozenset({"repositories", "repository_ids", "permissions"}), doc)
         token = st.issue_token(iid)
         assert token.expires_at is not None
         body = {
@@ -141,6 +154,12 @@ class Endpoints:
                 return Response(status_code=304, headers=headers)
         return Response(body, headers=headers, media_type="application/json")
 
+    def _permitted(self, data: Any, keys: frozenset[str], doc: str) -> None:
+        """GitHub's strict request schemas refuse a key they don't define."""
+        for key in data if isinstance(data, dict) else ():
+            if key not in keys:
+                raise invalid(f'"{key}" is not a permitted key.', doc)
+
     def _body_field(self, data: Any, name: str, doc: str) -> str:
         if not isinstance(data, dict) or name not in data:
             raise invalid(f'"{name}" wasn\'t supplied.', doc)
@@ -151,6 +170,7 @@ class Endpoints:
         return str(data[name])
 
     def _comment_body(self, data: Any, doc: str) -> str:
+        self._permitted(data, frozenset({"body"}), doc)
         body = self._body_field(data, "body", doc)
         if len(body) > 65536:
             raise validation_failed(
@@ -191,6 +211,8 @@ class Endpoints:
     def _check_fields(self, data: Any, doc: str, *, creating: bool) -> dict[str, Any]:
         if not isinstance(data, dict):
             raise invalid("Body must be an object.", doc)
+        self._permitted(data, CHECK_RUN_KEYS | ({"head_sha"} if creating else set()), doc)
+        self._permitted(data.get("output"), CHECK_OUTPUT_KEYS, doc)
         if creating:
             self._body_field(data, "name", doc)
             self._body_field(data, "head_sha", doc)
@@ -294,6 +316,7 @@ class Endpoints:
         self, request: Request, data: Any, token: Token, owner: str, repo: str, sha: str
     ) -> Response:
         doc = "/commits/statuses#create-a-commit-status"
+        self._permitted(data, frozenset({"state", "target_url", "description", "context"}), doc)
         state = self._body_field(data, "state", doc)
         if state not in STATUS_STATES:
             raise invalid(
@@ -418,9 +441,73 @@ class Endpoints:
         }
         return {"resources": {"core": core}, "rate": core}
 
-    def git_probe(self, request: Request, data: Any, who: Any, owner: str, repo: str) -> Response:
-        # Only records what git sent (the Authorization header); serves no repository.
-        return PlainTextResponse("Repository not found.", status_code=404)
+    def git_http(
+        self, request: Request, body: bytes, who: Any, owner: str, repo: str, service: str = ""
+    ) -> Response:
+        """git's smart HTTP protocol (fetch only), through ``git http-backend`` as a CGI.
+
+        Like github.com for a private repository: without a valid token for the
+        repository (HTTP Basic, user ``x-access-token``) the answer is 401 with a
+        Basic challenge, which a git that may not prompt turns into a failure.
+        """
+        st = self.state
+        found = st.repos.get(f"{owner}/{repo}")
+        if found is None or found.git_dir is None:
+            return PlainTextResponse("Repository not found.", status_code=404)
+        if not self._git_token_ok(request.headers.get("authorization", ""), found.installation_id):
+            return PlainTextResponse(
+                "Invalid username or token.",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="GitHub"'},
+            )
+        wanted = request.query_params.get("service", service)
+        if wanted != "git-upload-pack" or service not in ("", "git-upload-pack"):
+            return PlainTextResponse("Write access to repository not granted.", status_code=403)
+        git_dir = found.git_dir / ".git" if (found.git_dir / ".git").is_dir() else found.git_dir
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GIT_PROJECT_ROOT": str(git_dir.parent),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": f"/{git_dir.name}/{service or 'info/refs'}",
+            "REQUEST_METHOD": request.method,
+            "QUERY_STRING": request.url.query,
+            "CONTENT_TYPE": request.headers.get("content-type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_CONTENT_ENCODING": request.headers.get("content-encoding", ""),
+            "HTTP_GIT_PROTOCOL": request.headers.get("git-protocol", ""),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "HOME": "/nonexistent",
+        }
+        done = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60
+        )
+        head, _, payload = done.stdout.partition(b"\r\n\r\n")
+        status, headers = 200, {}
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers[name] = value.strip()
+        if done.returncode != 0 and not done.stdout:
+            return PlainTextResponse(done.stderr.decode(errors="replace"), status_code=500)
+        return Response(payload, status_code=status, headers=headers)
+
+    def _git_token_ok(self, authorization: str, installation_id: int) -> bool:
+        scheme, _, credential = authorization.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, secret = base64.b64decode(credential).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        token = self.state.tokens.get(secret)
+        if user != "x-access-token" or token is None:
+            return False
+        if token.expires_at is not None and self.state.clock() >= token.expires_at:
+            return False
+        return token.kind != "installation" or token.installation_id == installation_id
 
 
 def _qs(query: dict[str, str], page: int) -> str:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 DOCS = "https://docs.github.com/rest"
@@ -70,7 +71,8 @@ class Repo:
     roles: dict[str, str] = field(default_factory=dict)
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
-    clone_url: str | None = None  # where clients clone from (a local path in e2e tests)
+    clone_url: str | None = None  # where clients clone from (see serve_git)
+    git_dir: Path | None = None  # the repository served over smart HTTP at clone_url
     # Per issue number, oldest first, as GET /repos/{o}/{r}/issues/{n}/events lists them.
     issue_events: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
 
@@ -115,6 +117,14 @@ class StandInState:
         repo = Repo(full_name, installation_id, default_branch, branches={default_branch: "b" * 40})
         self.repos[full_name] = repo
         return repo
+
+    def serve_git(self, full_name: str, path: Path) -> str:
+        """Serve the git repository at ``path`` as ``full_name`` over smart HTTP, as
+        github.com does (a token is required); returns its clone URL."""
+        repo = self.repos[full_name]
+        repo.git_dir = path
+        repo.clone_url = f"{self.host_url}/{full_name}.git"
+        return repo.clone_url
 
     def set_role(self, full_name: str, login: str, role: str) -> None:
         self.repos[full_name].roles[login] = role

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -212,18 +212,18 @@ def test_concurrent_upserts_still_make_one_comment(
     github: GitHub, app_client: GitHubClient
 ) -> None:
     github.state.add_pull(REPO, 7)
-    threads = [
-        threading.Thread(
-            target=app_client.upsert_comment,
-            kwargs={"repo": REPO, "issue_number": 7, "marker": MARKER, "body": f"v{i}"},
-        )
-        for i in range(6)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ThreadPoolExecutor(6) as pool:
+        upserts = [
+            pool.submit(
+                app_client.upsert_comment, repo=REPO, issue_number=7, marker=MARKER, body=f"v{i}"
+            )
+            for i in range(6)
+        ]
+        # .result() re-raises what a thread raised: every upsert must have succeeded.
+        results = [future.result(timeout=60) for future in upserts]
     assert len(our_comments(github)) == 1
+    assert sum(result.created for result in results) == 1
+    assert len({result.id for result in results}) == 1
 
 
 def test_long_comment_is_truncated_to_githubs_limit_keeping_the_marker(
@@ -433,15 +433,13 @@ def test_too_long_a_wait_is_not_slept(github: GitHub, sleep: RecordingSleep) -> 
 def test_at_most_max_concurrency_requests_in_flight(github: GitHub) -> None:
     github.state.add_pat("ghp_busy")
     github.state.delay_s = 0.05
-    with GitHubClient(github.url, TokenAuth("ghp_busy"), max_concurrency=2) as client:
-        threads = [
-            threading.Thread(target=client.get_branch, args=(REPO,), kwargs={"branch": "main"})
-            for _ in range(8)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    with (
+        GitHubClient(github.url, TokenAuth("ghp_busy"), max_concurrency=2) as client,
+        ThreadPoolExecutor(8) as pool,
+    ):
+        calls = [pool.submit(client.get_branch, REPO, branch="main") for _ in range(8)]
+        branches = [future.result(timeout=60) for future in calls]  # re-raises a thread's error
+    assert len(branches) == 8
     assert len(github.state.requests) == 8
     assert github.state.max_in_flight == 2
 

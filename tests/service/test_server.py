@@ -151,6 +151,8 @@ def service(github: GitHub, postgres_url: str, app_key: Any) -> Iterator[Service
         "MODELCI_GITHUB_WEBHOOK_SECRET": TEST_SECRET.decode(),
         "MODELCI_WORKERS": "2",
         "MODELCI_SANDBOX_UID_BASE": "60300",
+        # Repositories are fetched from the stand-in over http on loopback, with the token.
+        "MODELCI_ALLOW_LOOPBACK_HTTP": "1",
     }
     github.state.set_role(REPO, MAINTAINER, "write")
     github.state.set_role(REPO, OUTSIDER, "read")
@@ -160,6 +162,10 @@ def service(github: GitHub, postgres_url: str, app_key: Any) -> Iterator[Service
     finally:
         svc.stop()
         shutil.rmtree(data, ignore_errors=True)
+
+
+# Each test's repository, served by the stand-in over smart HTTP (clone URL by path).
+CLONE_URLS: dict[Path, str] = {}
 
 
 def model_repo(
@@ -174,6 +180,7 @@ def model_repo(
     repo = make_repo(
         {"modelci.yaml": CONFIG, "train.py": TRAIN, "params.json": json.dumps({"skill": 0.7})}
     )
+    CLONE_URLS[repo] = github.state.serve_git(REPO, repo)
     git(repo, "checkout", "-q", "-b", "feature")
     params = json.dumps({"skill": head_skill, "sleep": sleep})
     head = commit_files(repo, {"params.json": params, **(head_files or {})})
@@ -194,7 +201,7 @@ def labeled(
     payload = load_sample("pull_request.labeled.json")
     payload["action"] = action
     payload["repository"]["full_name"] = REPO
-    payload["repository"]["clone_url"] = str(repo)
+    payload["repository"]["clone_url"] = CLONE_URLS[repo]
     payload["pull_request"]["number"] = payload["number"] = 1
     payload["pull_request"]["head"]["sha"] = head_sha
     payload["pull_request"]["base"]["ref"] = "main"
@@ -435,8 +442,7 @@ def test_an_evaluation_past_the_job_timeout_is_stopped_and_reported(
 def test_poll_mode_evaluates_a_labeled_pull_request_without_webhooks(
     service: Service, github: GitHub, make_repo: GitRepo
 ) -> None:
-    repo, head = model_repo(github, make_repo)  # labeled by MAINTAINER
-    github.state.repos[REPO].clone_url = str(repo)
+    _repo, head = model_repo(github, make_repo)  # labeled by MAINTAINER
     service.env.pop("MODELCI_GITHUB_WEBHOOK_SECRET")  # GitHub cannot reach us: no secret
     service.env.update(
         {"MODELCI_POLL_REPOSITORIES": json.dumps([REPO]), "MODELCI_POLL_INTERVAL_S": "1"}

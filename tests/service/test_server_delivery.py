@@ -23,7 +23,7 @@ from tests.conftest import GitRepo, commit_files, git
 from tests.deliver.test_delivery import CONFIG, DATA  # the same threshold model's data and gates
 from tests.github.conftest import INSTALLATION, REPO, GitHub, app_key, github, standin_server
 from tests.github.helpers import load_sample
-from tests.service.test_server import Service, service, wait_for
+from tests.service.test_server import CLONE_URLS, Service, service, wait_for
 
 __all__ = ["app_key", "github", "service", "standin_server"]  # fixtures used here
 
@@ -55,7 +55,7 @@ def push(repo: Path, sha: str, before: str = "0" * 40) -> dict[str, Any]:
     """GitHub's real `push` example, pointed at our repository's default branch."""
     payload = load_sample("push.json")
     payload.update(ref="refs/heads/main", before=before, after=sha, deleted=False)
-    payload["repository"].update(full_name=REPO, clone_url=str(repo), default_branch="main")
+    payload["repository"].update(full_name=REPO, clone_url=CLONE_URLS[repo], default_branch="main")
     payload["sender"]["login"] = "maintainer"
     payload["installation"] = {"id": INSTALLATION}
     return payload
@@ -64,7 +64,7 @@ def push(repo: Path, sha: str, before: str = "0" * 40) -> dict[str, Any]:
 def merged(repo: Path, merge_sha: str) -> dict[str, Any]:
     """GitHub's real merged `pull_request` example, merged into our default branch."""
     payload = load_sample("derived/pull_request.closed.merged.json")
-    payload["repository"].update(full_name=REPO, clone_url=str(repo), default_branch="main")
+    payload["repository"].update(full_name=REPO, clone_url=CLONE_URLS[repo], default_branch="main")
     payload["pull_request"]["base"]["ref"] = "main"
     payload["pull_request"]["merge_commit_sha"] = merge_sha
     payload["sender"]["login"] = "maintainer"
@@ -103,6 +103,7 @@ def test_merges_deliver_promote_serve_and_roll_back(
             "params.json": json.dumps({"cut": 3.5}),  # accuracy 0.8
         }
     )
+    CLONE_URLS[repo] = github.state.serve_git(REPO, repo)
     first = git(repo, "rev-parse", "HEAD")
     service.serve()
 

@@ -448,7 +448,10 @@ class GitHubClient(RestClient):
             if not isinstance(item, dict) or item.get("event") != event:
                 continue
             name = (item.get("label") or {}).get("name")
-            if label is not None and name != label:
+            # Label names are case-insensitive on GitHub.
+            if label is not None and (
+                not isinstance(name, str) or name.casefold() != label.casefold()
+            ):
                 continue
             current = IssueEvent(
                 id=int(item["id"]),

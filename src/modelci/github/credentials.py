@@ -26,16 +26,32 @@ environment), and never log it.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import urllib.parse
 from collections.abc import Mapping
 
-__all__ = ["git_credentials"]
+__all__ = ["git_credentials", "is_loopback"]
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _origin(clone_url: str) -> str:
     parts = urllib.parse.urlsplit(clone_url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError(f"{clone_url!r} is not an http(s) clone URL; tokens only work over HTTPS")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        # Plain http would show the token to every hop; only this machine is trusted.
+        raise ValueError(f"{clone_url!r} is plain http to another machine; tokens go over HTTPS")
     if parts.username or parts.password:
         raise ValueError("the clone URL already carries credentials; pass it without them")
     return f"{parts.scheme}://{parts.netloc}/"

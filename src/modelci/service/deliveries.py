@@ -63,7 +63,9 @@ class DeliveryService:
             )
             return
         gh = self.github.for_installation(job.installation_id)
-        git_env = clone_credentials(gh, job.clone_url)
+        git_env = clone_credentials(
+            gh, job.clone_url, allow_loopback_http=self.evaluator.settings.allow_loopback_http
+        )
         check = start_check(
             gh,
             job.repo,

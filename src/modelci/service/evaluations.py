@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 
-from modelci.errors import ModelCIError, NeedsGpuWorker
+from modelci.errors import CheckoutError, ModelCIError, NeedsGpuWorker
 from modelci.evaluate.evaluation import EvaluationRequest, Evaluator
 from modelci.github import (
     CheckOutput,
@@ -27,6 +28,7 @@ from modelci.github import (
     comment_marker,
     git_credentials,
 )
+from modelci.github.credentials import is_loopback
 from modelci.github.sansio import Delivery
 from modelci.service.comments import check_text, final_comment, status_comment
 from modelci.service.jobs import CANCEL_TIMEOUT
@@ -113,12 +115,30 @@ def publish_gpu_wait(
     )
 
 
-def clone_credentials(gh: GitHubClient, clone_url: str) -> dict[str, str]:
-    """git's environment for fetching ``clone_url`` with the installation's token
-    (nothing for a path on this machine)."""
-    if not clone_url.startswith("http"):
-        return {}
-    return git_credentials(gh.installation_token(), clone_url)
+def clone_credentials(
+    gh: GitHubClient, clone_url: str, *, allow_loopback_http: bool = False
+) -> dict[str, str]:
+    """git's environment for fetching ``clone_url`` with the installation's token.
+
+    Only https URLs are fetched, as GitHub's are: a payload naming a local path,
+    ``file://``, ``ssh`` or plain http could point a job at the server's own
+    files or send the token in the clear. Plain http to this machine is allowed
+    only with ``MODELCI_ALLOW_LOOPBACK_HTTP`` (a local stand-in of GitHub).
+    """
+    parts = urllib.parse.urlsplit(clone_url)
+    loopback_http = parts.scheme == "http" and is_loopback(parts.hostname)
+    if parts.scheme != "https" and not (loopback_http and allow_loopback_http):
+        raise CheckoutError(
+            f"refusing to fetch {clone_url!r}: modelci fetches repositories over https only",
+            hint="GitHub's clone URLs are https; for a GitHub stand-in on this machine set "
+            "MODELCI_ALLOW_LOOPBACK_HTTP=1"
+            if loopback_http
+            else "check the payload's repository.clone_url (GitHub sends an https URL)",
+        )
+    try:
+        return git_credentials(gh.installation_token(), clone_url)
+    except ValueError as exc:
+        raise CheckoutError(f"refusing to fetch {clone_url!r}: {exc}") from None
 
 
 def start_check(
@@ -227,7 +247,9 @@ class PullRequestService:
 
     def evaluate(self, job: EvaluationJob, cancel: threading.Event) -> None:
         gh = self.github.for_installation(job.installation_id)
-        git_env = clone_credentials(gh, job.clone_url)
+        git_env = clone_credentials(
+            gh, job.clone_url, allow_loopback_http=self.evaluator.settings.allow_loopback_http
+        )
         check = start_check(
             gh,
             job.repo,

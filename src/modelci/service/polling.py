@@ -353,8 +353,9 @@ class Poller:
             now = PullState(
                 pr.head_sha, list(pr.labels), pr.updated_at, prev.label_event if prev else None
             )
-            has = self.label in pr.labels
-            had = prev is not None and self.label in prev.labels
+            trigger = self.label.casefold()  # label names are case-insensitive on GitHub
+            has = any(name.casefold() == trigger for name in pr.labels)
+            had = prev is not None and any(name.casefold() == trigger for name in prev.labels)
             changed = prev is None or (prev.updated_at, prev.head_sha) != (
                 pr.updated_at,
                 pr.head_sha,

@@ -99,6 +99,12 @@ class GitHubActions(Protocol):
     def say(self, job_or_pr: EvaluationJob | PullRequestEvent, body: str) -> None: ...
 
 
+def _same_label(name: str | None, trigger: str) -> bool:
+    # GitHub's label names are case-insensitive (a repository can't have both
+    # "Evaluate" and "evaluate"), so the trigger matches in any case.
+    return name is not None and name.casefold() == trigger.casefold()
+
+
 def _job(event: PullRequestEvent) -> EvaluationJob:
     pr = event.pull_request
     return EvaluationJob(
@@ -152,7 +158,7 @@ def handle_event(event: Event, *, label: str, queue: JobQueue, github: GitHubAct
     pr = event.pull_request
     repo = event.repo.full_name
     if event.action == "labeled":
-        if event.label != label:
+        if not _same_label(event.label, label):
             return Outcome("ignored", f"label {event.label!r} is not {label!r}")
         if not github.can_write(repo, event.sender, event.installation_id):
             github.say(
@@ -164,7 +170,7 @@ def handle_event(event: Event, *, label: str, queue: JobQueue, github: GitHubAct
             return Outcome("refused", f"{event.sender} lacks write access: nothing was run")
         return _queue(event, queue, github)
     if event.action == "synchronize":
-        if label not in pr.labels:
+        if not any(_same_label(name, label) for name in pr.labels):
             return Outcome("ignored", f"pull request #{pr.number} is not labeled {label!r}")
         if not github.can_write(repo, event.sender, event.installation_id):
             queue.cancel_evaluations(repo=repo, number=pr.number)
@@ -175,7 +181,9 @@ def handle_event(event: Event, *, label: str, queue: JobQueue, github: GitHubAct
             )
             return Outcome("refused", f"push by {event.sender} without write access")
         return _queue(event, queue, github)
-    if (event.action == "unlabeled" and event.label == label) or event.action == "closed":
+    if (
+        event.action == "unlabeled" and _same_label(event.label, label)
+    ) or event.action == "closed":
         cancelled = queue.cancel_evaluations(repo=repo, number=pr.number)
         detail = f"{cancelled} pending evaluation(s) cancelled"
         merged_into_default = pr.merged and pr.base_ref == event.repo.default_branch
