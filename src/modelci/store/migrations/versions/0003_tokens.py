@@ -1,6 +1,6 @@
 """API bearer tokens (hashed) and why jobs failed.
 
-Revision ID: hc_0003 (alembic refuses "-" in revision ids)
+Revision ID: 0003 (alembic refuses "-" in revision ids)
 Revises: 0002
 Create Date: 2026-12-01
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "hc_0003"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
