@@ -1,6 +1,6 @@
 """API bearer tokens (hashed) and why jobs failed.
 
-Revision ID: 0003 (alembic refuses "-" in revision ids)
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-01
 """
