@@ -844,7 +844,14 @@ def main() -> None:
 
 @cli.group()
 def tokens() -> None:
-    """Bearer tokens of the jobs API (and of predict with MODELCI_PREDICT_AUTH=token)."""
+    """Bearer tokens of the jobs API (and of predict with MODELCI_PREDICT_AUTH=token).
+
+    \b
+    Examples:
+      modelci tokens create ci-bot          # prints the token once
+      modelci tokens list
+      modelci tokens revoke ci-bot
+    """
 
 
 def _tokens_database() -> Any:
@@ -857,7 +864,13 @@ def _tokens_database() -> Any:
 @click.argument("name")
 @_guarded
 def tokens_create(name: str) -> None:
-    """Create a token called NAME and print it (once: only its hash is kept)."""
+    """Create a token called NAME and print it (once: only its hash is kept).
+
+    \b
+    Examples:
+      modelci tokens create ci-bot
+      curl -H "Authorization: Bearer $(modelci tokens create dashboard)" localhost:8000/api/jobs
+    """
     from modelci.service.tokens import create_token
 
     database = _tokens_database()
@@ -875,7 +888,12 @@ def tokens_create(name: str) -> None:
 @tokens.command("list")
 @_guarded
 def tokens_list() -> None:
-    """The tokens' names, when each was created and last used (never the tokens)."""
+    """The tokens' names, when each was created and last used (never the tokens).
+
+    \b
+    Examples:
+      modelci tokens list
+    """
     from rich.table import Table
 
     from modelci.service.tokens import list_tokens
@@ -896,7 +914,12 @@ def tokens_list() -> None:
 @click.argument("name")
 @_guarded
 def tokens_revoke(name: str) -> None:
-    """Revoke the token called NAME (requests with it fail within 5 seconds)."""
+    """Revoke the token called NAME (requests with it fail within 5 seconds).
+
+    \b
+    Examples:
+      modelci tokens revoke ci-bot
+    """
     from modelci.service.tokens import revoke_token
 
     database = _tokens_database()
