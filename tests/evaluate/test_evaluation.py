@@ -21,8 +21,7 @@ from modelci.runner.environments import EnvironmentManager
 from modelci.runner.sandbox import make_sandbox
 from modelci.settings import Settings
 from modelci.store.db import Database, open_database
-
-from .conftest import GitRepo, commit_files
+from tests.conftest import GitRepo, commit_files
 
 pytestmark = pytest.mark.sandbox
 
