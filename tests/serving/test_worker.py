@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,6 +19,7 @@ import pytest
 import modelci
 from modelci.deliver.modelspec import Column, ModelVersion, ServingSpec
 from modelci.errors import PredictionFailed, WorkerFailed
+from modelci.runner.sandbox import take_slot
 from modelci.serving.launcher import Launcher
 from modelci.serving.worker import ModelWorker
 from tests.serving.conftest import (
@@ -106,6 +108,22 @@ def test_unloadable_artifact_is_reported(launcher: Launcher, base_dir: Path) -> 
     (model_dir / "model.joblib").write_bytes(b"not a pickle")
     with pytest.raises(WorkerFailed, match="could not load the model"):
         launcher.start("corrupt", 1, model_dir, spec)
+
+
+def test_a_slot_held_elsewhere_is_not_used(launcher: Launcher, base_dir: Path) -> None:
+    # The one slot is held by someone else (another modelci process, for all the
+    # launcher knows): the start is refused with the reason, nothing is reset.
+    one_slot = replace(launcher, max_workers=1)
+    model_dir = base_dir / "no-slot"
+    spec = numeric_model(model_dir)
+    held = take_slot(launcher.slots_dir, 1)
+    assert held is not None
+    try:
+        with pytest.raises(WorkerFailed, match="every serving sandbox slot on this machine"):
+            one_slot.start("no-slot", 1, model_dir, spec)
+    finally:
+        held.release()
+    assert list((launcher.serving_dir).glob("no-slot-*")) == []  # its work dir went too
 
 
 HOSTILE = """
