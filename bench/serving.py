@@ -121,7 +121,7 @@ def serve_modelci(model_dir: Path, port: int, data: Path) -> None:
     from modelci.serving.http import create_serving_app
     from modelci.serving.launcher import Launcher
     from modelci.serving.manager import ServingManager
-    from modelci.settings import Settings
+    from modelci.settings import Settings, machine_lock_dir
     from modelci.store.db import open_database
 
     class OneModel:
@@ -140,6 +140,7 @@ def serve_modelci(model_dir: Path, port: int, data: Path) -> None:
         ),
         serving_dir=data / "serving",
         logs_dir=data / "logs",
+        slots_dir=machine_lock_dir("modelci-slots-60950"),
     )
     sessions = None
     if not os.environ.get("BENCH_NO_LOG"):
@@ -237,6 +238,7 @@ def floors(model: Any, x: np.ndarray, model_dir: Path, base: Path) -> dict[str, 
     from modelci.runner.environments import EnvironmentManager
     from modelci.runner.sandbox import BubblewrapSandbox
     from modelci.serving.launcher import Launcher
+    from modelci.settings import machine_lock_dir
 
     row = x[:1]
     for _ in range(200):
@@ -252,6 +254,7 @@ def floors(model: Any, x: np.ndarray, model_dir: Path, base: Path) -> dict[str, 
         ),
         serving_dir=base / "floor",
         logs_dir=base / "floor-logs",
+        slots_dir=machine_lock_dir("modelci-slots-60960"),
     )
     worker = launcher.start("floor", 1, model_dir, ServingSpec.read(model_dir))
     try:

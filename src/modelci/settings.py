@@ -193,13 +193,24 @@ class Settings(BaseSettings):
         demo beside a server) would run two jobs as one uid and kill each
         other's processes.
         """
-        run_lock = Path("/run/lock")
-        base = run_lock if os.access(run_lock, os.W_OK) else Path(tempfile.gettempdir())
-        return base / f"modelci-slots-{self.sandbox_uid_base}"
+        return machine_lock_dir(f"modelci-slots-{self.sandbox_uid_base}")
+
+    @property
+    def serving_slots_dir(self) -> Path:
+        """Locks of the model workers' slots, machine-wide for the serving uid range
+        (``slots_dir``'s reasons: a demo beside ``modelci serve`` serves too)."""
+        return machine_lock_dir(f"modelci-slots-{self.serving_uid_base}")
 
     @property
     def postgres_dir(self) -> Path:
         return self.data_dir / "postgres"
+
+
+def machine_lock_dir(name: str) -> Path:
+    """A directory of lock files that every modelci process on the machine shares."""
+    run_lock = Path("/run/lock")
+    base = run_lock if os.access(run_lock, os.W_OK) else Path(tempfile.gettempdir())
+    return base / name
 
 
 def _read_secret_file(path: Path, variable: str) -> str:

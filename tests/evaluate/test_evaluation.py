@@ -8,6 +8,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,14 +186,43 @@ print(open({str(secret)!r}).read())
     assert "No such file" in log or "Permission denied" in log
 
 
+WRITE_OUTSIDE = """\
+import os
+for path in {paths!r}:
+    try:
+        open(path, "w").write("x")
+        print("WROTE", path)
+    except OSError as exc:
+        print("REFUSED", path, exc.strerror)
+    print("VISIBLE" if os.path.isdir(os.path.dirname(path)) else "ABSENT", os.path.dirname(path))
+raise SystemExit(1)
+"""
+
+
 def test_writing_outside_the_work_dir_fails(
     evaluator: Evaluator, make_repo: GitRepo, settings: Settings
 ) -> None:
-    target = settings.data_dir / "owned.txt"
-    code = f"open({str(target)!r}, 'w').write('x')\nopen('/usr/owned', 'w')\n"
+    # Directories the sandbox's uid could write to on the host (world-writable):
+    # only the mount namespace keeps the run out of them, not file permissions.
+    shared = settings.data_dir / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    targets = [shared / "owned.txt", Path("/var/tmp", f"modelci-owned-{os.getpid()}")]
+    code = WRITE_OUTSIDE.format(paths=[str(target) for target in targets])
     result = hostile(evaluator, make_repo, code)
-    assert not target.exists()
-    assert "exited with" in (result.head.error or "")
+    assert result.head.log_path is not None
+    log = result.head.log_path.read_text()
+    assert "WROTE" not in log, log
+    for target in targets:
+        assert not target.exists()
+        # Not there (shared), or the empty read-only stand-in bwrap made on the way
+        # to the bound work dir (/var/tmp): never the host's directory.
+        refused = {
+            f"REFUSED {target} {why}"
+            for why in ("No such file or directory", "Read-only file system")
+        }
+        assert refused & set(log.splitlines()), log
+    assert f"ABSENT {shared}" in log, log
 
 
 def test_fork_loop_is_contained(evaluator: Evaluator, make_repo: GitRepo) -> None:
@@ -251,16 +281,36 @@ def test_broken_config_in_head_is_a_clear_failure(evaluator: Evaluator, make_rep
     assert "line" in (result.head.error or "")
 
 
-def test_cancel_stops_a_running_evaluation(evaluator: Evaluator, make_repo: GitRepo) -> None:
+def test_cancel_stops_a_running_evaluation(
+    evaluator: Evaluator, make_repo: GitRepo, settings: Settings
+) -> None:
     repo = model_repo(make_repo)
-    commit_files(repo, {"train.py": "import time\ntime.sleep(60)\n"})
+    sleep = 60
+    train = f"import time\nprint('SLEEPING', flush=True)\ntime.sleep({sleep})\n"
+    commit_files(repo, {"train.py": train})
     cancel = threading.Event()
-    timer = threading.Timer(1.5, cancel.set)
-    timer.start()
-    result = evaluator.evaluate(
-        EvaluationRequest(repo=str(repo), base="HEAD~1", head="HEAD"), cancel=cancel
-    )
-    assert not result.head.ok
+
+    def cancel_once_the_head_runs() -> None:
+        # A positive event, not a timer that might fire before the head runs.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not cancel.is_set():
+            for log in settings.logs_dir.glob("*-head-*.log"):
+                if "SLEEPING" in log.read_text(errors="replace"):
+                    cancel.set()
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=cancel_once_the_head_runs)
+    watcher.start()
+    try:
+        result = evaluator.evaluate(
+            EvaluationRequest(repo=str(repo), base="HEAD~1", head="HEAD"), cancel=cancel
+        )
+    finally:
+        cancel.set()
+        watcher.join()
+    assert result.head.error is not None
+    assert "run was cancelled" in result.head.error, result.head.error
+    assert result.head.timings["train_s"] < sleep / 4  # killed, well before its sleep ended
 
 
 # -- GPU jobs: limits.gpu ------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_unknown_ref_and_missing_repo_are_clear_errors(make_repo: GitRepo, tmp_p
     assert f"give the repository itself ({repo})" in str(sub.value)
 
 
-def test_repository_hooks_and_symlinks_do_not_escape(make_repo: GitRepo, tmp_path: Path) -> None:
+def test_symlinks_are_checked_out_as_links(make_repo: GitRepo, tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("s3cret")
     repo = make_repo({"a.txt": "one"})
@@ -83,7 +83,41 @@ def test_repository_hooks_and_symlinks_do_not_escape(make_repo: GitRepo, tmp_pat
         # The symlink is recreated as a symlink; it is the sandbox that keeps the
         # target out of reach, and outputs are read without following links.
         assert (workdir / "link").is_symlink()
+        assert os.readlink(workdir / "link") == str(secret)
     assert secret.read_text() == "s3cret"
+
+
+HOOKS = ("reference-transaction", "post-index-change", "post-checkout", "post-merge")
+
+
+def test_no_hook_runs_on_fetch_or_checkout(
+    make_repo: GitRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hooks that would record that they ran, wherever git might find them: the
+    # mirror's hooks dir, core.hooksPath in the mirror's config, and the server
+    # user's global config.
+    ran = tmp_path / "hooks-ran"
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    repo = make_repo({"a.txt": "one"})
+    mirror = open_mirror(str(repo), tmp_path / "mirrors")
+    newer = commit_files(repo, {"a.txt": "two"})  # before the hooks: not for this git
+    for directory in (hooks, mirror.path / "hooks"):
+        for name in HOOKS:
+            hook = directory / name
+            hook.write_text(f"#!/bin/sh\necho {name} >> {ran}\ncat >/dev/null\n")
+            hook.chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text(f"[core]\n\thooksPath = {hooks}\n")
+    monkeypatch.setenv("HOME", str(home))
+    assert mirror.resolve(newer) == newer  # a fetch: ref updates
+    with mirror.checkout(newer, tmp_path / "runs") as workdir:  # an index written
+        assert (workdir / "a.txt").read_text() == "two"
+    assert not ran.exists(), ran.read_text()
+    # They do run when git is allowed to run them: the check above can fail.
+    git(mirror.path, "update-ref", "refs/heads/control", newer)
+    assert "reference-transaction" in ran.read_text()
 
 
 def test_names() -> None:

@@ -28,7 +28,8 @@ from sklearn.preprocessing import OneHotEncoder
 from modelci.deliver.modelspec import Column, ModelVersion, ServingSpec
 from modelci.runner.environments import EnvironmentManager
 from modelci.runner.sandbox import BubblewrapSandbox
-from modelci.serving.launcher import Launcher, SlotPool
+from modelci.serving.launcher import Launcher
+from modelci.settings import machine_lock_dir
 
 UID_BASE = 60900  # clear of the server's and the sandbox tests' uids
 # Persisted between runs: building the environment costs ~15 s the first time.
@@ -74,9 +75,10 @@ def launcher(base_dir: Path) -> Launcher:
         environments=environments,
         serving_dir=base_dir / "serving",
         logs_dir=base_dir / "logs",
+        slots_dir=machine_lock_dir(f"modelci-slots-{UID_BASE}"),
         start_timeout_s=120,
         request_timeout_s=30,
-        slots=SlotPool(16),
+        max_workers=16,
     )
 
 

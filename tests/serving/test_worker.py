@@ -6,17 +6,24 @@ import json
 import os
 import select
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
-from modelci.deliver.modelspec import Column, ServingSpec
+import modelci
+from modelci.deliver.modelspec import Column, ModelVersion, ServingSpec
 from modelci.errors import PredictionFailed, WorkerFailed
+from modelci.runner.sandbox import take_slot
 from modelci.serving.launcher import Launcher
 from modelci.serving.worker import ModelWorker
 from tests.serving.conftest import (
+    ENVS_DIR,
     NUMERIC,
     REQUIREMENTS,
     categorical_model,
@@ -103,6 +110,22 @@ def test_unloadable_artifact_is_reported(launcher: Launcher, base_dir: Path) -> 
         launcher.start("corrupt", 1, model_dir, spec)
 
 
+def test_a_slot_held_elsewhere_is_not_used(launcher: Launcher, base_dir: Path) -> None:
+    # The one slot is held by someone else (another modelci process, for all the
+    # launcher knows): the start is refused with the reason, nothing is reset.
+    one_slot = replace(launcher, max_workers=1)
+    model_dir = base_dir / "no-slot"
+    spec = numeric_model(model_dir)
+    held = take_slot(launcher.slots_dir, 1)
+    assert held is not None
+    try:
+        with pytest.raises(WorkerFailed, match="every serving sandbox slot on this machine"):
+            one_slot.start("no-slot", 1, model_dir, spec)
+    finally:
+        held.release()
+    assert list((launcher.serving_dir).glob("no-slot-*")) == []  # its work dir went too
+
+
 HOSTILE = """
 import json, os, socket
 
@@ -174,6 +197,101 @@ def test_hostile_pickle_is_contained(
     assert found["token"] is None
     assert not [name for name in found["environ"] if "TOKEN" in name or "SECRET" in name]
     assert found["uid"] != 0
-    # Nothing reached the listener.
-    assert select.select([listener], [], [], 0.5)[0] == []
+    # Nothing reached the listener: the attempt ended (blocked) before the worker
+    # reported, and a connection that got through would already be queued on it.
+    assert select.select([listener], [], [], 0)[0] == []
     listener.close()
+
+
+class _NoModels:
+    """A registry with nothing in it: the child drives its launcher by hand."""
+
+    def model_names(self) -> list[str]:
+        return []
+
+    def champion(self, name: str) -> ModelVersion | None:
+        return None
+
+
+def serve_in_child(data_dir: str, model_dir: str) -> None:
+    """One modelci process serving: ``serving_manager`` from default settings (default
+    serving uid base), two workers, then a prediction on each per line on stdin."""
+    from modelci.serving.manager import serving_manager
+    from modelci.settings import Settings
+
+    manager = serving_manager(Settings(data_dir=Path(data_dir)), _NoModels(), sessions=None)
+    spec = ServingSpec.read(Path(model_dir))
+    workers = [manager.launcher.start("numeric", v, Path(model_dir), spec) for v in (1, 2)]
+    print(json.dumps({"slots": [w.process.spec.slot for w in workers]}), flush=True)
+    row = {name: [0.5] for name in NUMERIC}
+    for line in sys.stdin:
+        if line.strip() != "predict":
+            break
+        answers = [w.predict(row, 1) for w in workers]
+        alive = [w.process.poll() is None and not w.dead for w in workers]
+        print(json.dumps({"answers": answers, "alive": alive}), flush=True)
+    for worker in workers:
+        worker.stop()
+
+
+def _reply(child: subprocess.Popen[str], errors: Path) -> Any:
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line:
+        child.wait(10)
+        pytest.fail(f"the child exited ({child.returncode}): {errors.read_text()[-3000:]}")
+    return json.loads(line)
+
+
+def _send(child: subprocess.Popen[str], text: str) -> None:
+    stdin: IO[str] | None = child.stdin
+    assert stdin is not None
+    stdin.write(text + "\n")
+    stdin.flush()
+
+
+def test_two_processes_serving_do_not_kill_each_others_workers(base_dir: Path) -> None:
+    # Serving slots (uid, cgroup) are machine-wide: a second modelci process (a demo
+    # beside `modelci serve`) must take other slots, not reset the first's cgroups.
+    model_dir = base_dir / "two-processes"
+    numeric_model(model_dir)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{Path(modelci.__file__).parents[1]}:{root}"}
+    env = {k: v for k, v in env.items() if not k.startswith("MODELCI_SERVING")}
+    children: list[tuple[subprocess.Popen[str], Path]] = []
+    try:
+        for n in range(2):
+            data = base_dir / f"instance-{n}"
+            data.mkdir(mode=0o711)
+            (data / "envs").symlink_to(ENVS_DIR)  # the fixtures' cached environment
+            errors = base_dir / f"instance-{n}.stderr"
+            code = "import sys; from tests.serving.test_worker import serve_in_child as s; "
+            child = subprocess.Popen(
+                [sys.executable, "-c", code + "s(*sys.argv[1:])", str(data), str(model_dir)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors.open("w"),
+                env=env,
+                cwd=root,
+                text=True,
+            )
+            children.append((child, errors))
+        # Both started their workers at the same time; every start is over once
+        # both said so, and a start that reset the other's cgroup killed its workers.
+        slots = [set(_reply(child, errors)["slots"]) for child, errors in children]
+        for _ in range(3):
+            for child, _errors in children:
+                _send(child, "predict")
+            for child, errors in children:
+                reply = _reply(child, errors)
+                assert reply["alive"] == [True, True]
+                assert all(answer in ([0], [1]) for answer in reply["answers"])
+        assert not slots[0] & slots[1], slots  # so each worker has its own uid too
+        for child, errors in children:
+            _send(child, "stop")
+            assert child.wait(30) == 0, errors.read_text()[-3000:]
+    finally:
+        for child, _errors in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()

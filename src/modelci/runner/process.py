@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
 from modelci.errors import SandboxUnavailable
-from modelci.runner.cgroups import MB, remove_cgroup, task_alive
+from modelci.runner.cgroups import MB, JobCgroups, task_alive
 
 if TYPE_CHECKING:
     from modelci.runner.sandbox import SandboxSpec
@@ -116,8 +116,8 @@ def which(name: str, hint: str) -> str:
 class Job:
     """One started process tree, the threads watching it, and why it was killed."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], groups: list[Path]) -> None:
-        self.proc, self.groups = proc, groups
+    def __init__(self, proc: subprocess.Popen[bytes], cgroups: JobCgroups) -> None:
+        self.proc, self.cgroups, self.groups = proc, cgroups, cgroups.groups
         self.finished = threading.Event()
         self.killed_for: str | None = None
         self.log_truncated = False
@@ -208,8 +208,9 @@ def sandbox_environment(spec: SandboxSpec, home: str) -> dict[str, str]:
 class SandboxProcess:
     """A long-running sandboxed process (a model worker) and its stdin/stdout pipes.
 
-    Its stderr goes to ``spec.log_path`` (capped); ``stop`` kills the whole tree
-    and removes its cgroups. Nothing bounds its wall-clock time but ``stop``.
+    Its stderr goes to ``spec.log_path`` (capped); ``stop`` kills the whole tree,
+    removes its cgroups and lets their name go. Nothing bounds its wall-clock time
+    but ``stop``.
     """
 
     def __init__(self, job: Job, home: str | None, log: IO[bytes], spec: SandboxSpec) -> None:
@@ -247,8 +248,7 @@ class SandboxProcess:
             with contextlib.suppress(OSError):
                 if stream is not None:
                     stream.close()
-        for group in self._job.groups:
-            remove_cgroup(group)
+        self._job.cgroups.release()
         if self._home is not None:
             shutil.rmtree(self._home, ignore_errors=True)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from modelci.errors import SandboxUnavailable
-from modelci.runner.cgroups import MB, acquire_slot, job_cgroups, oom_kills, remove_cgroup
+from modelci.runner.cgroups import MB, acquire_slot, job_cgroups, oom_kills, take_slot
 from modelci.runner.process import (
     INSTALL_HINT,
     SYSTEM_PATH,
@@ -62,6 +62,7 @@ __all__ = [
     "UnsafeLocalSandbox",
     "acquire_slot",
     "make_sandbox",
+    "take_slot",
 ]
 
 
@@ -191,21 +192,26 @@ class _Runner:
     def _run(self, spec: SandboxSpec, uid: int, cancel: threading.Event | None) -> SandboxResult:
         lim = spec.limits
         home = tempfile.mkdtemp(prefix="modelci-home-") if self.private_home else "/tmp"
-        memory, groups = job_cgroups(uid, spec)
+        try:
+            cgroups = job_cgroups(uid, spec)
+        except BaseException:
+            if self.private_home:
+                shutil.rmtree(home, ignore_errors=True)
+            raise
+        memory = cgroups.memory
         oom_before = oom_kills(memory)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with spec.log_path.open("wb") as log:
                 budget = (disk_usage(spec.workdir) or 0) + lim.max_disk_mb * MB
-                proc = spawn(self, spec, uid, home, memory, groups, serving=False)
-                result = self._supervise(Job(proc, groups), spec, log, budget, cancel)
+                proc = spawn(self, spec, uid, home, memory, cgroups.groups, serving=False)
+                result = self._supervise(Job(proc, cgroups), spec, log, budget, cancel)
                 result = replace(result, out_of_memory=oom_kills(memory) > oom_before)
                 if not result.ok:
                     log.write(f"\n[modelci: the run {result.failure_reason()}]\n".encode())
                 return result
         finally:
-            for group in groups:
-                remove_cgroup(group)
+            cgroups.release()
             if self.private_home:
                 shutil.rmtree(home, ignore_errors=True)
 
@@ -275,20 +281,27 @@ def _start(runner: _Runner, spec: SandboxSpec) -> SandboxProcess:
         chown_tree(spec.workdir, uid, uid)
         for path, need in [(spec.workdir, 0o7), *((source, 0o5) for source in sources)]:
             check_reachable(path, uid, need)
+    cgroups = job_cgroups(uid, spec)  # held until the process is stopped
     home = tempfile.mkdtemp(prefix="modelci-home-") if runner.private_home else None
-    memory, groups = job_cgroups(uid, spec)
-    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = spec.log_path.open("wb")
     try:
-        proc = spawn(runner, spec, uid, home or "/tmp", memory, groups, serving=True)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = spec.log_path.open("wb")
     except BaseException:
-        log.close()
-        for group in groups:
-            remove_cgroup(group)
+        cgroups.release()
         if home is not None:
             shutil.rmtree(home, ignore_errors=True)
         raise
-    return SandboxProcess(Job(proc, groups), home, log, spec)
+    try:
+        proc = spawn(
+            runner, spec, uid, home or "/tmp", cgroups.memory, cgroups.groups, serving=True
+        )
+    except BaseException:
+        log.close()
+        cgroups.release()
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
+        raise
+    return SandboxProcess(Job(proc, cgroups), home, log, spec)
 
 
 @cache

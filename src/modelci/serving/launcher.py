@@ -5,6 +5,10 @@ The model directory is copied into a fresh work dir under ``runs/serving``
 worker script beside it, and the environment is built from the spec's
 requirements by the same :class:`EnvironmentManager` as training's (uv, wheels
 only, cached). Each running worker holds its own slot: its own uid and cgroups.
+Slots are locks in a machine-wide directory (``Settings.serving_slots_dir``),
+held for the worker's lifetime: another modelci process serving on the same
+machine (a demo beside ``modelci serve``) takes other slots, where a slot per
+process would run both workers as one uid and reset each other's cgroups.
 """
 
 from __future__ import annotations
@@ -13,43 +17,21 @@ import json
 import re
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from modelci.deliver.modelspec import ServingSpec
 from modelci.errors import WorkerFailed
 from modelci.runner.environments import EnvironmentManager, Requirements
-from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec
+from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec, take_slot
 from modelci.serving.worker import ModelWorker
 
-__all__ = ["Launcher", "SlotPool"]
+__all__ = ["Launcher"]
 
 _WORKER_SCRIPT = Path(__file__).with_name("modelworker.py")
 # A worker runs until stopped: no wall-clock or CPU-time limit.
 SERVING_LIMITS = Limits(timeout_s=0, cpu_s=10**9, memory_mb=2048, max_disk_mb=1024)
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-class SlotPool:
-    """Sandbox slots (uids) for workers that run at the same time."""
-
-    def __init__(self, size: int) -> None:
-        self._free = list(range(size))
-        self._lock = threading.Lock()
-
-    def take(self) -> int:
-        with self._lock:
-            if not self._free:
-                raise WorkerFailed(
-                    "every serving sandbox slot is in use",
-                    hint="serve fewer models: at most 64 model workers run at once",
-                )
-            return self._free.pop(0)
-
-    def give(self, slot: int) -> None:
-        with self._lock:
-            self._free.append(slot)
 
 
 @dataclass
@@ -60,14 +42,11 @@ class Launcher:
     environments: EnvironmentManager
     serving_dir: Path  # under the data dir's runs/, reachable by the sandbox's uids
     logs_dir: Path
+    slots_dir: Path  # machine-wide slot locks of the sandbox's uid range
     limits: Limits = SERVING_LIMITS
     start_timeout_s: float = 120
     request_timeout_s: float = 30
-    slots: SlotPool | None = None
-
-    def __post_init__(self) -> None:
-        if self.slots is None:
-            self.slots = SlotPool(64)
+    max_workers: int = 64  # slots: workers at once on this machine, all processes together
 
     def start(self, name: str, version: int, model_dir: Path, spec: ServingSpec) -> ModelWorker:
         """A worker that has loaded the model; WorkerFailed if it could not."""
@@ -82,19 +61,27 @@ class Launcher:
         work = Path(
             tempfile.mkdtemp(prefix=f"{_SAFE.sub('_', name)}-v{version}-", dir=self.serving_dir)
         )
-        assert self.slots is not None
-        slot = self.slots.take()
+        lease = take_slot(self.slots_dir, self.max_workers)
+        if lease is None:
+            shutil.rmtree(work, ignore_errors=True)
+            raise WorkerFailed(
+                f"every serving sandbox slot on this machine is in use ({self.max_workers} "
+                f"model workers, counting other modelci processes'; locks in {self.slots_dir})",
+                hint="serve fewer models, or stop another modelci process that serves on "
+                "this machine",
+            )
         try:
-            worker = self._start(name, version, model_dir, spec, env.path, work, slot)
+            worker = self._start(name, version, model_dir, spec, env.path, work, lease.number)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
-            self.slots.give(slot)
+            lease.release()
             raise
-        slots = self.slots
 
         def release() -> None:
+            # After the worker's process tree is dead: the next holder of the slot
+            # gets its uid and cgroups with nothing of this worker left in them.
             shutil.rmtree(work, ignore_errors=True)
-            slots.give(slot)
+            lease.release()
 
         worker.on_stop = release
         return worker

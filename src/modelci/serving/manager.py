@@ -165,6 +165,7 @@ def serving_manager(
         environments=environments,
         serving_dir=settings.runs_dir / "serving",
         logs_dir=settings.logs_dir / "serving",
+        slots_dir=settings.serving_slots_dir,
         limits=Limits(
             timeout_s=0, cpu_s=10**9, memory_mb=settings.serving_memory_mb, max_disk_mb=1024
         ),
