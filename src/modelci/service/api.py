@@ -88,9 +88,19 @@ def create_app(context: ApiContext) -> FastAPI:
         "/webhooks/github",
         status_code=202,
         response_model=DeliveryAccepted,
-        responses={200: {"model": DeliveryAccepted}, 400: {}, 401: {}},
+        responses={200: {"model": DeliveryAccepted}, 400: {}, 401: {}, 503: {}},
     )
     async def github_webhook(request: Request) -> Any:
+        if not context.webhook_secret:
+            return JSONResponse(
+                {
+                    "detail": "GitHub is not configured on this server: webhooks are refused",
+                    "hint": "set MODELCI_GITHUB_WEBHOOK_SECRET_PATH and GitHub credentials "
+                    "(MODELCI_GITHUB_APP_ID and MODELCI_GITHUB_PRIVATE_KEY_PATH, or "
+                    "MODELCI_GITHUB_TOKEN), then restart modelci serve",
+                },
+                status_code=503,
+            )
         body = await request.body()
         try:
             delivery = parse_delivery(dict(request.headers), body, secret=context.webhook_secret)
@@ -163,5 +173,19 @@ def create_app(context: ApiContext) -> FastAPI:
         if not log_path or not Path(log_path).exists():
             raise HTTPException(404, f"run {run_id} has no log")
         return Path(log_path).read_text(errors="replace")[-2_000_000:]
+
+    @app.get("/api/models/{name:path}/predictions")
+    def model_predictions(
+        name: str, limit: int = 100, since: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Logged predictions of a model, newest first (``since``: ISO time or 1h/2d)."""
+        from modelci.serving.predictions import parse_since, prediction_json
+
+        if not 1 <= limit <= 10_000:
+            raise HTTPException(422, f"limit must be between 1 and 10000, not {limit}")
+        after = parse_since(since) if since else None
+        with context.database.session() as session:
+            found = store.list_predictions(session, model_name=name, limit=limit, since=after)
+            return [prediction_json(row) for row in found]
 
     return app
