@@ -835,6 +835,63 @@ def models_rollback(name: str, reason: str, actor: str | None) -> None:
     )
 
 
+@cli.command()
+@click.argument("name")
+@click.option(
+    "--limit", type=click.IntRange(1, 100_000), default=20, show_default=True, help="At most."
+)
+@click.option("--since", help="Only newer ones: a duration ago (30m, 12h, 7d) or an ISO time.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="A table, or one JSON document (a list, newest first).",
+)
+@_guarded
+def predictions(name: str, limit: int, since: str | None, fmt: str) -> None:
+    """The predictions served for model NAME, newest first (from the prediction log)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from modelci.serving.predictions import parse_since, prediction_json
+    from modelci.store import records as store
+    from modelci.store.db import open_database
+
+    after = parse_since(since) if since else None
+    database = open_database(_settings())
+    try:
+        with database.session() as session:
+            found = [
+                prediction_json(row)
+                for row in store.list_predictions(
+                    session, model_name=name, limit=limit, since=after
+                )
+            ]
+    finally:
+        database.close()
+    if fmt == "json":
+        click.echo(json.dumps(found, indent=2))
+        return
+    table = Table("time", "version", "rows", "latency", "inputs", "outputs", title=name)
+    for row in found:
+        inputs = row["inputs"] if isinstance(row["inputs"], dict) else {}
+        rows = len(row["outputs"]) if isinstance(row["outputs"], list) else 0
+        table.add_row(
+            row["created_at"][:19],
+            str(row["version"]),
+            str(rows),
+            f"{row['latency_ms']:.1f} ms" if row["latency_ms"] is not None else "",
+            escape(", ".join(f"{k}={v[:3]}" for k, v in list(inputs.items())[:4])[:80]),
+            escape(json.dumps(row["outputs"][:5] if rows else row["outputs"])[:60]),
+        )
+    console = Console()
+    console.print(table)
+    if not found:
+        console.print(f"[dim]no logged predictions for {escape(name)}[/]", highlight=False)
+
+
 def main() -> None:
     cli(prog_name="modelci")
 

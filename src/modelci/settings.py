@@ -133,6 +133,18 @@ class Settings(BaseSettings):
         default=10_000,
         description="Predict requests waiting to be logged; beyond it logs are dropped, counted",
     )
+    serving_log_queue_mb: float = Field(
+        default=64,
+        gt=0,
+        description="Memory the predictions waiting to be logged may hold (their JSON); beyond "
+        "it logs are dropped, counted",
+    )
+    prediction_retention_days: float = Field(
+        default=30,
+        ge=0,
+        description="Logged predictions older than this are deleted (checked hourly); 0 keeps "
+        "them forever",
+    )
 
     @field_validator("poll_repositories", "gpu_devices", mode="before")
     @classmethod

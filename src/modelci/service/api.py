@@ -158,9 +158,19 @@ def _webhook_routes(app: FastAPI, context: ApiContext) -> None:
         "/webhooks/github",
         status_code=202,
         response_model=DeliveryAccepted,
-        responses={200: {"model": DeliveryAccepted}, 400: {}, 401: {}, 413: {}},
+        responses={200: {"model": DeliveryAccepted}, 400: {}, 401: {}, 413: {}, 503: {}},
     )
     async def github_webhook(request: Request) -> Any:
+        if not context.webhook_secret:
+            return JSONResponse(
+                {
+                    "detail": "GitHub is not configured on this server: webhooks are refused",
+                    "hint": "set MODELCI_GITHUB_WEBHOOK_SECRET_PATH and GitHub credentials "
+                    "(MODELCI_GITHUB_APP_ID and MODELCI_GITHUB_PRIVATE_KEY_PATH, or "
+                    "MODELCI_GITHUB_TOKEN), then restart modelci serve",
+                },
+                status_code=503,
+            )
         signature = request.headers.get(SIGNATURE_HEADER)
         try:
             if signature is None:
@@ -257,6 +267,20 @@ def _jobs_router(context: ApiContext) -> APIRouter:
         if not log_path or not FilePath(log_path).is_file():
             raise HTTPException(404, f"run {run_id} has no log")
         return _read_tail(FilePath(log_path), _LOG_TAIL)
+
+    @router.get("/models/{name:path}/predictions")
+    def model_predictions(
+        name: str, limit: int = 100, since: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Logged predictions of a model, newest first (``since``: ISO time or 1h/2d)."""
+        from modelci.serving.predictions import parse_since, prediction_json
+
+        if not 1 <= limit <= 10_000:
+            raise HTTPException(422, f"limit must be between 1 and 10000, not {limit}")
+        after = parse_since(since) if since else None
+        with context.database.session() as session:
+            found = store.list_predictions(session, model_name=name, limit=limit, since=after)
+            return [prediction_json(row) for row in found]
 
     return router
 

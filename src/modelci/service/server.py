@@ -14,10 +14,10 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uv
 
@@ -70,11 +70,48 @@ def configure_logging() -> None:
     root.setLevel(logging.INFO)
 
 
-def github_client(settings: Settings) -> GitHubClient:
-    token = settings.github_token.get_secret_value() if settings.github_token else None
-    auth = make_auth(
-        app_id=settings.github_app_id, private_key_pem=settings.read_private_key(), token=token
+_GITHUB_SETTINGS_HINT = (
+    "set MODELCI_GITHUB_APP_ID and MODELCI_GITHUB_PRIVATE_KEY_PATH (or MODELCI_GITHUB_TOKEN) "
+    "and MODELCI_GITHUB_WEBHOOK_SECRET_PATH, or --poll with MODELCI_POLL_REPOSITORIES"
+)
+
+
+class GitHubOff:
+    """The credentials of a server without GitHub: every use says how to configure it.
+
+    ``modelci serve`` with no GitHub settings still serves models and runs the
+    API and workers; a job that needs GitHub fails with this message instead.
+    """
+
+    is_app = False
+
+    def token(self, installation_id: int | None, exchanger: object) -> str:
+        raise ConfigError("GitHub is not configured on this server", hint=_GITHUB_SETTINGS_HINT)
+
+    def invalidate(self, installation_id: int | None, token: str) -> None:
+        pass
+
+
+def has_github_credentials(settings: Settings) -> bool:
+    return bool(
+        settings.github_app_id
+        or settings.github_private_key is not None
+        or settings.github_private_key_path is not None
+        or settings.github_token is not None
     )
+
+
+def github_client(settings: Settings, *, optional: bool = False) -> GitHubClient:
+    """The client the settings describe; with ``optional`` and no credentials at all,
+    one whose every call fails with a ConfigError saying which settings to set."""
+    token = settings.github_token.get_secret_value() if settings.github_token else None
+    auth: Any
+    if optional and not has_github_credentials(settings):
+        auth = GitHubOff()
+    else:
+        auth = make_auth(
+            app_id=settings.github_app_id, private_key_pem=settings.read_private_key(), token=token
+        )
     return GitHubClient(
         settings.github_api_url,
         auth,
@@ -84,10 +121,12 @@ def github_client(settings: Settings) -> GitHubClient:
 
 
 @contextmanager
-def server_runtime(settings: Settings, *, unsafe: bool = False) -> Iterator[Runtime]:
+def server_runtime(
+    settings: Settings, *, unsafe: bool = False, github_optional: bool = False
+) -> Iterator[Runtime]:
     """Open the database and job engine and build the services a worker needs."""
     sandbox = make_sandbox(unsafe=unsafe, uid_base=settings.sandbox_uid_base)
-    github = github_client(settings)
+    github = github_client(settings, optional=github_optional)
     database = open_database(settings)
     try:
         job_app = jobs.make_job_app(database.url)
@@ -206,6 +245,67 @@ def _serving_requests_filter(record: logging.LogRecord) -> bool:
     return not path.startswith(("/predict", "/models"))
 
 
+class ShutdownRequested(BaseException):
+    """SIGTERM or SIGINT arrived while the server was still starting: unwind and clean up.
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` swallows it.
+    """
+
+
+@contextmanager
+def _shutdown_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
+    """Route SIGTERM and SIGINT to ``on_signal`` for the life of the server.
+
+    uvicorn handles both itself while it serves, then restores these handlers and
+    raises the signal again (``capture_signals``): with Python's defaults that
+    re-raised SIGTERM would kill the process before the cleanup after
+    ``server.run()`` (exit 143, the embedded PostgreSQL left running, queued
+    predictions lost). Here it reaches ``on_signal``, which by then only notes it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in handled}
+    for sig in handled:
+        signal.signal(sig, lambda signum, _frame: on_signal(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def github_loop(settings: Settings, *, poll: bool) -> tuple[bytes | None, str | None]:
+    """The webhook secret, and why the GitHub loop is off (None when it is on).
+
+    Without any GitHub setting ``serve`` still serves models and runs the API and
+    workers; a half configuration that would accept webhooks and then fail every
+    job is refused.
+    """
+    secret = settings.read_webhook_secret()
+    credentials = has_github_credentials(settings)
+    if poll and not credentials:
+        raise ConfigError(
+            "--poll reads pull requests through GitHub's API, and no GitHub credentials are "
+            "configured",
+            hint="set MODELCI_GITHUB_APP_ID and MODELCI_GITHUB_PRIVATE_KEY_PATH, or "
+            "MODELCI_GITHUB_TOKEN",
+        )
+    if secret and not credentials:
+        raise ConfigError(
+            "a webhook secret is set but no GitHub credentials: webhooks would be accepted "
+            "and every job would then fail",
+            hint="set MODELCI_GITHUB_APP_ID and MODELCI_GITHUB_PRIVATE_KEY_PATH (or "
+            "MODELCI_GITHUB_TOKEN), or unset the webhook secret to serve models only",
+        )
+    if poll or secret:
+        return secret, None
+    if credentials:
+        return None, "no webhook secret, so webhooks are refused"
+    return None, "no GitHub credentials and no webhook secret"
+
+
 def run_server(
     settings: Settings,
     *,
@@ -219,62 +319,102 @@ def run_server(
     """``modelci serve``: receiver, API and ``workers`` worker threads in one process.
 
     ``poll`` also watches ``settings.poll_repositories`` through the REST API
-    (:mod:`modelci.service.polling`); a webhook secret is then optional.
+    (:mod:`modelci.service.polling`); a webhook secret is then optional. Without
+    GitHub settings the GitHub loop is off and the rest runs.
+
+    SIGTERM and SIGINT stop it cleanly (exit 0): uvicorn stops accepting and
+    finishes the requests in flight, then the model workers stop and the queued
+    predictions are written, the job workers hand their running jobs back to the
+    queue, and the embedded PostgreSQL stops (if no other process uses it).
     """
     import uvicorn
 
     from modelci.service.api import ApiContext, create_app
 
     configure_logging()
-    secret = settings.read_webhook_secret()
-    if not secret and not poll:
-        raise ConfigError(
-            "no webhook secret is configured",
-            hint="set MODELCI_GITHUB_WEBHOOK_SECRET_PATH (a file holding the "
-            "secret you gave GitHub) or MODELCI_GITHUB_WEBHOOK_SECRET",
-        )
+    secret, github_off = github_loop(settings, poll=poll)
     stop = threading.Event()
-    with server_runtime(settings, unsafe=unsafe) as runtime:
-        requeued = requeue_undispatched(runtime)
-        if requeued:
-            log.warning("queued %d stored deliveries that had not been queued", requeued)
-        poller = None
-        if poll:
-            from modelci.service.polling import start_poller
+    server: uvicorn.Server | None = None
+    starting = True
 
-            poller = start_poller(
-                github=runtime.service.github,
-                database=runtime.database,
-                queue=runtime.queue,
-                repositories=settings.poll_repositories,
-                label=settings.github_trigger_label,
-                data_dir=settings.data_dir,
-                interval_s=settings.poll_interval_s,
-                stop=stop,
+    def on_signal(signum: int) -> None:
+        first = not stop.is_set()
+        stop.set()
+        if first:
+            log.info("%s: stopping", signal.Signals(signum).name)
+        if server is not None:
+            server.should_exit = True
+        elif starting and first:
+            # Once only: a second signal must not break off the cleanup this started.
+            raise ShutdownRequested
+
+    try:
+        with (
+            _shutdown_signals(on_signal),
+            server_runtime(settings, unsafe=unsafe, github_optional=True) as runtime,
+        ):
+            if github_off:
+                log.warning(
+                    "the GitHub loop is off (%s): serving models, the API and workers only; "
+                    "to turn it on, %s",
+                    github_off,
+                    _GITHUB_SETTINGS_HINT,
+                )
+            requeued = requeue_undispatched(runtime)
+            if requeued:
+                log.warning("queued %d stored deliveries that had not been queued", requeued)
+            poller = None
+            if poll:
+                from modelci.service.polling import start_poller
+
+                poller = start_poller(
+                    github=runtime.service.github,
+                    database=runtime.database,
+                    queue=runtime.queue,
+                    repositories=settings.poll_repositories,
+                    label=settings.github_trigger_label,
+                    data_dir=settings.data_dir,
+                    interval_s=settings.poll_interval_s,
+                    stop=stop,
+                )
+            worker = None
+            if workers > 0:
+                worker = _worker_thread(
+                    runtime, queues or [jobs.QUEUE_EVENTS, jobs.QUEUE_EVALUATIONS], workers, stop
+                )
+            # Without a secret every webhook is answered 503 "GitHub is not configured".
+            app = create_app(
+                ApiContext(
+                    runtime.database,
+                    runtime.queue,
+                    secret or b"",
+                    predict_auth=settings.predict_auth,
+                )
             )
-        worker = None
-        if workers > 0:
-            worker = _worker_thread(
-                runtime, queues or [jobs.QUEUE_EVENTS, jobs.QUEUE_EVALUATIONS], workers, stop
-            )
-        # Without a secret (polling only) every webhook is refused with a ConfigError.
-        app = create_app(
-            ApiContext(
-                runtime.database,
-                runtime.queue,
-                secret or b"",
-                predict_auth=settings.predict_auth,
-            )
-        )
-        models = _serve_models(app, runtime, unsafe=unsafe)
-        try:
-            if not settings.predict_access_log:
-                logging.getLogger("uvicorn.access").addFilter(_serving_requests_filter)
-            uvicorn.run(app, host=host, port=port, log_level="info")
-        finally:
-            stop.set()
-            models.close()
-            if poller is not None:
-                poller.join(30)
-            if worker is not None:
-                worker.join(30)
+            models = _serve_models(app, runtime, unsafe=unsafe)
+            try:
+                server = uvicorn.Server(
+                    uvicorn.Config(
+                        app,
+                        host=host,
+                        port=port,
+                        log_level="info",
+                        # Requests in flight get this long to finish after a SIGTERM.
+                        timeout_graceful_shutdown=30,
+                    )
+                )
+                if not settings.predict_access_log:
+                    logging.getLogger("uvicorn.access").addFilter(_serving_requests_filter)
+                if not stop.is_set():
+                    server.run()
+            finally:
+                starting = False
+                stop.set()
+                models.close()
+                if poller is not None:
+                    poller.join(30)
+                if worker is not None:
+                    worker.join(30)
+    except ShutdownRequested:
+        log.info("stopped while starting")
+    log.info("stopped")

@@ -88,8 +88,15 @@ _PREDICT_DOC: dict[str, Any] = {
 }
 
 
+_RETRY_AFTER_S = "2"  # a worker restarts, or a champion loads, within seconds
+
+
 def _json(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+    # A 503 here is always temporary: say when to come back.
+    headers = {"retry-after": _RETRY_AFTER_S} if status == 503 else None
+    return Response(
+        orjson.dumps(content), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def _error(exc: ModelCIError) -> Response:
@@ -195,10 +202,8 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
 
     @app.get(prefix + "/readyz", tags=["serving"], summary="Every served model is loaded")
     async def readyz() -> Response:
-        missing = manager.not_ready()
-        if missing:
-            return _json({"ready": False, "not_loaded": missing}, 503)
-        return _json({"ready": True, "models": sorted(manager.services)})
+        readiness = manager.readiness()
+        return _json(readiness, 200 if readiness["ready"] else 503)
 
 
 def create_serving_app(manager: ServingManager, *, start: bool = True) -> FastAPI:

@@ -33,34 +33,49 @@ class ServingManager:
         *,
         sessions: SessionFactory | None = None,
         poll_s: float = 5.0,
+        watch_s: float = 1.0,
         max_rows: int = 10_000,
         log_queue: int = 10_000,
+        log_queue_bytes: int = 64 << 20,
+        retention_days: float = 0,
     ) -> None:
         self.registry = registry
         self.launcher = launcher
         self.sessions = sessions
-        self.poll_s = poll_s
+        self.poll_s, self.watch_s = poll_s, watch_s
         self.max_rows = max_rows
-        self.predictions = PredictionLog(sessions, max_queued=log_queue)
+        self.predictions = PredictionLog(
+            sessions,
+            max_queued=log_queue,
+            max_bytes=log_queue_bytes,
+            retention_days=retention_days,
+        )
         self.services: dict[str, ModelService] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Set once the registry has been read and every champion tried: until
+        # then an empty ``services`` means "not looked yet", not "nothing to serve".
+        self._synced = threading.Event()
+        self._threads: list[threading.Thread] = []
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="modelci-swap")
 
     def start(self, *, wait: bool = False) -> None:
-        """Start polling; with wait, load every champion before returning."""
+        """Start polling the registry (at once) and watching workers; with wait, load
+        every champion before returning."""
         self.predictions.start()
         if wait:
             self.refresh()
-        self._thread = threading.Thread(target=self._poll, name="modelci-serving-poll", daemon=True)
-        self._thread.start()
+        for target, name in ((self._poll, "poll"), (self._watch, "watch")):
+            thread = threading.Thread(target=target, name=f"modelci-serving-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def close(self) -> None:
+        """Stop polling, stop every worker, then write the queued predictions."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-        self._pool.shutdown(wait=True)
+        for thread in self._threads:
+            thread.join(10)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         for service in list(self.services.values()):
             service.close()
         self.predictions.close()
@@ -68,19 +83,28 @@ class ServingManager:
     def refresh(self, name: str | None = None) -> None:
         """Look at the registry now and swap what changed (blocks until done)."""
         names = [name] if name is not None else self._names()
-        futures = [self._pool.submit(self._service(n).refresh) for n in names]
+        if names is None:
+            return
+        try:
+            futures = [self._pool.submit(self._service(n).refresh) for n in names]
+        except RuntimeError:  # closing
+            return
+        failed = False
         for future in futures:
             try:
                 future.result()
             except Exception:
+                failed = True
                 log.exception("refreshing a served model failed")
+        if name is None and not failed:
+            self._synced.set()
 
-    def _names(self) -> list[str]:
+    def _names(self) -> list[str] | None:
         try:
             return sorted(self.registry.model_names())
         except Exception:
             log.exception("reading the model registry failed")
-            return sorted(self.services)
+            return None
 
     def _service(self, name: str) -> ModelService:
         with self._lock:
@@ -98,8 +122,19 @@ class ServingManager:
             return service
 
     def _poll(self) -> None:
-        while not self._stop.wait(self.poll_s):
+        # The first look is at once: readiness waits for it.
+        while True:
             self.refresh()
+            if self._stop.wait(self.poll_s):
+                return
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.watch_s):
+            for service in list(self.services.values()):
+                try:
+                    service.watch()
+                except Exception:
+                    log.exception("watching the worker of %s failed", service.name)
 
     def _record_event(self, **event: Any) -> None:
         from modelci.store import records as store
@@ -130,11 +165,32 @@ class ServingManager:
         )
 
     def status(self, name: str) -> dict[str, Any]:
-        return self.get(name).status(dropped=self.predictions.dropped[name])
+        return {
+            **self.get(name).status(dropped=self.predictions.dropped[name]),
+            "logged_predictions": self.predictions.written[name],
+        }
 
     def not_ready(self) -> list[str]:
-        """Served models without a loaded champion (readiness)."""
-        return [name for name, service in sorted(self.services.items()) if service.current is None]
+        """Champions not answering yet: not loaded, failed their smoke test, or their
+        worker died; every model while the registry has not been read yet."""
+        if not self._synced.is_set():
+            return ["(the model registry has not been read yet)"]
+        return [name for name, service in sorted(self.services.items()) if not service.ready()]
+
+    def readiness(self) -> dict[str, Any]:
+        """``/readyz``'s answer: ready only once every champion answers its smoke test."""
+        missing = self.not_ready()
+        if missing:
+            reasons = {
+                name: self.services[name].why_not_ready()
+                for name in missing
+                if name in self.services
+            }
+            return {"ready": False, "not_loaded": missing, "reasons": reasons}
+        return {
+            "ready": True,
+            "models": sorted(n for n, s in self.services.items() if s.current is not None),
+        }
 
 
 def serving_manager(
@@ -179,4 +235,6 @@ def serving_manager(
         poll_s=settings.serving_poll_s,
         max_rows=settings.serving_max_rows,
         log_queue=settings.serving_log_queue,
+        log_queue_bytes=int(settings.serving_log_queue_mb * (1 << 20)),
+        retention_days=settings.prediction_retention_days,
     )

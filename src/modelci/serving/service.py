@@ -271,7 +271,10 @@ class ModelService:
             if self._restarting:
                 return
             self._restarting = True
-        self._starter.submit(self._restart, broken)
+        try:
+            self._starter.submit(self._restart, broken)
+        except RuntimeError:  # closing: nothing is restarted any more
+            self._restarting = False
 
     def _restart(self, broken: Loaded) -> None:
         try:
@@ -285,6 +288,35 @@ class ModelService:
                     broken.retire()
         finally:
             self._restarting = False
+
+    def watch(self) -> bool:
+        """Restart the worker now if it has died; True if a restart was started.
+
+        Called periodically by the manager, so a worker killed between requests
+        (the OOM killer, an operator) is replaced before a request finds it gone.
+        """
+        loaded = self.current
+        if loaded is None or loaded.retired or not loaded.worker.exited():
+            return False
+        log.warning(
+            "the worker of %s v%s exited (code %s) with no request in flight",
+            self.name,
+            loaded.version.version,
+            loaded.worker.process.poll(),
+        )
+        self._restart_later(loaded)
+        return True
+
+    def ready(self) -> bool:
+        """A version passed its smoke test and its worker runs."""
+        loaded = self.current
+        return loaded is not None and not loaded.worker.exited()
+
+    def why_not_ready(self) -> str:
+        loaded = self.current
+        if loaded is not None and loaded.worker.exited():
+            return f"the worker of v{loaded.version.version} exited; it is being restarted"
+        return self._why_unavailable()
 
     def close(self) -> None:
         self._starter.shutdown(wait=True)

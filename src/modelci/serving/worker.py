@@ -186,6 +186,10 @@ class ModelWorker:
             missing -= len(chunk)
         return b"".join(chunks)
 
+    def exited(self) -> bool:
+        """Whether the worker process has ended (killed, crashed, or stopped)."""
+        return self.dead or self.process.poll() is not None
+
     def _die(self) -> None:
         self.stop()
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    delete,
     insert,
     select,
     text,
@@ -54,6 +55,7 @@ __all__ = [
     "create_api_token",
     "create_evaluation",
     "create_run",
+    "delete_predictions_before",
     "evaluations_for_job",
     "find_api_token",
     "find_reusable_run",
@@ -238,7 +240,11 @@ class PredictionRecord(Base):
     """One served prediction, written in batches off the request path."""
 
     __tablename__ = "predictions"
-    __table_args__ = (Index("ix_predictions_model_name_created_at", "model_name", "created_at"),)
+    __table_args__ = (
+        Index("ix_predictions_model_name_created_at", "model_name", "created_at"),
+        # The retention deletes across every model by age.
+        Index("ix_predictions_created_at", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     model_name: Mapped[str] = mapped_column(String(300))
@@ -537,17 +543,30 @@ def log_predictions(session: Session, *, rows: list[dict[str, Any]]) -> int:
 
 
 def list_predictions(
-    session: Session, *, model_name: str, limit: int = 100
+    session: Session,
+    *,
+    model_name: str,
+    limit: int = 100,
+    since: dt.datetime | None = None,
 ) -> list[PredictionRecord]:
-    """The newest first."""
-    return list(
-        session.scalars(
-            select(PredictionRecord)
-            .where(PredictionRecord.model_name == model_name)
-            .order_by(PredictionRecord.id.desc())
-            .limit(limit)
-        )
+    """The newest first; ``since`` keeps those made at or after it."""
+    query = select(PredictionRecord).where(PredictionRecord.model_name == model_name)
+    if since is not None:
+        query = query.where(PredictionRecord.created_at >= since)
+    return list(session.scalars(query.order_by(PredictionRecord.id.desc()).limit(limit)))
+
+
+def delete_predictions_before(session: Session, *, before: dt.datetime, limit: int) -> int:
+    """Delete at most ``limit`` predictions made before ``before`` (the retention);
+    the number deleted."""
+    oldest = (
+        select(PredictionRecord.id)
+        .where(PredictionRecord.created_at < before)
+        .order_by(PredictionRecord.created_at)
+        .limit(limit)
     )
+    result = session.execute(delete(PredictionRecord).where(PredictionRecord.id.in_(oldest)))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def create_api_token(session: Session, *, name: str, token_sha256: str) -> ApiToken:
