@@ -1,6 +1,6 @@
 """An index on predictions.created_at, for the retention's deletes across every model.
 
-Revision ID: 0004 (alembic allows no "-" in an id)
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-23
 """
