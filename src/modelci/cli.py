@@ -851,7 +851,14 @@ def models_rollback(name: str, reason: str, actor: str | None) -> None:
 )
 @_guarded
 def predictions(name: str, limit: int, since: str | None, fmt: str) -> None:
-    """The predictions served for model NAME, newest first (from the prediction log)."""
+    """The predictions served for model NAME, newest first (from the prediction log).
+
+    \b
+    Examples:
+      modelci predictions threshold                  # the last 20
+      modelci predictions threshold --since 2h --limit 500
+      modelci predictions threshold --since 2026-11-01T00:00 --format json
+    """
     from rich.markup import escape
     from rich.table import Table
 
