@@ -263,8 +263,8 @@ def evaluate(
     """
     settings = _settings()
     overrides = Overrides(
-        command=command or settings.default_command,
-        metrics_file=metrics_file or settings.default_metrics_file,
+        command=command,
+        metrics_file=metrics_file,
         predictions_file=predictions_file,
         timeout_s=timeout,
     )

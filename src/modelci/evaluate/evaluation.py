@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -209,7 +209,7 @@ def _cache_key(sha: str, env_key: str, config: RepoConfig, sandbox: Sandbox) -> 
 
 def _lacks_config(mirror: Mirror, sha: str, overrides: Overrides) -> bool:
     """Whether the commit has no modelci.yaml and the overrides do not stand in for one."""
-    if overrides.command and overrides.metrics_file:
+    if all(overrides.stand_in()):
         return False
     return mirror.read_file(sha, CONFIG_FILE) is None
 
@@ -251,6 +251,7 @@ class Evaluator:
     ) -> EvaluationResult:
         started = time.monotonic()
         _prepare_dirs(self.settings)
+        request = replace(request, overrides=self._with_defaults(request.overrides))
         self.reporter.update("head", "fetching")
         self.reporter.update("base", "fetching")
         mirror = open_mirror(request.repo, self.settings.mirrors_dir, git_env=request.git_env)
@@ -330,6 +331,15 @@ class Evaluator:
             )
             result.evaluation_id = evaluation.id
         return result
+
+    def _with_defaults(self, overrides: Overrides) -> Overrides:
+        """``overrides`` with the server's MODELCI_DEFAULT_* for commits without a config."""
+        return replace(
+            overrides,
+            default_command=overrides.default_command or self.settings.default_command,
+            default_metrics_file=overrides.default_metrics_file
+            or self.settings.default_metrics_file,
+        )
 
     @staticmethod
     def _repository_id(session: Session, mirror: Mirror, repo: str) -> int:
@@ -465,7 +475,7 @@ class Evaluator:
         """
         _prepare_dirs(self.settings)
         t0 = time.monotonic()
-        requirements = self._prepare(side, mirror, overrides or Overrides())
+        requirements = self._prepare(side, mirror, self._with_defaults(overrides or Overrides()))
         if not gpu_allowed:
             _refuse_gpu(side.config, side.sha)
         with self._train(side, mirror, requirements, cancel, t0, extra_env) as trained:

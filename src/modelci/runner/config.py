@@ -362,6 +362,17 @@ class Overrides:
     metrics_file: str | None = None
     predictions_file: str | None = None
     timeout_s: float | None = None
+    # The server's MODELCI_DEFAULT_*: unlike the flags above, used only by a commit
+    # without modelci.yaml, never over a repository's own configuration.
+    default_command: str | None = None
+    default_metrics_file: str | None = None
+
+    def stand_in(self) -> tuple[str | None, str | None]:
+        """The command and metrics file a commit without modelci.yaml runs with."""
+        return (
+            self.command or self.default_command,
+            self.metrics_file or self.default_metrics_file,
+        )
 
 
 def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -458,12 +469,13 @@ def effective_config(config_text: bytes | None, overrides: Overrides) -> RepoCon
     base = parse_config(config_text) if config_text is not None else None
     command = overrides.command
     if base is None:
-        if not overrides.command or not overrides.metrics_file:
+        stand_in_command, stand_in_metrics = overrides.stand_in()
+        if not stand_in_command or not stand_in_metrics:
             missing = [
                 name
                 for name, value in (
-                    ("--command", overrides.command),
-                    ("--metrics-file", overrides.metrics_file),
+                    ("--command", stand_in_command),
+                    ("--metrics-file", stand_in_metrics),
                 )
                 if not value
             ]
@@ -473,7 +485,7 @@ def effective_config(config_text: bytes | None, overrides: Overrides) -> RepoCon
                 "--metrics-file result.txt (server: MODELCI_DEFAULT_COMMAND and "
                 "MODELCI_DEFAULT_METRICS_FILE)",
             )
-        base = RepoConfig(train=overrides.command, metrics=overrides.metrics_file)
+        base = RepoConfig(train=stand_in_command, metrics=stand_in_metrics)
     updates: dict[str, Any] = {}
     if command:
         updates.update(train=command, evaluate=None)

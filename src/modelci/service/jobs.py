@@ -18,7 +18,7 @@ jobs are looked for every 5 s and workers poll for retried jobs every 1 s: a
 killed worker's job restarts about 10 s after the kill (measured by
 tests/service/test_jobs.py and tests/service/test_server.py). A job cancelled while its
 worker died ends aborted; one that lost its worker 3 times fails (it may be
-what kills them).
+what kills them), with that reason stored like any other failure's.
 
 A failure that would only happen again (a malformed delivery, a bad
 configuration, an argument that does not parse: ``PERMANENT_ERRORS``) fails
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import threading
 import time
@@ -55,7 +56,7 @@ from procrastinate.jobs import Job, JobDeferrer, Status
 from procrastinate.retry import RetryDecision
 
 from modelci.errors import ConfigError, ModelCIError, RunFailed
-from modelci.github import BadDelivery
+from modelci.github import BadDelivery, RateLimitExceeded
 from modelci.service.pullrequests import DeliveryJob, EvaluationJob
 from modelci.store import records as store
 from modelci.store.db import Database
@@ -137,11 +138,16 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 
 
 class _Retry(RetryStrategy):
-    """Procrastinate's strategy, except that a permanent error is never retried."""
+    """Procrastinate's strategy, except that a permanent error is never retried, and a
+    rate-limited job runs again when GitHub said it may (``RateLimitExceeded.retry_at``):
+    sooner it would only be refused again, and the wait is no fault of the job's, so it
+    does not count against ``max_attempts``."""
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
         if isinstance(exception, PERMANENT_ERRORS):
             return None
+        if isinstance(exception, RateLimitExceeded) and exception.retry_at is not None:
+            return RetryDecision(retry_at=dt.datetime.fromtimestamp(exception.retry_at, dt.UTC))
         return super().get_retry_decision(exception=exception, job=job)
 
 
@@ -235,20 +241,7 @@ def _recording_failures(context: JobContext, retry: RetryStrategy) -> Iterator[N
         reason = str(exc) or type(exc).__name__
         if not isinstance(exc, ModelCIError):
             reason = f"{type(exc).__name__}: {reason}"
-        try:
-            with services.database.session() as session:
-                store.record_job_failure(
-                    session,
-                    job_id=job.id,
-                    task_name=job.task_name,
-                    error=reason,
-                    retried=will_retry,
-                )
-                delivery_id = job.task_kwargs.get("delivery_id")
-                if job.task_name == TASK_DELIVERY and not will_retry and delivery_id:
-                    store.mark_delivery_failed(session, delivery_id=str(delivery_id), detail=reason)
-        except Exception:  # the job's own failure matters more than its record
-            log.exception("could not store why job %s failed", job.id)
+        _store_failure(job, reason, retried=will_retry)
         log.log(
             logging.WARNING if will_retry else logging.ERROR,
             "job %s (%s) failed%s: %s",
@@ -258,6 +251,23 @@ def _recording_failures(context: JobContext, retry: RetryStrategy) -> Iterator[N
             reason,
         )
         raise
+
+
+def _store_failure(job: Job, reason: str, *, retried: bool) -> None:
+    """Keep why the job's attempt failed (and a delivery's final failure on the delivery)."""
+    services = _services
+    if services is None or services.database is None or job.id is None:
+        return
+    try:
+        with services.database.session() as session:
+            store.record_job_failure(
+                session, job_id=job.id, task_name=job.task_name, error=reason, retried=retried
+            )
+            delivery_id = job.task_kwargs.get("delivery_id")
+            if job.task_name == TASK_DELIVERY and not retried and delivery_id:
+                store.mark_delivery_failed(session, delivery_id=str(delivery_id), detail=reason)
+    except Exception:  # the job's own failure matters more than its record
+        log.exception("could not store why job %s failed", job.id)
 
 
 def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
@@ -328,9 +338,18 @@ def _register_tasks(app: procrastinate.App) -> None:
                 # A job that keeps killing its worker (e.g. the machine runs out of
                 # memory) must not take every worker down in turn.
                 log.error("job %s lost its worker %d times; failing it", job.id, job.attempts)
+                reason = (
+                    f"its worker died {job.attempts} times while running it (killed, or out of "
+                    "memory: a training that needs more than the machine has can take its "
+                    "worker down), so it is not retried again; check the workers' logs and "
+                    f"memory, then retry it (POST /api/jobs/{job.id}/retry)"
+                )
+                await asyncio.to_thread(_store_failure, job, reason, retried=False)
                 await manager.finish_job(job, status=Status.FAILED, delete_job=False)
             else:
                 log.warning("job %s (%s) lost its worker; retrying it", job.id, job.task_name)
+                reason = "its worker died (killed or out of memory) while running it; retried"
+                await asyncio.to_thread(_store_failure, job, reason, retried=True)
                 await manager.retry_job(job)
 
 
