@@ -25,7 +25,7 @@ import pytest
 import modelci
 from modelci.errors import SandboxUnavailable
 from modelci.runner import process as process_module
-from modelci.runner.cgroups import remove_cgroup
+from modelci.runner.cgroups import CgroupV1
 from modelci.runner.outputs import read_json_output
 from modelci.runner.sandbox import (
     Limits,
@@ -563,8 +563,8 @@ def test_a_cgroup_another_process_holds_is_left_alone(workdir: Path) -> None:
     name = f"uid-{os.getuid()}-slot-5"
     group = Path("/sys/fs/cgroup/pids/modelci", name)
     holder = hold_in_child(
-        f"claim_cgroup_name({name!r}); group = make_cgroup('pids', {name!r}, {{'pids.max': 8}}); "
-        "(group / 'cgroup.procs').write_text(str(os.getpid()))"
+        f"claim_cgroup_name({name!r}); groups, _ = CgroupV1().make({name!r}, memory=1 << 30, "
+        "processes=8); [(g / 'cgroup.procs').write_text(str(os.getpid())) for g in groups]"
     )
     try:
         with pytest.raises(SandboxUnavailable, match=f"cgroup {name} is in use by another"):
@@ -573,7 +573,8 @@ def test_a_cgroup_another_process_holds_is_left_alone(workdir: Path) -> None:
         assert (group / "cgroup.procs").read_text().split() == [str(holder.pid)]
     finally:
         release_child(holder)
-    remove_cgroup(group)  # empty now that its owner is gone
+    for leftover in (group, Path("/sys/fs/cgroup/memory/modelci", name)):
+        CgroupV1().remove(leftover)  # empty now that its owner is gone
 
 
 def hold_in_child(statement: str) -> subprocess.Popen[str]:
