@@ -234,8 +234,14 @@ class CgroupV2:
 
     kind = "v2"
 
-    def __init__(self, parent: Path, *, hierarchy_root: bool = True) -> None:
-        self.parent = parent
+    def __init__(
+        self,
+        parent: Path,
+        *,
+        hierarchy_root: bool = True,
+        controllers: tuple[str, ...] = CONTROLLERS,
+    ) -> None:
+        self.parent, self.controllers = parent, controllers
         self.top = parent / "modelci"
         # Only a hierarchy's root may hold tasks and still enable controllers for
         # its children; any other parent must hold none (cgroup v2's rule).
@@ -245,7 +251,7 @@ class CgroupV2:
         """Enable memory and pids for the jobs' groups where the kernel lets us: in
         parent's and in modelci/'s ``cgroup.subtree_control``; the ones enabled."""
         self.top.mkdir(exist_ok=True)
-        reached = set(CONTROLLERS)
+        reached = set(self.controllers)
         for group in (self.parent, self.top):
             control = group / "cgroup.subtree_control"
             available = set((group / "cgroup.controllers").read_text().split())
@@ -302,13 +308,14 @@ class CgroupV2:
         except OSError as exc:
             return f"{where}, but {self.parent} cannot be read ({exc.strerror})"
         blocked = not self.hierarchy_root and bool(_procs(self.parent))
-        usable = [c for c in CONTROLLERS if c in enabled or (c in offered and not blocked)]
-        missing = [c for c in CONTROLLERS if c not in usable]
+        usable = [c for c in self.controllers if c in enabled or (c in offered and not blocked)]
+        missing = [c for c in self.controllers if c not in usable]
         if not missing:
             return f"{where} (memory.max, pids.max; out of memory from memory.events)"
         why = f"not offered to {self.parent}" if not blocked else f"{self.parent} holds tasks"
         return (
-            f"{where} without the {' and '.join(missing)} controller ({why}): memory is "
+            f"{where} without the {' and '.join(missing)} controller{'s' * (len(missing) > 1)} "
+            f"({why}): memory is "
             "then capped by RLIMIT_AS (address space) and processes by RLIMIT_NPROC. How to "
             "fix: delegate them (systemd: Delegate=memory pids) and run modelci in a child "
             "group, leaving its parent without tasks"
