@@ -313,12 +313,16 @@ class CgroupV2:
         if not missing:
             return f"{where} (memory.max, pids.max; out of memory from memory.events)"
         why = f"not offered to {self.parent}" if not blocked else f"{self.parent} holds tasks"
+        instead = {
+            "memory": "memory is capped by RLIMIT_AS (address space) only",
+            "pids": "processes are capped by RLIMIT_NPROC only",
+        }
+        fallbacks = "; ".join(instead.get(c, f"no {c} limit") for c in missing)
         return (
             f"{where} without the {' and '.join(missing)} controller{'s' * (len(missing) > 1)} "
-            f"({why}): memory is "
-            "then capped by RLIMIT_AS (address space) and processes by RLIMIT_NPROC. How to "
-            "fix: delegate them (systemd: Delegate=memory pids) and run modelci in a child "
-            "group, leaving its parent without tasks"
+            f"({why}), so {fallbacks}. How to fix: delegate them to that group "
+            "(systemd: Delegate=memory pids) and leave it no tasks of its own (run modelci "
+            "in a child group)"
         )
 
 
