@@ -190,13 +190,14 @@ def _api(settings: Settings) -> Check:
 
 
 def _sandbox(settings: Settings) -> Check:
+    from modelci.runner.cgroups import describe_cgroups
     from modelci.runner.sandbox import make_sandbox
 
     try:
         make_sandbox(uid_base=settings.sandbox_uid_base)
     except ModelCIError as exc:
         return Check("sandbox", False, str(exc))
-    return Check("sandbox", True, "bubblewrap works")
+    return Check("sandbox", True, f"bubblewrap works; memory and processes: {describe_cgroups()}")
 
 
 def _tools(settings: Settings) -> Check:

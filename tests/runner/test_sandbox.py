@@ -25,9 +25,10 @@ import pytest
 import modelci
 from modelci.errors import SandboxUnavailable
 from modelci.runner import process as process_module
-from modelci.runner.cgroups import remove_cgroup
+from modelci.runner.cgroups import CgroupV1
 from modelci.runner.outputs import read_json_output
 from modelci.runner.sandbox import (
+    BubblewrapSandbox,
     Limits,
     Sandbox,
     SandboxResult,
@@ -40,7 +41,6 @@ from modelci.runner.sandbox import (
 
 UID_BASE = 60700  # not the server's default, so a running server's slots are not touched
 PYTHON = "/usr/bin/python3"
-HAVE_MEMORY_CGROUP = os.path.ismount("/sys/fs/cgroup/memory")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -296,12 +296,24 @@ def test_sleeping_past_the_timeout_is_killed(bwrap: Sandbox, workdir: Path) -> N
 
 
 @sandboxed
-@pytest.mark.skipif(not HAVE_MEMORY_CGROUP, reason="needs the cgroup v1 memory controller")
 def test_memory_limit_kills_and_says_so(bwrap: Sandbox, workdir: Path) -> None:
+    # Whichever caps memory here (a v1 or v2 memory cgroup, else RLIMIT_AS).
     result, _ = run(bwrap, workdir, python("b = bytearray(1_000_000_000)"), memory_mb=200)
     assert result.out_of_memory
     assert not result.ok
-    assert "more than 200 MB of memory" in (result.failure_reason() or "")
+    assert "200 MB of memory" in (result.failure_reason() or "")
+
+
+@sandboxed
+def test_without_cgroups_address_space_caps_memory_and_says_so(workdir: Path) -> None:
+    box = BubblewrapSandbox(uid_base=UID_BASE, cgroups=None)
+    result, log = run(box, workdir, python("b = bytearray(1_000_000_000)"), memory_mb=200)
+    assert result.out_of_memory and result.address_space_cap, log
+    assert "MemoryError" in log
+    assert "ran out of its 200 MB of memory" in (result.failure_reason() or "")
+    # Within the cap, the same job runs.
+    result, log = run(box, workdir, python("b = bytearray(50_000_000)"), memory_mb=200)
+    assert result.ok, log
 
 
 @sandboxed
@@ -563,8 +575,8 @@ def test_a_cgroup_another_process_holds_is_left_alone(workdir: Path) -> None:
     name = f"uid-{os.getuid()}-slot-5"
     group = Path("/sys/fs/cgroup/pids/modelci", name)
     holder = hold_in_child(
-        f"claim_cgroup_name({name!r}); group = make_cgroup('pids', {name!r}, {{'pids.max': 8}}); "
-        "(group / 'cgroup.procs').write_text(str(os.getpid()))"
+        f"claim_cgroup_name({name!r}); groups, _ = CgroupV1().make({name!r}, memory=1 << 30, "
+        "processes=8); [(g / 'cgroup.procs').write_text(str(os.getpid())) for g in groups]"
     )
     try:
         with pytest.raises(SandboxUnavailable, match=f"cgroup {name} is in use by another"):
@@ -573,7 +585,8 @@ def test_a_cgroup_another_process_holds_is_left_alone(workdir: Path) -> None:
         assert (group / "cgroup.procs").read_text().split() == [str(holder.pid)]
     finally:
         release_child(holder)
-    remove_cgroup(group)  # empty now that its owner is gone
+    for leftover in (group, Path("/sys/fs/cgroup/memory/modelci", name)):
+        CgroupV1().remove(leftover)  # empty now that its owner is gone
 
 
 def hold_in_child(statement: str) -> subprocess.Popen[str]:

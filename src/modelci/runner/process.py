@@ -80,6 +80,22 @@ def disk_usage(root: Path, stop: threading.Event | None = None) -> int | None:
     return total
 
 
+# How runtimes report a failed allocation (Python, numpy, C++, torch, glibc).
+_ALLOCATION_FAILED = re.compile(
+    rb"MemoryError|bad_alloc|[Cc]annot allocate memory|can't allocate memory|[Oo]ut of memory"
+)
+
+
+def allocation_failed(log_path: Path) -> bool:
+    """Whether the log's last lines (where a fatal error is printed) report one."""
+    try:
+        with log_path.open("rb") as log:
+            log.seek(max(0, log_path.stat().st_size - 4096))
+            return _ALLOCATION_FAILED.search(log.read()) is not None
+    except OSError:
+        return False
+
+
 def chown_tree(root: Path, uid: int, gid: int) -> None:
     os.chown(root, uid, gid, follow_symlinks=False)
     # Directory fds and lchown: links the job left cannot redirect us.
@@ -117,7 +133,7 @@ class Job:
     """One started process tree, the threads watching it, and why it was killed."""
 
     def __init__(self, proc: subprocess.Popen[bytes], cgroups: JobCgroups) -> None:
-        self.proc, self.cgroups, self.groups = proc, cgroups, cgroups.groups
+        self.proc, self.cgroups = proc, cgroups
         self.finished = threading.Event()
         self.killed_for: str | None = None
         self.log_truncated = False
@@ -130,14 +146,12 @@ class Job:
                 self.killed_for = reason
             # Members are read before the leader dies: killing bwrap tears down its
             # pid namespace, whose tasks then leave cgroup.procs before they are dead.
-            members = set[int]()
-            for group in self.groups:
-                with contextlib.suppress(OSError, ValueError):
-                    members.update(int(pid) for pid in (group / "cgroup.procs").read_text().split())
+            members = self.cgroups.members()
             # A group outlives its reaped leader while members remain, so its id
             # cannot be reused under us; bwrap's pid namespace takes the rest.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
+            self.cgroups.kill()  # v2's cgroup.kill also takes what forks meanwhile
             for pid in members:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)

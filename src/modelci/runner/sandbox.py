@@ -16,8 +16,13 @@ Callers must know:
   set up). The work dir is chowned to that uid for the run and back after it.
 - Not as root, code runs as the caller: RLIMIT_NPROC then counts all of the
   caller's processes, and cgroups are usually not writable.
-- Memory and process counts are capped by cgroup v1 ``memory``/``pids`` where
-  mounted and writable; elsewhere (cgroup v2 only) by RLIMIT_AS and RLIMIT_NPROC.
+- Memory and process counts are capped by the job's cgroups (``cgroups.py``:
+  v2's ``memory.max``/``pids.max`` in a delegated subtree, or v1's
+  ``memory``/``pids`` where only v1 is mounted), and always by RLIMIT_NPROC.
+  Out of memory is the group's OOM-kill count rising. Without a memory cgroup
+  (none writable, or v2 without the memory controller) RLIMIT_AS caps memory,
+  and a failed run whose log ends with an allocation failure counts as out of
+  memory (``SandboxResult.address_space_cap``).
 - The disk cap is a watchdog on the work dir's growth, checked every second: a
   job can overshoot it by about a second's worth of writes.
 """
@@ -34,15 +39,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Literal, Protocol
 
 from modelci.errors import SandboxUnavailable
-from modelci.runner.cgroups import MB, acquire_slot, job_cgroups, oom_kills, take_slot
+from modelci.runner.cgroups import (
+    MB,
+    CgroupDriver,
+    acquire_slot,
+    cgroup_driver,
+    job_cgroups,
+    take_slot,
+)
 from modelci.runner.process import (
     INSTALL_HINT,
     SYSTEM_PATH,
     Job,
     SandboxProcess,
+    allocation_failed,
     check_reachable,
     chown_tree,
     data_fd,
@@ -75,7 +88,7 @@ _ISOLATION = [
 @dataclass(frozen=True)
 class Limits:
     timeout_s: float = 1800  # wall clock
-    memory_mb: int = 4096  # cgroup memory.limit_in_bytes, else RLIMIT_AS
+    memory_mb: int = 4096  # cgroup memory.max (v2) or memory.limit_in_bytes (v1), else RLIMIT_AS
     cpu_s: int = 3600  # RLIMIT_CPU: SIGXCPU, then SIGKILL 5 s later
     max_file_mb: int = 1024  # RLIMIT_FSIZE, per file
     max_open_files: int = 1024  # RLIMIT_NOFILE
@@ -110,6 +123,7 @@ class SandboxResult:
     log_truncated: bool
     cancelled: bool = False
     limits: Limits = Limits()  # what the run was held to, for the messages
+    address_space_cap: bool = False  # memory was capped by RLIMIT_AS: no memory cgroup
 
     @property
     def ok(self) -> bool:
@@ -120,6 +134,12 @@ class SandboxResult:
         lim, code = self.limits, self.exit_code
         if self.timed_out:
             return f"exceeded its {lim.timeout_s:g} s timeout ({lim.timeout_origin})"
+        if self.out_of_memory and self.address_space_cap:
+            return (
+                f"ran out of its {lim.memory_mb} MB of memory (limits.memory_mb in "
+                "modelci.yaml; with no memory cgroup on this machine that caps address space, "
+                "which also counts memory reserved but never used)"
+            )
         if self.out_of_memory:
             return f"was killed after using more than {lim.memory_mb} MB of memory " + (
                 "(limits.memory_mb in modelci.yaml)"
@@ -161,7 +181,9 @@ class _Runner:
 
     private_home = False
 
-    def __init__(self) -> None:
+    def __init__(self, *, cgroups: CgroupDriver | Literal["detect"] | None = "detect") -> None:
+        # Injectable so tests can run jobs under another hierarchy, or none.
+        self.cgroups = cgroup_driver() if isinstance(cgroups, str) else cgroups
         self.prlimit = which("prlimit", "install util-linux (apt-get install util-linux)")
         self.setpriv = which("setpriv", "install util-linux (apt-get install util-linux)")
 
@@ -193,20 +215,24 @@ class _Runner:
         lim = spec.limits
         home = tempfile.mkdtemp(prefix="modelci-home-") if self.private_home else "/tmp"
         try:
-            cgroups = job_cgroups(uid, spec)
+            cgroups = job_cgroups(uid, spec, self.cgroups)
         except BaseException:
             if self.private_home:
                 shutil.rmtree(home, ignore_errors=True)
             raise
         memory = cgroups.memory
-        oom_before = oom_kills(memory)
+        oom_before = cgroups.oom_kills()
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with spec.log_path.open("wb") as log:
                 budget = (disk_usage(spec.workdir) or 0) + lim.max_disk_mb * MB
                 proc = spawn(self, spec, uid, home, memory, cgroups.groups, serving=False)
                 result = self._supervise(Job(proc, cgroups), spec, log, budget, cancel)
-                result = replace(result, out_of_memory=oom_kills(memory) > oom_before)
+                if memory is not None:
+                    oom = cgroups.oom_kills() > oom_before
+                else:  # RLIMIT_AS: a failed allocation, which only the log tells
+                    oom = result.exit_code not in (0, None) and allocation_failed(spec.log_path)
+                result = replace(result, out_of_memory=oom, address_space_cap=memory is None)
                 if not result.ok:
                     log.write(f"\n[modelci: the run {result.failure_reason()}]\n".encode())
                 return result
@@ -281,7 +307,7 @@ def _start(runner: _Runner, spec: SandboxSpec) -> SandboxProcess:
         chown_tree(spec.workdir, uid, uid)
         for path, need in [(spec.workdir, 0o7), *((source, 0o5) for source in sources)]:
             check_reachable(path, uid, need)
-    cgroups = job_cgroups(uid, spec)  # held until the process is stopped
+    cgroups = job_cgroups(uid, spec, runner.cgroups)  # held until the process is stopped
     home = tempfile.mkdtemp(prefix="modelci-home-") if runner.private_home else None
     try:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -323,9 +349,14 @@ def _root_layout() -> tuple[str, ...]:
 class BubblewrapSandbox(_Runner):
     """The real sandbox; as root, each slot runs as its own unprivileged uid."""
 
-    def __init__(self, *, uid_base: int = 60100) -> None:
+    def __init__(
+        self,
+        *,
+        uid_base: int = 60100,
+        cgroups: CgroupDriver | Literal["detect"] | None = "detect",
+    ) -> None:
         self._bwrap = which("bwrap", INSTALL_HINT)
-        super().__init__()
+        super().__init__(cgroups=cgroups)
         self.uid_base = uid_base
 
     def _uid(self, slot: int) -> int:
