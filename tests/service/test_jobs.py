@@ -215,9 +215,13 @@ def test_cancel_aborts_the_running_evaluation_and_cancels_the_queued_one(engine:
         assert queue.cancel_evaluations(repo="octo/model", number=1) == 2
         assert engine.status(queued) == "cancelled"
         wait_until(lambda: engine.status(running) == "aborted")
-        time.sleep(1)  # a worker that wrongly took the cancelled job would have by now
-    assert recorder.ended == {"first": jobs.CANCEL_ABORTED}
-    assert recorder.started == ["first"]
+        # A later job, fetched after the cancelled one would have been (jobs are
+        # fetched in id order): once it runs, the cancelled one was passed over.
+        queue.enqueue_evaluation(evaluation(2, "sentinel"))
+        wait_until(lambda: "sentinel" in recorder.started)
+        recorder.release["sentinel"].set()
+    assert recorder.ended["first"] == jobs.CANCEL_ABORTED
+    assert recorder.started == ["first", "sentinel"]
     assert queue.cancel_evaluations(repo="octo/model", number=1) == 0
 
 
@@ -241,7 +245,10 @@ def test_a_job_whose_commit_asks_for_a_gpu_moves_to_the_gpu_queue(engine: Engine
         wait_until(lambda: engine.status(first) == engine.status(cpu) == "succeeded")
         (moved,) = engine.app.job_manager.list_jobs(queue=jobs.QUEUE_GPU)
         assert moved.task_kwargs["gpu"] is True
-        time.sleep(1.5)  # fetch polling is 1 s: a worker that wrongly took it would have
+        # A later cpu job: a worker that wrongly read the gpu queue would have
+        # fetched the (older) moved job first (another repository: no shared lock).
+        sentinel = queue.enqueue_evaluation(evaluation(3, "sentinel", repo="octo/other"))
+        wait_until(lambda: engine.status(sentinel) == "succeeded")
         assert engine.status(moved.id) == "todo"
     with worker(engine, queues=[jobs.QUEUE_GPU]):
         wait_until(lambda: engine.status(moved.id) == "succeeded")
@@ -249,6 +256,7 @@ def test_a_job_whose_commit_asks_for_a_gpu_moves_to_the_gpu_queue(engine: Engine
         ("cpu", False),
         ("needs-gpu", False),
         ("needs-gpu", True),
+        ("sentinel", False),
     ]
 
 
@@ -274,7 +282,10 @@ def test_evaluations_of_one_repository_run_at_most_repo_concurrency_at_once(
     with worker(engine, concurrency=3):
         if limit == 1:
             wait_until(lambda: sorted(recorder.started) == ["elsewhere", "pr1"])
-            time.sleep(1.5)  # three free slots: pr2 would have started by now
+            # The third slot takes a later job of another repository: pr2, older,
+            # would have been fetched first had the repository's lock let it.
+            queue.enqueue_evaluation(evaluation(2, "later", repo="octo/third"))
+            wait_until(lambda: "later" in recorder.started)
             assert "pr2" not in recorder.started
             recorder.release["pr1"].set()
             wait_until(lambda: "pr2" in recorder.started)

@@ -212,6 +212,12 @@ def labeled(
     return payload
 
 
+def all_jobs_ended(service: Service) -> bool:
+    """Every job the server has (housekeeping aside) has run to its end."""
+    ended = ("succeeded", "failed", "cancelled", "aborted")
+    return all(job["status"] in ended for job in service.api("/api/jobs"))
+
+
 def wait_for(condition: Callable[[], bool], service: Service, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -295,7 +301,11 @@ def test_label_by_a_user_without_write_access_runs_nothing(
     assert service.deliver(labeled(repo, head, sender=OUTSIDER)).status_code == 202
     wait_for(lambda: len(comments(github)) == 1, service, timeout=30)
     assert "maintainer" in comments(github)[0]["body"]
-    time.sleep(2)
+    # The delivery's job decided (and would have queued an evaluation) before it
+    # ended: once it has, nothing else can run the pull request's code.
+    wait_for(lambda: all_jobs_ended(service), service, timeout=30)
+    tasks = [job["task"] for job in service.api("/api/jobs")]
+    assert tasks == ["modelci.process_delivery"]
     assert github.state.check_runs == {}
     assert not list((Path(service.env["MODELCI_DATA_DIR"]) / "logs").glob("*.log"))
 
@@ -356,7 +366,7 @@ def test_redelivery_is_processed_once_and_bad_signatures_are_refused(
     again = service.deliver(labeled(repo, head), delivery_id=delivery)
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
     wait_for(finished(github, head), service)
-    time.sleep(2)
+    wait_for(lambda: all_jobs_ended(service), service, timeout=30)
     assert len([r for r in github.state.check_runs.values() if r["head_sha"] == head]) == 1
     jobs = service.api("/api/jobs")
     assert len([j for j in jobs if j["task"] == "modelci.evaluate_pull_request"]) == 1
