@@ -114,6 +114,12 @@ def test_bad_json_and_bad_shapes() -> None:
     assert errors_of({"records": [GOOD], "extra": 1})[0]["loc"] == ["body", "extra"]
     split = {"dataframe_split": {"columns": ["age"], "data": [[1, 2]]}}
     assert errors_of(split)[0]["loc"] == ["body", "dataframe_split", "data", 0]
+    split = {"dataframe_split": {"columns": ["age", "age"], "data": [[1, 2]]}}
+    assert errors_of(split)[0] == {
+        "loc": ["body", "dataframe_split", "columns"],
+        "msg": "column names repeat: 'age'",
+        "type": "unique_items",
+    }
 
 
 def test_errors_are_capped() -> None:

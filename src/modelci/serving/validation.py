@@ -22,6 +22,7 @@ the hot path.
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -341,6 +342,12 @@ class Validator:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise self._fail(
                 [_error([*loc, "columns"], "expected a list of column names", "list_type")]
+            )
+        repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+        if repeated:
+            shown = ", ".join(map(_shown, repeated[:_SHOWN_NAMES]))
+            raise self._fail(
+                [_error([*loc, "columns"], f"column names repeat: {shown}", "unique_items")]
             )
         records: list[Any] = []
         for index, row in enumerate(split["data"]):
