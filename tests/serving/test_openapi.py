@@ -8,11 +8,12 @@ from typing import Any
 
 import httpx
 import hypothesis
+import hypothesis.errors
 import pytest
 import requests
 import schemathesis
 from schemathesis import GenerationMode
-from schemathesis.checks import FailureGroup
+from schemathesis.checks import FailureGroup, positive_data_acceptance
 
 from tests.serving import test_http
 from tests.serving.conftest import NUMERIC, categorical_model, sandboxed
@@ -21,7 +22,7 @@ from tests.serving.test_http import Served
 pytestmark = [sandboxed, pytest.mark.sandbox, pytest.mark.slow]
 served = test_http.served  # the fixture: a real server with a served model
 ERRORS = {"400", "404", "409", "413", "422", "503"}
-MAX_EXAMPLES = 12  # per operation and mode: bounded, about 200 cases in all
+MAX_EXAMPLES = 25  # per operation and mode: bounded, about 250 cases in all
 
 
 def _serve_colours(served: Served) -> None:
@@ -104,6 +105,15 @@ def test_predict_takes_the_only_models_body(served: Served) -> None:
         assert _post(f"{served.url}/predict", example["value"]).status_code == 200
 
 
+def _unexpressible(body: Any) -> list[Any]:
+    """JSON Schema cannot say that column lists share one length, or that a row of a
+    dataframe_split has one value per named column: schema-valid bodies of those
+    two shapes may rightly get a 422, so only there valid data may be refused."""
+    if isinstance(body, dict) and body.keys() & {"columns", "dataframe_split"}:
+        return [positive_data_acceptance]
+    return []
+
+
 def test_schemathesis_finds_no_server_error_and_answers_match_the_description(
     served: Served,
 ) -> None:
@@ -128,14 +138,23 @@ def test_schemathesis_finds_no_server_error_and_answers_match_the_description(
                     nonlocal cases
                     cases += 1
                     try:
-                        case.call_and_validate(base_url=served.url, session=session)
+                        case.call_and_validate(
+                            base_url=served.url,
+                            session=session,
+                            excluded_checks=_unexpressible(case.body),
+                        )
                     except FailureGroup as group:
                         failures.extend(
                             f"{operation.label} ({mode}): {failure.title}: {failure.message}"
+                            f"\n  body: {str(case.body)[:300]}\n  {str(group)[-600:]}"
                             for failure in group.exceptions
                         )
 
-                run()
-    print(f"schemathesis: {cases} cases, {len(failures)} failures")
+                try:
+                    run()
+                except hypothesis.errors.Unsatisfiable:
+                    # Nothing invalid can be sent to an operation without inputs.
+                    assert mode is GenerationMode.NEGATIVE, operation.label
+    print(f"schemathesis: {cases} cases, {len(failures)} failures", *failures, sep="\n")
     assert failures == []
     assert cases >= 100

@@ -114,6 +114,10 @@ def test_bad_json_and_bad_shapes() -> None:
     assert errors_of({"records": [GOOD], "extra": 1})[0]["loc"] == ["body", "extra"]
     split = {"dataframe_split": {"columns": ["age"], "data": [[1, 2]]}}
     assert errors_of(split)[0]["loc"] == ["body", "dataframe_split", "data", 0]
+    split = {"dataframe_split": {"colums": ["age"], "data": [[1]]}}
+    assert errors_of(split)[0]["loc"] == ["body", "dataframe_split", "colums"]
+    split = {"dataframe_split": {"index": [0], "data": [list(GOOD.values())]}}
+    assert check(split).rows == 1
     split = {"dataframe_split": {"columns": ["age", "age"], "data": [[1, 2]]}}
     assert errors_of(split)[0] == {
         "loc": ["body", "dataframe_split", "columns"],

@@ -181,8 +181,10 @@ def model_body(columns: tuple[Column, ...], max_rows: int) -> dict[str, Any]:
                 "minItems": 1,
                 "maxItems": max_rows,
             },
+            "index": {"type": "array", "description": "ignored (MLflow's row labels)"},
         },
         "required": ["data"],
+        "additionalProperties": False,
     }
     return {
         "anyOf": [

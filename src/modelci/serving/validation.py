@@ -34,6 +34,7 @@ from modelci.errors import BadRequest
 
 __all__ = ["Batch", "Validator"]
 
+_SPLIT_KEYS = frozenset({"columns", "data", "index"})
 _ENVELOPES = ("records", "dataframe_records", "columns", "dataframe_split", "instances")
 _MAX_ERRORS = 50
 _SHOWN_CATEGORIES = 20
@@ -337,6 +338,19 @@ class Validator:
         if not isinstance(split, dict) or not isinstance(split.get("data"), list):
             raise self._fail(
                 [_error(loc, 'expected {"columns": [...], "data": [[...], ...]}', "dict_type")]
+            )
+        # A misspelt "columns" must not silently mean the model's own order.
+        extra = [key for key in split if key not in _SPLIT_KEYS]
+        if extra:
+            raise self._fail(
+                [
+                    _error(
+                        [*loc, key],
+                        'unexpected field; expected "columns", "data", "index"',
+                        "extra_forbidden",
+                    )
+                    for key in extra[:_MAX_ERRORS]
+                ]
             )
         names = split.get("columns", self.names)
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
