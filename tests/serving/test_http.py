@@ -192,7 +192,7 @@ def test_status_readiness_form_and_docs(served: Served) -> None:
         assert 'name="x3"' in page.text and "/models/churn/predict" in page.text
         assert "<script src" not in page.text and "<link" not in page.text
         spec = http.get("/openapi.json").json()
-        body = spec["paths"]["/models/{name}/predict"]["post"]["requestBody"]
+        body = spec["paths"]["/models/churn/predict"]["post"]["requestBody"]
         assert "records" in body["content"]["application/json"]["examples"]
     # A second model: /predict must say which names exist; readiness waits for it.
     categorical_model(served.base / "c1")

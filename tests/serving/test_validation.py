@@ -114,8 +114,78 @@ def test_bad_json_and_bad_shapes() -> None:
     assert errors_of({"records": [GOOD], "extra": 1})[0]["loc"] == ["body", "extra"]
     split = {"dataframe_split": {"columns": ["age"], "data": [[1, 2]]}}
     assert errors_of(split)[0]["loc"] == ["body", "dataframe_split", "data", 0]
+    split = {"dataframe_split": {"colums": ["age"], "data": [[1]]}}
+    assert errors_of(split)[0]["loc"] == ["body", "dataframe_split", "colums"]
+    split = {"dataframe_split": {"index": [0], "data": [list(GOOD.values())]}}
+    assert check(split).rows == 1
+    split = {"dataframe_split": {"columns": ["age", "age"], "data": [[1, 2]]}}
+    assert errors_of(split)[0] == {
+        "loc": ["body", "dataframe_split", "columns"],
+        "msg": "column names repeat: 'age'",
+        "type": "unique_items",
+    }
 
 
 def test_errors_are_capped() -> None:
     errors = errors_of({"records": [{**GOOD, "plan": "x"}] * 500})
-    assert len(errors) == 50
+    assert len(errors) == 51
+    assert errors[-1]["type"] == "too_many_errors"
+    assert "first 50 problems" in errors[-1]["msg"]
+    # Many unknown fields in one record, or in the columns shape, are capped too.
+    wide = {**GOOD, **{f"extra{i}": 1 for i in range(5000)}}
+    assert len(errors_of({"records": [wide]})) == 51
+    assert len(errors_of({"columns": {f"c{i}": [1] for i in range(5000)}})) == 51
+    assert len(errors_of({"records": [GOOD], **{f"k{i}": 1 for i in range(5000)}})) == 51
+
+
+RANGED = (
+    Column("count", "long"),
+    Column("small", "integer"),
+    Column("ratio", "float"),
+    Column("amount", "double"),
+)
+FITS = {"count": 2**63 - 1, "small": -(2**31), "ratio": 3.4e38, "amount": 1e308}
+
+
+def test_numbers_must_fit_their_column_type() -> None:
+    # The extremes of each type pass, whole floats for integers too.
+    assert Validator(RANGED).parse(orjson.dumps({"records": [FITS, FITS]})).rows == 2
+    assert Validator(RANGED).parse(orjson.dumps({**FITS, "count": -9.0e18})).rows == 1
+    cases = [
+        ("count", 2**63, "too large for a 64-bit integer", "less_than_equal"),
+        ("count", 1e308, "too large for a 64-bit integer", "less_than_equal"),
+        ("count", -1e19, "too small for a 64-bit integer", "greater_than_equal"),
+        ("small", 2**31, "too large for a 32-bit integer", "less_than_equal"),
+        ("ratio", 1e308, "too large for a 32-bit float", "less_than_equal"),
+        ("ratio", -1e39, "too small for a 32-bit float", "greater_than_equal"),
+    ]
+    for name, value, why, kind in cases:
+        for payload, loc in (
+            ({"records": [FITS, {**FITS, name: value}]}, ["body", "records", 1, name]),
+            ({**FITS, name: value}, ["body", 0, name]),
+            (
+                {"columns": {k: [v, v] for k, v in {**FITS, name: value}.items()}},
+                ["body", "columns", name, 0],
+            ),
+        ):
+            with pytest.raises(BadRequest) as caught:
+                Validator(RANGED).parse(orjson.dumps(payload))
+            error = caught.value.errors[0]
+            assert (error["loc"], error["type"]) == (loc, kind), (name, value)
+            assert why in error["msg"] and repr(value) in error["msg"]
+
+
+def test_echoed_values_and_names_are_cut() -> None:
+    huge = "x" * 1_000_000
+    errors = errors_of({"records": [{**GOOD, "plan": huge, huge: 1}] * 200})
+    body = orjson.dumps(errors)
+    assert len(body) < 50_000
+    by_type = {e["type"]: e for e in errors}
+    assert "1000000 characters" in by_type["enum"]["msg"]
+    assert len(by_type["extra_forbidden"]["loc"][-1]) <= 101
+    assert len(by_type["extra_forbidden"]["msg"]) < 400
+
+
+def test_categorical_error_names_the_field_and_the_allowed_values() -> None:
+    [error] = errors_of({**GOOD, "plan": "gold"})
+    assert error["msg"] == "'gold' is not an allowed value of 'plan'; allowed: 'basic', 'pro'"

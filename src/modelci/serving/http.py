@@ -3,89 +3,41 @@
 ``mount_serving(app, manager)`` adds them to an existing app (``modelci
 serve``); ``create_serving_app(manager)`` makes a standalone app (bench, tests).
 Bodies are read raw and parsed with orjson against the model's columns, not
-through a pydantic model: that path runs for every prediction. The prediction
-itself is awaited on the model worker's pipe (no thread hop), so the event loop
-keeps accepting requests meanwhile.
+through a pydantic model: that path runs for every prediction. A body is read
+chunk by chunk and refused (413) as soon as it passes the cap, whatever its
+Content-Length says; a big one is parsed in a thread. The prediction itself is
+awaited on the model worker's pipe (no thread hop), so the event loop keeps
+accepting requests meanwhile. ``/openapi.json`` describes each served model's
+own predict body (``serving/openapi.py``), and ``/docs`` and ``/redoc`` load
+their scripts from this server, not from a CDN.
 """
 
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from importlib.resources import files
 from typing import Any
 
 import orjson
 from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+from starlette.routing import Route
 
 from modelci.errors import BadRequest, ModelCIError
 from modelci.service.api import predict_auth
 from modelci.serving.form import render_form
 from modelci.serving.manager import ServingManager
+from modelci.serving.openapi import ModelDoc, describe
 from modelci.serving.service import ModelService
 
 __all__ = ["create_serving_app", "mount_serving"]
 
 _MAX_BODY = 64 << 20  # bytes of a predict request
-
-_EXAMPLES = {
-    "records": {
-        "summary": "Rows as records",
-        "value": {"records": [{"feature_a": 1.5, "colour": "red"}]},
-    },
-    "columns": {
-        "summary": "Column lists",
-        "value": {"columns": {"feature_a": [1.5, 2.0], "colour": ["red", "blue"]}},
-    },
-    "dataframe_split": {
-        "summary": "MLflow's dataframe_split",
-        "value": {"dataframe_split": {"columns": ["feature_a", "colour"], "data": [[1.5, "red"]]}},
-    },
-    "one_record": {"summary": "A single record", "value": {"feature_a": 1.5, "colour": "red"}},
-}
-_PREDICT_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "description": "records, columns, dataframe_records, dataframe_split, or "
-                    "one record; GET /models/{name} lists the columns, their types and the "
-                    "allowed values of categorical ones",
-                },
-                "examples": _EXAMPLES,
-            }
-        },
-    },
-    "responses": {
-        "200": {
-            "description": "One prediction per row",
-            "content": {
-                "application/json": {
-                    "example": {"predictions": [1], "model": "churn", "version": 3}
-                }
-            },
-        },
-        "422": {
-            "description": "An input does not match the model's columns",
-            "content": {
-                "application/json": {
-                    "example": {
-                        "detail": [
-                            {
-                                "loc": ["body", "records", 0, "colour"],
-                                "msg": "'pink' is not an allowed value; allowed: 'blue', 'red'",
-                                "type": "enum",
-                            }
-                        ]
-                    }
-                }
-            },
-        },
-        "503": {"description": "No version of the model is loaded, or its worker failed"},
-    },
-}
+_DOCS_ASSETS = "/docs-assets"
 
 
 _RETRY_AFTER_S = "2"  # a worker restarts, or a champion loads, within seconds
@@ -105,13 +57,34 @@ def _error(exc: ModelCIError) -> Response:
     return _json({"detail": str(exc)}, exc.http_status)
 
 
-async def _predict(service: ModelService, request: Request) -> Response:
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it is over limit bytes (the rest is never read)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > _MAX_BODY:
-        return _json({"detail": f"the body is over {_MAX_BODY >> 20} MB; send fewer rows"}, 413)
-    body = await request.body()
-    if len(body) > _MAX_BODY:
-        return _json({"detail": f"the body is over {_MAX_BODY >> 20} MB; send fewer rows"}, 413)
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _predict(service: ModelService, request: Request) -> Response:
+    try:
+        body = await _read_body(request, _MAX_BODY)
+    except ClientDisconnect:
+        return _json({"detail": "the client closed the connection before sending its body"}, 400)
+    if body is None:
+        response = _json(
+            {"detail": f"the body is over {_MAX_BODY >> 20} MB; send fewer rows per request"},
+            413,
+        )
+        # Closing is the only way to stop the client sending the rest: a kept-alive
+        # connection would have to read (and discard) all of it first.
+        response.headers["connection"] = "close"
+        return response
     try:
         result = await service.predict_async(body)
     except ModelCIError as exc:
@@ -132,15 +105,18 @@ async def _predict(service: ModelService, request: Request) -> Response:
 def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") -> None:
     """Add the model routes to app: POST {prefix}/models/{name}/predict, POST
     {prefix}/predict, GET {prefix}/models, GET {prefix}/models/{name}, GET
-    {prefix}/models/{name}/form and GET {prefix}/readyz. The caller starts and
-    closes the manager (``manager.start()`` / ``manager.close()``). All but
-    readyz ask for a bearer token when the app's ``MODELCI_PREDICT_AUTH`` is token."""
+    {prefix}/models/{name}/form and GET {prefix}/readyz; app's OpenAPI then
+    describes each served model's predict body, and its /docs and /redoc work
+    offline. The caller starts and closes the manager (``manager.start()`` /
+    ``manager.close()``). All but readyz ask for a bearer token when the app's
+    ``MODELCI_PREDICT_AUTH`` is token."""
     auth = [Depends(predict_auth)]
+    _describe_models(app, manager, prefix)
+    _serve_docs_offline(app)
 
     @app.post(
         prefix + "/models/{name:path}/predict",
         tags=["serving"],
-        openapi_extra=_PREDICT_DOC,
         summary="Predict with a model's champion",
         dependencies=auth,
     )
@@ -154,7 +130,6 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
     @app.post(
         prefix + "/predict",
         tags=["serving"],
-        openapi_extra=_PREDICT_DOC,
         summary="Predict with the only served model",
         dependencies=auth,
     )
@@ -164,6 +139,17 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
         except ModelCIError as exc:
             return _json({"detail": str(exc)}, 409 if len(manager.services) > 1 else 404)
         return await _predict(service, request)
+
+    # Without it, GET /models/NAME/predict would reach GET /models/{name:path} and
+    # answer that no model is named "NAME/predict".
+    @app.get(prefix + "/models/{name:path}/predict", include_in_schema=False)
+    async def predict_by_get(name: str) -> Response:
+        return Response(
+            orjson.dumps({"detail": "use POST to predict, with the inputs as a JSON body"}),
+            status_code=405,
+            media_type="application/json",
+            headers={"allow": "POST"},
+        )
 
     @app.get(prefix + "/models", tags=["serving"], summary="Served models", dependencies=auth)
     async def list_models() -> Response:
@@ -204,6 +190,77 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
     async def readyz() -> Response:
         readiness = manager.readiness()
         return _json(readiness, 200 if readiness["ready"] else 503)
+
+
+def _describe_models(app: FastAPI, manager: ServingManager, prefix: str) -> None:
+    """Make app's /openapi.json carry each served model's predict body; built on
+    every request (FastAPI's own part is cached), since the served models change."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        models = []
+        for name, service in sorted(manager.services.items()):
+            loaded = service.current
+            if loaded is not None:
+                spec = loaded.spec
+                models.append(
+                    ModelDoc(
+                        name,
+                        loaded.version.version,
+                        spec.columns,
+                        spec.input_example,
+                        service.max_rows,
+                    )
+                )
+        return describe(generate(), models, prefix=prefix, served=len(manager.services))
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _serve_docs_offline(app: FastAPI) -> None:
+    """Serve /docs and /redoc with the Swagger UI and ReDoc scripts shipped by the
+    fastapi-offline package, instead of FastAPI's pages that load them from a CDN
+    (blank on a machine without internet access)."""
+    replaced = {app.docs_url, app.redoc_url}
+    app.router.routes[:] = [
+        route
+        for route in app.router.routes
+        if not (isinstance(route, Route) and route.path in replaced)
+    ]
+    static = files("fastapi_offline") / "static"
+    app.mount(_DOCS_ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
+    title = app.title
+    openapi_url = app.openapi_url or "/openapi.json"
+    favicon = f"{_DOCS_ASSETS}/favicon.png"
+
+    if app.docs_url is not None:
+
+        @app.get(app.docs_url, include_in_schema=False)
+        async def swagger_ui(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            return get_swagger_ui_html(
+                openapi_url=root + openapi_url,
+                title=f"{title} - Swagger UI",
+                oauth2_redirect_url=app.swagger_ui_oauth2_redirect_url,
+                swagger_js_url=f"{root}{_DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{_DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=root + favicon,
+                # null: no badge from validator.swagger.io
+                swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
+            )
+
+    if app.redoc_url is not None:
+
+        @app.get(app.redoc_url, include_in_schema=False)
+        async def redoc(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            return get_redoc_html(
+                openapi_url=root + openapi_url,
+                title=f"{title} - ReDoc",
+                redoc_js_url=f"{root}{_DOCS_ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=root + favicon,
+                with_google_fonts=False,
+            )
 
 
 def create_serving_app(manager: ServingManager, *, start: bool = True) -> FastAPI:

@@ -12,6 +12,7 @@ again (or ``refresh(force=True)``).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import threading
@@ -32,6 +33,7 @@ __all__ = ["Loaded", "ModelService", "Prediction", "StartWorker", "SwapFailure"]
 log = logging.getLogger(__name__)
 StartWorker = Callable[[str, int, Any, ServingSpec], ModelWorker]
 RecordEvent = Callable[..., None]
+PARSE_IN_THREAD_BYTES = 256 << 10
 
 
 @dataclass
@@ -125,10 +127,15 @@ class ModelService:
             loaded.release()
 
     async def predict_async(self, body: bytes) -> Prediction:
-        """``predict`` for the event loop (validation runs in it: it is fast)."""
+        """``predict`` for the event loop. A small body is validated in the loop (a
+        thread hop would cost more); a big one in a thread, so that parsing megabytes
+        does not hold up every other request meanwhile."""
         loaded = self._acquire()
         try:
-            batch = loaded.validator.parse(body)
+            if len(body) > PARSE_IN_THREAD_BYTES:
+                batch = await asyncio.to_thread(loaded.validator.parse, body)
+            else:
+                batch = loaded.validator.parse(body)
             started = time.perf_counter()
             try:
                 outputs = await loaded.worker.predict_async(batch.columns, batch.rows)

@@ -11,14 +11,20 @@ Accepted shapes (MLflow's two included, for drop-in clients)::
 Every problem is reported at once, FastAPI-style: ``{"loc": [...], "msg":
 ..., "type": ...}`` with the row index and the column. Type rules follow
 MLflow's: a bool is not a number, an integer is a valid double, a double is a
-valid long only when it is whole. Plain loops, no per-request models: this is on
+valid long only when it is whole, and a number must fit its column's type (a
+long in 64 bits, an integer in 32, a float in single precision) so that the
+model worker's arrays never overflow. Echoed values and field names are cut to
+100 characters and at most 50 problems are reported, so a huge invalid body
+cannot produce a huge answer. Plain loops, no per-request models: this is on
 the hot path.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -28,9 +34,24 @@ from modelci.errors import BadRequest
 
 __all__ = ["Batch", "Validator"]
 
+_SPLIT_KEYS = frozenset({"columns", "data", "index"})
 _ENVELOPES = ("records", "dataframe_records", "columns", "dataframe_split", "instances")
 _MAX_ERRORS = 50
 _SHOWN_CATEGORIES = 20
+_SHOWN_CHARS = 100
+_SHOWN_NAMES = 20
+# Inclusive ranges per column type (MLflow's: long is int64, integer int32, float float32).
+FLOAT32_MAX = 3.4028234663852886e38
+BOUNDS: dict[str, tuple[float, float]] = {
+    "long": (-(2**63), 2**63 - 1),
+    "integer": (-(2**31), 2**31 - 1),
+    "float": (-FLOAT32_MAX, FLOAT32_MAX),
+}
+_BOUND_NAMES = {
+    "long": "a 64-bit integer",
+    "integer": "a 32-bit integer",
+    "float": "a 32-bit float",
+}
 
 
 @dataclass(frozen=True)
@@ -42,7 +63,32 @@ class Batch:
 
 
 def _error(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
-    return {"loc": ["body", *loc], "msg": msg, "type": kind}
+    return {
+        "loc": ["body", *(_cut(part) if type(part) is str else part for part in loc)],
+        "msg": msg,
+        "type": kind,
+    }
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
+
+
+def _shown(value: Any) -> str:
+    """repr of a value from the request, cut to at most ~100 characters."""
+    if type(value) is str and len(value) > _SHOWN_CHARS:
+        return repr(value[:_SHOWN_CHARS]) + f"… ({len(value)} characters)"
+    return _cut(repr(value))
+
+
+def _range(column: Column, value: float) -> tuple[str, str] | None:
+    low, high = BOUNDS[column.type]
+    if low <= value <= high:
+        return None
+    what = _BOUND_NAMES[column.type]
+    if value > high:
+        return f"{_describe(value)} is too large for {what}: at most {high}", "less_than_equal"
+    return f"{_describe(value)} is too small for {what}: at least {low}", "greater_than_equal"
 
 
 def _check(column: Column, value: Any, allowed: frozenset[str] | None) -> tuple[str, str] | None:
@@ -53,12 +99,13 @@ def _check(column: Column, value: Any, allowed: frozenset[str] | None) -> tuple[
             return "a value is required (null given)", "missing"
         return None
     if kind in ("double", "float"):
-        if type(value) is float or type(value) is int:
-            return None
+        # A double needs no range check: orjson refuses NaN, Infinity and 1e309.
+        if type(value) is int or type(value) is float:
+            return _range(column, value) if kind == "float" else None
         return f"expected a number, got {_describe(value)}", "float_type"
     if kind in ("long", "integer"):
         if type(value) is int or (type(value) is float and value.is_integer()):
-            return None
+            return _range(column, value)
         return f"expected an integer, got {_describe(value)}", "int_type"
     if kind == "boolean":
         return (
@@ -72,14 +119,15 @@ def _check(column: Column, value: Any, allowed: frozenset[str] | None) -> tuple[
         shown = sorted(allowed)[:_SHOWN_CATEGORIES]
         more = ", ..." if len(allowed) > _SHOWN_CATEGORIES else ""
         return (
-            f"{value!r} is not an allowed value; allowed: {', '.join(map(repr, shown))}{more}",
+            f"{_shown(value)} is not an allowed value of {_shown(column.name)}; "
+            f"allowed: {', '.join(map(repr, shown))}{more}",
             "enum",
         )
     if kind == "datetime":
         try:
             dt.datetime.fromisoformat(value)
         except ValueError:
-            return f"expected an ISO 8601 date-time, got {value!r}", "datetime_parsing"
+            return f"expected an ISO 8601 date-time, got {_shown(value)}", "datetime_parsing"
     return None
 
 
@@ -87,9 +135,9 @@ def _describe(value: Any) -> str:
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, int | float):
-        return f"the number {value!r}"
+        return f"the number {_shown(value)}"
     if isinstance(value, str):
-        return f"the string {value[:40]!r}"
+        return f"the string {_shown(value)}"
     if isinstance(value, list):
         return "a list"
     return "an object" if isinstance(value, dict) else type(value).__name__
@@ -146,7 +194,7 @@ class Validator:
             raise self._fail(
                 [
                     _error([key], f"unexpected field next to {keys[0]!r}", "extra_forbidden")
-                    for key in extra
+                    for key in islice(extra, _MAX_ERRORS)
                 ]
             )
         key = keys[0]
@@ -161,7 +209,18 @@ class Validator:
         first = errors[0]
         where = ".".join(str(part) for part in first["loc"][1:]) or "body"
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        return BadRequest(f"{where}: {first['msg']}{more}", errors=errors[:_MAX_ERRORS])
+        shown = errors[:_MAX_ERRORS]
+        if len(errors) >= _MAX_ERRORS:
+            # Collection stops at the cap, so more problems may be left unreported.
+            shown.append(
+                _error(
+                    [],
+                    f"only the first {_MAX_ERRORS} problems are listed; fix them and send "
+                    "again to see any others",
+                    "too_many_errors",
+                )
+            )
+        return BadRequest(f"{where}: {first['msg']}{more}", errors=shown)
 
     def _size(self, rows: int, loc: list[Any]) -> None:
         if rows == 0:
@@ -193,6 +252,13 @@ class Validator:
         accepted = _FAST_TYPES.get(column.type)
         if accepted is None or not all(type(value) in accepted for value in values):
             return False
+        bounds = BOUNDS.get(column.type)
+        if (
+            bounds is not None
+            and values
+            and not bounds[0] <= min(values) <= max(values) <= bounds[1]
+        ):
+            return False
         allowed = self._allowed[column.name]
         return allowed is None or allowed.issuperset(values)
 
@@ -204,11 +270,8 @@ class Validator:
             if not isinstance(record, dict):
                 errors.append(_error([*loc, index], "expected an object", "dict_type"))
                 continue
-            for name in record:
-                if name not in known:
-                    errors.append(
-                        _error([*loc, index, name], self._unknown(name), "extra_forbidden")
-                    )
+            for name in islice((name for name in record if name not in known), _MAX_ERRORS):
+                errors.append(_error([*loc, index, name], self._unknown(name), "extra_forbidden"))
             for column in self.columns:
                 value = record.get(column.name, _MISSING)
                 if value is _MISSING:
@@ -233,10 +296,9 @@ class Validator:
             raise self._fail(
                 [_error(["columns"], "expected an object of column lists", "dict_type")]
             )
+        unknown = islice((name for name in given if name not in self._known), _MAX_ERRORS)
         errors = [
-            _error(["columns", name], self._unknown(name), "extra_forbidden")
-            for name in given
-            if name not in self._known
+            _error(["columns", name], self._unknown(name), "extra_forbidden") for name in unknown
         ]
         lengths = {len(v) for v in given.values() if isinstance(v, list)}
         rows = max(lengths) if lengths else 0
@@ -260,11 +322,11 @@ class Validator:
                 continue
             allowed = self._allowed[column.name]
             for index, value in enumerate(values):
+                if len(errors) >= _MAX_ERRORS:
+                    break
                 problem = _check(column, value, allowed)
                 if problem is not None:
                     errors.append(_error(["columns", column.name, index], *problem))
-                    if len(errors) >= _MAX_ERRORS:
-                        break
             columns[column.name] = values
         if errors:
             raise self._fail(errors)
@@ -277,10 +339,29 @@ class Validator:
             raise self._fail(
                 [_error(loc, 'expected {"columns": [...], "data": [[...], ...]}', "dict_type")]
             )
+        # A misspelt "columns" must not silently mean the model's own order.
+        extra = [key for key in split if key not in _SPLIT_KEYS]
+        if extra:
+            raise self._fail(
+                [
+                    _error(
+                        [*loc, key],
+                        'unexpected field; expected "columns", "data", "index"',
+                        "extra_forbidden",
+                    )
+                    for key in extra[:_MAX_ERRORS]
+                ]
+            )
         names = split.get("columns", self.names)
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise self._fail(
                 [_error([*loc, "columns"], "expected a list of column names", "list_type")]
+            )
+        repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+        if repeated:
+            shown = ", ".join(map(_shown, repeated[:_SHOWN_NAMES]))
+            raise self._fail(
+                [_error([*loc, "columns"], f"column names repeat: {shown}", "unique_items")]
             )
         records: list[Any] = []
         for index, row in enumerate(split["data"]):
@@ -298,7 +379,9 @@ class Validator:
         return self._records(records, [*loc, "data"])
 
     def _unknown(self, name: str) -> str:
-        return f"unknown field {name!r}; the model takes: {', '.join(self.names)}"
+        more = ", ..." if len(self.names) > _SHOWN_NAMES else ""
+        takes = ", ".join(map(_cut, self.names[:_SHOWN_NAMES])) + more
+        return f"unknown field {_shown(name)}; the model takes: {takes}"
 
 
 _MISSING: Any = object()
