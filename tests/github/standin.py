@@ -116,6 +116,10 @@ class StandIn(Endpoints):
             st.in_flight += 1
             st.max_in_flight = max(st.max_in_flight, st.in_flight)
             try:
+                if st.gather_in_flight:
+                    waited = time.monotonic() + 10
+                    while st.max_in_flight < st.gather_in_flight and time.monotonic() < waited:
+                        await asyncio.sleep(0.005)
                 if st.delay_s:
                     await asyncio.sleep(st.delay_s)
                 fault = st.take_fault(request.url.path)

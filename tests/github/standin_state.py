@@ -100,6 +100,7 @@ class StandInState:
         self.delay_s = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.gather_in_flight = 0  # requests wait until this many were once in flight (10 s)
         self._ids = itertools.count(1001)
         # GitHub's primary limit, per installation (or per user for a personal token).
         self.rate_limit = 5000

@@ -433,6 +433,9 @@ def test_too_long_a_wait_is_not_slept(github: GitHub, sleep: RecordingSleep) -> 
 def test_at_most_max_concurrency_requests_in_flight(github: GitHub) -> None:
     github.state.add_pat("ghp_busy")
     github.state.delay_s = 0.05
+    # Requests wait (up to 10 s) until two were in flight at once, so the client's
+    # limit is reached whatever the machine's load; a third would be seen too.
+    github.state.gather_in_flight = 2
     with (
         GitHubClient(github.url, TokenAuth("ghp_busy"), max_concurrency=2) as client,
         ThreadPoolExecutor(8) as pool,

@@ -88,24 +88,30 @@ def served(launcher: Launcher, base_dir: Path, tmp_path: Path) -> Iterator[Serve
 def test_hot_swap_under_load_fails_no_request(served: Served) -> None:
     failures: list[str] = []
     swapped = threading.Event()
+    # The swap starts once every client has had an answer: each sees both versions.
+    answered = threading.Semaphore(0)
+    deadline = time.monotonic() + 180  # bounds the loop on a slow machine, not a figure
 
     def client() -> list[int]:
         seen: list[int] = []
         after = 0
         with httpx.Client(base_url=served.url, timeout=30) as http:
-            # Bounded: at most 3000 requests, ending 50 requests after the swap.
-            while len(seen) < 3000 and after < 50:
+            # Ends 50 requests after the swap (or at the deadline: the asserts then fail).
+            while after < 50 and time.monotonic() < deadline:
                 response = http.post("/models/churn/predict", json={"records": [ROW, ROW]})
                 if response.status_code != 200:
                     failures.append(f"{response.status_code} {response.text}")
                     break
                 seen.append(response.json()["version"])
+                if len(seen) == 1:
+                    answered.release()
                 after += swapped.is_set()
         return seen
 
     with ThreadPoolExecutor(4) as pool:
         loads = [pool.submit(client) for _ in range(4)]
-        time.sleep(0.3)
+        for _ in loads:
+            assert answered.acquire(timeout=120), "a client got no answer before the swap"
         served.registry.promote("churn", 2)
         served.manager.refresh("churn")
         swapped.set()
