@@ -71,12 +71,25 @@ class _Model:
         return getattr(self.model, self.method)(data)
 
 
+def _model_root(path):
+    # From the data path MLflow passes, not this module's __file__: the module is
+    # imported once per process, and a second model would read the first's files.
+    here = os.path.abspath(path)
+    while not os.path.isfile(os.path.join(here, "modelci-serving.json")):
+        if os.path.dirname(here) == here:
+            raise FileNotFoundError(f"no modelci-serving.json above {path}")
+        here = os.path.dirname(here)
+    return here
+
+
 def _load_pyfunc(path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = _model_root(path)
     with open(os.path.join(root, "modelci-serving.json")) as f:
         spec = json.load(f)
     for code in spec.get("code_paths") or ():
         sys.path.insert(0, os.path.join(root, code))
+    # Another model's loader of the same name may be imported already: use this one's.
+    sys.modules.pop(spec["loader"], None)
     loader = importlib.import_module(spec["loader"])
     with open(os.path.join(root, spec["artifact"]), "rb") as f:
         return _Model(loader.load(f), spec.get("method", "predict"))
