@@ -213,6 +213,13 @@ class Settings(BaseSettings):
         (``slots_dir``'s reasons: a demo beside ``modelci serve`` serves too)."""
         return machine_lock_dir(f"modelci-slots-{self.serving_uid_base}")
 
+    def prepare_data_dir(self) -> Path:
+        """Create the data dir, traversable (not listable) by others: sandboxed runs
+        and the embedded PostgreSQL run as other users and must reach their files."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o711)
+        return self.data_dir
+
     @property
     def postgres_dir(self) -> Path:
         return self.data_dir / "postgres"

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import GitRepo, commit_files, git
 from tests.github.conftest import REPO, GitHub, app_key, github, standin_server
 from tests.service.test_server import (
+    CLONE_URLS,
     CONFIG,
     TRAIN,
     Service,
@@ -52,7 +53,10 @@ def test_a_failed_training_shows_the_end_of_its_log_and_links_the_whole_log(
     assert data_dir not in body and data_dir not in str(run["output"])
     link = re.search(r"\[The whole log\]\((\S+/api/runs/\d+/log)\)", body)
     assert link is not None, body
-    log = httpx.get(link.group(1), timeout=10)
+    # The log is behind the API's tokens, like every /api route.
+    assert httpx.get(link.group(1), timeout=10).status_code == 401
+    service.api("/api/jobs")  # makes the service's token
+    log = httpx.get(link.group(1), headers={"Authorization": f"Bearer {service.token}"})
     assert log.status_code == 200 and "learning rate must be positive" in log.text
 
 
@@ -60,6 +64,7 @@ def test_a_pull_request_that_adds_modelci_yaml_is_evaluated_alone(
     service: Service, github: GitHub, make_repo: GitRepo
 ) -> None:
     repo = make_repo({"train.py": TRAIN, "params.json": '{"skill": 0.8}'})
+    CLONE_URLS[repo] = github.state.serve_git(REPO, repo)
     git(repo, "checkout", "-q", "-b", "feature")
     head = commit_files(repo, {"modelci.yaml": CONFIG})
     git(repo, "checkout", "-q", "main")

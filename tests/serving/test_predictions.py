@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from modelci.cli import cli
 from modelci.errors import ConfigError
 from modelci.service.api import ApiContext, create_app
+from modelci.service.tokens import create_token
 from modelci.serving.predictions import parse_since
 from modelci.settings import Settings
 from modelci.store import records as store
@@ -77,6 +78,8 @@ def test_the_cli_lists_them_newest_first(logged: Database) -> None:
 
 def test_the_api_route_returns_json(logged: Database) -> None:
     client = TestClient(create_app(ApiContext(logged, None, b"secret")))  # type: ignore[arg-type]
+    assert client.get("/api/models/churn/predictions").status_code == 401  # a token is needed
+    client.headers["Authorization"] = f"Bearer {create_token(logged, 'reader')}"
     answer = client.get("/api/models/churn/predictions", params={"limit": 2})
     assert answer.status_code == 200
     assert [p["version"] for p in answer.json()] == [3, 2]

@@ -604,8 +604,8 @@ def _refuse_gpu(config: RepoConfig | None, sha: str) -> None:
 def _prepare_dirs(settings: Settings) -> None:
     # The sandbox runs as other uids: they must traverse (not list) the data dir
     # down to their work dir and environment.
+    settings.prepare_data_dir()
     for path, mode in (
-        (settings.data_dir, 0o711),
         (settings.runs_dir, 0o711),
         (settings.envs_dir, 0o755),
     ):

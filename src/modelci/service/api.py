@@ -104,8 +104,12 @@ async def require_token(request: Request, _: _BearerHeader) -> str:
     return await _authorize(request)
 
 
-async def predict_auth(request: Request, _: _BearerHeader) -> str | None:
-    """The dependency of the serving routes: a token only with ``MODELCI_PREDICT_AUTH=token``."""
+async def predict_auth(request: Request) -> str | None:
+    """The dependency of the serving routes: a token only with ``MODELCI_PREDICT_AUTH=token``.
+
+    It declares no security scheme itself: the OpenAPI document asks for a token
+    on these routes only when one is required (``serving.http`` adds it then).
+    """
     if getattr(request.app.state, "predict_auth", "none") != "token":
         return None
     return await _authorize(request)

@@ -212,9 +212,22 @@ def _describe_models(app: FastAPI, manager: ServingManager, prefix: str) -> None
                         service.max_rows,
                     )
                 )
-        return describe(generate(), models, prefix=prefix, served=len(manager.services))
+        doc = describe(generate(), models, prefix=prefix, served=len(manager.services))
+        if getattr(app.state, "predict_auth", "none") == "token":
+            _require_bearer(doc, prefix)
+        return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _require_bearer(doc: dict[str, Any], prefix: str) -> None:
+    """Mark the serving routes (all but readyz) as needing a bearer token."""
+    schemes = doc.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes.setdefault("HTTPBearer", {"type": "http", "scheme": "bearer"})
+    for path, operations in doc.get("paths", {}).items():
+        if path == prefix + "/predict" or path.startswith(prefix + "/models"):
+            for operation in operations.values():
+                operation["security"] = [{"HTTPBearer": []}]
 
 
 def _serve_docs_offline(app: FastAPI) -> None:

@@ -227,6 +227,7 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Database:
     if settings.database_url:
         url = normalise_url(settings.database_url)
     else:
+        settings.prepare_data_dir()  # PostgreSQL's own user must reach its cluster inside
         embedded = EmbeddedPostgres(settings.postgres_dir)
         url = embedded.start()
     engine = None
