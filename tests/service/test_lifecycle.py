@@ -20,29 +20,11 @@ import httpx
 import pytest
 
 from tests.conftest import GitRepo
+from tests.deliver.test_delivery import DATA
 from tests.service.test_server import free_port
+from tests.service.test_server_delivery import MODEL_LIB, TRAIN
 
-# A stdlib-only model whose class lives in the repository's code.
-MODEL_LIB = """\
-class Threshold:
-    def __init__(self, cut):
-        self.cut = cut
-
-    def predict(self, rows):
-        return [int(float(row[0]) > self.cut) for row in rows]
-"""
-TRAIN = """\
-import csv, json, pickle
-from model_lib import Threshold
-cut = json.load(open("params.json"))["cut"]
-rows = list(csv.DictReader(open("data/train.csv")))
-hits = sum(int(float(r["x"]) > cut) == int(r["label"]) for r in rows)
-json.dump({"accuracy": hits / len(rows)}, open("metrics.json", "w"))
-pickle.dump(Threshold(cut), open("model.pkl", "wb"))
-"""
-DATA = "x,color,label\n" + "".join(
-    f"{x},{'red' if x % 2 else 'blue'},{int(x > 5)}\n" for x in range(10)
-)
+# The delivery tests' stdlib-only model (its class in the repository's code) and data.
 NAME = "threshold"
 CONFIG = f"""\
 train: python train.py
