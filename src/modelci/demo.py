@@ -366,8 +366,8 @@ def next_steps(settings: Settings, name: str) -> list[tuple[str, str]]:
         ),
         (
             modelci_command(settings, "serve"),
-            "the API, with the champion at /models/NAME/predict and a form at "
-            "/models/NAME/form (needs your GitHub settings, see the README)",
+            "the champion at /models/NAME/predict, a form at /models/NAME/form, the jobs API "
+            "(`modelci tokens create` for a token); GitHub settings add the pull-request loop",
         ),
         (
             modelci_command(settings, "mlflow-ui"),
