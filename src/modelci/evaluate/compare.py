@@ -36,6 +36,7 @@ from modelci.errors import OutputError
 from modelci.evaluate.bootstrap import (
     Interval,
     PairedData,
+    Resamples,
     metric_kind,
     metric_value,
     paired_bootstrap_delta,
@@ -197,10 +198,10 @@ def _paired(head: Predictions, base: Predictions) -> PairedData:
 
 
 def _interval(
-    name: str, head: float, base: float, data: PairedData | None, seed: int
+    name: str, head: float, base: float, data: PairedData | None, resamples: Resamples | None
 ) -> Interval | None:
     kind = metric_kind(name)
-    if data is None or kind is None:
+    if data is None or resamples is None or kind is None:
         return None
     try:
         reproduced = (metric_value(kind, data, head=True), metric_value(kind, data, head=False))
@@ -209,7 +210,7 @@ def _interval(
             for r, v in zip(reproduced, (head, base), strict=True)
         ):
             return None
-        return paired_bootstrap_delta(kind, data, seed=seed)
+        return paired_bootstrap_delta(kind, data, resamples=resamples)
     except OutputError:
         return None
 
@@ -240,8 +241,11 @@ def compare(
     """Compare head's metrics with base's under the rules (named metrics) and defaults."""
     by_name = {rule.name: rule for rule in rules}
     data = None
+    resamples = None
     if head_predictions is not None and base_predictions is not None:
         data = _paired(head_predictions, base_predictions)
+        # One draw for every metric: drawing the weights costs as much as a metric.
+        resamples = Resamples(len(data.y_true), seed=seed)
     out: list[MetricComparison] = []
     for name in sorted(set(head) | set(base) | set(by_name)):
         rule = by_name.get(name)
@@ -276,7 +280,7 @@ def compare(
             continue
         delta = h - b
         rel = delta / abs(b) if b != 0 else None
-        interval = _interval(name, h, b, data, seed) if direction else None
+        interval = _interval(name, h, b, data, resamples) if direction else None
         verdict = _verdict(delta, direction, tolerance, interval) if direction else "informational"
         out.append(
             MetricComparison(name, h, b, delta, rel, direction, tolerance, gated, verdict, interval)
