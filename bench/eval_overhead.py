@@ -1,17 +1,22 @@
 """How much time does evaluating a pull request cost beyond the training itself?
 
-Evaluates the example repository (head vs base) side by side in one run:
+Evaluates the example repository (head vs base) in one run, each way as a
+ratio to one bare training run (``python train.py`` in a ready environment):
 
 - the tutorial's way (seeds/000): fresh clone, fresh venv, ``pip install -r
   requirements.txt``, train; head then base, in sequence; empty pip cache;
 - modelci cold: empty data dir and empty uv cache (downloads included);
-- modelci warm (environment cached, base run again: a new base commit);
-- modelci warm (environment cached, base result reused): a re-evaluation.
+- modelci warm, base trained (environment cached, a new base commit);
+- modelci warm, base reused (environment and base result cached: a re-evaluation);
+- the same inside a running server: one process whose imports and database
+  are already up (``service.runtime.evaluator_for``, what a server's job runs);
+- the compare step alone, on the example's predictions and on 2,000 rows x 4
+  metrics x 2,000 resamples.
 
-and prints each total, the training time alone, the overhead (total minus one
-training run) and the ratio tutorial/modelci.
+and where a warm CLI evaluation's time goes (process, checkout, sandboxed
+training, comparison and store).
 
-    python bench/eval_overhead.py [--repeat 3] [--unsafe-no-sandbox]
+    python bench/eval_overhead.py [--repeat 3] [--unsafe-no-sandbox] [--skip-tutorial]
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -37,6 +45,15 @@ console = Console()
 
 def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+def median_time(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def tutorial_way(repo: Path, shas: list[str], work: Path) -> float:
@@ -66,31 +83,23 @@ def tutorial_way(repo: Path, shas: list[str], work: Path) -> float:
     return time.perf_counter() - started
 
 
-def training_alone(repo: Path, python: Path, work: Path) -> float:
-    """One plain `python train.py` in a ready environment: the floor."""
+def training_alone(repo: Path, sha: str, python: Path, work: Path) -> float:
+    """One plain `python train.py` of the head commit in a ready environment: the floor."""
     dst = work / "train-alone"
     shutil.rmtree(dst, ignore_errors=True)
     run(["git", "clone", "--quiet", str(repo), str(dst)])
+    run(["git", "checkout", "--quiet", sha], cwd=dst)
     started = time.perf_counter()
     run([str(python), "train.py"], cwd=dst)
     return time.perf_counter() - started
 
 
-def modelci(repo: Path, base: str, head: str, env: dict[str, str], unsafe: bool) -> float:
-    cmd = [
-        sys.executable,
-        "-m",
-        "modelci",
-        "evaluate",
-        str(repo),
-        "--base",
-        base,
-        "--head",
-        head,
-        "--format",
-        "json",
-        "--quiet",
-    ]
+def modelci_cli(
+    repo: Path, base: str, head: str, env: dict[str, str], unsafe: bool
+) -> tuple[float, dict[str, Any]]:
+    """Wall time of one `modelci evaluate` process, and its JSON report."""
+    cmd = [sys.executable, "-m", "modelci", "evaluate", str(repo), "--base", base]
+    cmd += ["--head", head, "--format", "json", "--quiet"]
     if unsafe:
         cmd.append("--unsafe-no-sandbox")
     started = time.perf_counter()
@@ -98,15 +107,82 @@ def modelci(repo: Path, base: str, head: str, env: dict[str, str], unsafe: bool)
     elapsed = time.perf_counter() - started
     if done.returncode not in (0, 1):
         raise SystemExit(f"modelci failed ({done.returncode}):\n{done.stderr}")
-    return elapsed
+    report: dict[str, Any] = json.loads(done.stdout)
+    return elapsed, report
+
+
+def new_base_commit(repo: Path, i: int) -> None:
+    (repo / "NOTES.md").write_text(f"note {i}\n")
+    run(["git", "add", "NOTES.md"], cwd=repo)
+    identity = ["-c", "user.name=b", "-c", "user.email=b@example.invalid"]
+    run(["git", *identity, "commit", "--quiet", "-m", f"note {i}"], cwd=repo)
+
+
+def in_server(
+    repo: Path, base: str, head: str, data_dir: Path, unsafe: bool, repeat: int
+) -> tuple[float, Any]:
+    """Re-evaluations (base reused) in one process with imports and database up."""
+    from modelci.evaluate.evaluation import EvaluationRequest
+    from modelci.service.runtime import evaluator_for
+    from modelci.settings import get_settings
+
+    settings = get_settings(data_dir=data_dir)
+    request = EvaluationRequest(repo=str(repo), base=base, head=head)
+    with evaluator_for(settings, unsafe=unsafe) as evaluator:
+        result = evaluator.evaluate(request)  # the database and caches come up
+        seconds = median_time(lambda: evaluator.evaluate(request), repeat)
+    return seconds, result
+
+
+def compare_alone(result: Any, repeat: int) -> tuple[float, float, int]:
+    """compare() on the example's predictions, and on 2,000 rows x 4 metrics."""
+    from modelci.evaluate.bootstrap import PairedData, metric_value
+    from modelci.evaluate.compare import Predictions, compare
+
+    head, base = result.head, result.base
+    demo = median_time(
+        lambda: compare(
+            head.metrics,
+            base.metrics,
+            [],
+            head_predictions=head.predictions,
+            base_predictions=base.predictions,
+        ),
+        repeat,
+    )
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+
+    def side() -> Predictions:
+        p = np.clip(0.5 + (y - 0.5) * 0.5 + rng.normal(0, 0.25, len(y)), 0.01, 0.99)
+        return Predictions(y, (p > 0.5).astype(int), p)
+
+    sides = side(), side()
+    kinds = {"accuracy": "accuracy", "f1": "f1", "roc_auc": "auc", "log_loss": "log_loss"}
+    metrics = [
+        {
+            name: metric_value(kind, PairedData(y, s.y_pred, s.y_pred, s.scores), head=True)
+            for name, kind in kinds.items()
+        }
+        for s in sides
+    ]
+    large = median_time(
+        lambda: compare(
+            metrics[0], metrics[1], [], head_predictions=sides[0], base_predictions=sides[1]
+        ),
+        max(repeat, 10),
+    )
+    rows = 0 if head.predictions is None else len(head.predictions.y_true)
+    return demo, large, rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="warm runs to take the median of")
     parser.add_argument("--unsafe-no-sandbox", action="store_true")
     parser.add_argument("--skip-tutorial", action="store_true")
     args = parser.parse_args()
+    unsafe = args.unsafe_no_sandbox
 
     with tempfile.TemporaryDirectory(prefix="modelci-bench-", dir="/var/tmp") as tmp:
         work = Path(tmp)
@@ -116,46 +192,38 @@ def main() -> None:
             run(["git", "rev-parse", ref], cwd=demo.path).stdout.strip()
             for ref in (demo.head, demo.base)
         ]
-        env = {
-            **os.environ,
-            "MODELCI_DATA_DIR": str(work / "data"),
-            "UV_CACHE_DIR": str(work / "uv-cache"),
-        }
+        data_dir = work / "data"
+        env = {**os.environ, "MODELCI_DATA_DIR": str(data_dir)}
+        env["UV_CACHE_DIR"] = str(work / "uv-cache")
 
         console.print("[bold]modelci cold[/] (empty data dir, empty uv cache)")
-        cold = modelci(demo.path, demo.base, demo.head, env, args.unsafe_no_sandbox)
+        cold, _ = modelci_cli(demo.path, demo.base, demo.head, env, unsafe)
 
         console.print("[bold]modelci warm[/], base reused (re-evaluation)")
-        warm_reuse = statistics.median(
-            modelci(demo.path, demo.base, demo.head, env, args.unsafe_no_sandbox)
-            for _ in range(args.repeat)
+        reuse_runs = sorted(
+            (modelci_cli(demo.path, demo.base, demo.head, env, unsafe) for _ in range(args.repeat)),
+            key=lambda run: run[0],
         )
+        warm_reuse, reuse_report = reuse_runs[len(reuse_runs) // 2]
 
         console.print("[bold]modelci warm[/], base trained (new base commit, same requirements)")
         warm_runs = []
         for i in range(args.repeat):
-            (demo.path / "NOTES.md").write_text(f"note {i}\n")
-            run(["git", "add", "NOTES.md"], cwd=demo.path)
-            run(
-                [
-                    "git",
-                    "-c",
-                    "user.name=b",
-                    "-c",
-                    "user.email=b@example.invalid",
-                    "commit",
-                    "--quiet",
-                    "-m",
-                    f"note {i}",
-                ],
-                cwd=demo.path,
-            )
-            warm_runs.append(modelci(demo.path, "main", demo.head, env, args.unsafe_no_sandbox))
+            new_base_commit(demo.path, i)
+            warm_runs.append(modelci_cli(demo.path, "main", demo.head, env, unsafe)[0])
         warm_train = statistics.median(warm_runs)
 
-        envs = sorted((work / "data" / "envs").glob("*/bin/python"))
+        console.print("[bold]in a running server[/] (imports and database up), base reused")
+        os.environ["UV_CACHE_DIR"] = env["UV_CACHE_DIR"]
+        server, result = in_server(demo.path, demo.base, demo.head, data_dir, unsafe, args.repeat)
+
+        console.print("[bold]compare step alone[/]")
+        compare_demo, compare_large, demo_rows = compare_alone(result, args.repeat)
+
+        console.print("[bold]training alone[/] (python train.py, head commit)")
+        envs = sorted((data_dir / "envs").glob("*/bin/python"))
         train = statistics.median(
-            training_alone(demo.path, envs[0], work) for _ in range(args.repeat)
+            training_alone(demo.path, shas[0], envs[0], work) for _ in range(args.repeat)
         )
 
         tutorial = None
@@ -164,21 +232,37 @@ def main() -> None:
             tutorial = tutorial_way(demo.path, shas, work)
 
     table = Table(title="Evaluating a pull request: head vs base (seconds)")
-    for column in ("approach", "total", "overhead (total - 1 training)", "tutorial / this"):
+    for column in ("approach", "total", "beyond one training", "x training"):
         table.add_column(column, justify="right" if column != "approach" else "left")
-    rows = [
-        ("tutorial's way", tutorial),
-        ("modelci cold", cold),
-        ("modelci warm, base trained", warm_train),
-        ("modelci warm, base reused", warm_reuse),
+    rows: list[tuple[str, float | None, bool]] = [
+        ("tutorial's way", tutorial, True),
+        ("modelci cold", cold, True),
+        ("modelci warm, base trained", warm_train, True),
+        ("modelci warm, base reused", warm_reuse, True),
+        ("in a running server, base reused", server, True),
+        (f"compare step alone ({demo_rows} rows)", compare_demo, False),
+        ("compare step alone (2,000 rows x 4 metrics)", compare_large, False),
     ]
-    for name, total in rows:
+    for name, total, trains in rows:
         if total is None:
             continue
-        ratio = f"{tutorial / total:.1f}x" if tutorial else "-"
-        table.add_row(name, f"{total:.2f}", f"{total - train:.2f}", ratio)
-    table.add_row("training alone (python train.py)", f"{train:.2f}", "0", "")
+        beyond = f"{total - train:.2f}" if trains else "-"
+        table.add_row(name, f"{total:.3f}", beyond, f"{total / train:.3f}")
+    table.add_row("training alone (python train.py)", f"{train:.2f}", "0", "1")
     console.print(table)
+
+    head = reuse_report["sides"]["head"]["timings"]
+    evaluation = float(reuse_report["seconds"])
+    parts = Table(title="Where a warm CLI evaluation (base reused) spends its time (seconds)")
+    parts.add_column("part")
+    parts.add_column("seconds", justify="right")
+    process = warm_reuse - evaluation
+    parts.add_row("process: start, imports, database start and stop, exit", f"{process:.2f}")
+    parts.add_row("head: checkout and environment", f"{head['prepare_s'] + head['env_s']:.2f}")
+    parts.add_row("head: sandboxed training run", f"{head['train_s']:.2f}")
+    parts.add_row("after training: compare, store", f"{evaluation - head['total_s']:.2f}")
+    parts.add_row("bare training, for reference", f"{train:.2f}")
+    console.print(parts)
 
 
 if __name__ == "__main__":
