@@ -48,7 +48,7 @@ from modelci.runner.environments import (
     gather_requirements,
 )
 from modelci.runner.outputs import read_json_output
-from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec, acquire_slot
+from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec, acquire_slot, seed_environment
 from modelci.settings import Settings
 
 if TYPE_CHECKING:  # heavy imports (numpy, sqlalchemy) load in the background, when needed
@@ -107,6 +107,8 @@ class SideResult:
     role: str
     ref: str
     sha: str = ""
+    # MODELCI_SEED of this run: 0 for a commit's first run, 1, 2, ... for its repeats.
+    seed: int = 0
     run_id: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     predictions: Predictions | None = None
@@ -517,7 +519,7 @@ class Evaluator:
             )
             devices = self._gpu_devices(config)
             command = "set -e\n" + "\n".join(config.commands())
-            variables = {"PYTHONPATH": f"{workdir}/src:{workdir}"}
+            variables = {"PYTHONPATH": f"{workdir}/src:{workdir}", **seed_environment(side.seed)}
             if extra_env is not None:
                 variables.update(extra_env(workdir))
             outcome = self.sandbox.run(
