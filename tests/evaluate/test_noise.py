@@ -109,3 +109,16 @@ def test_no_op_changes_rarely_fail_and_a_one_point_drop_is_caught() -> None:
     assert failed / pairs <= 0.05
     assert all(count / pairs <= 0.05 for count in regressed.values()), regressed
     assert caught / pairs >= 0.8
+
+
+def test_the_report_shows_both_parts_and_the_runs() -> None:
+    from modelci.evaluate.report import render_json, render_markdown
+
+    base = [SeedRun(s, {"accuracy": v}) for s, v in enumerate([0.90, 0.91, 0.89])]
+    head = [SeedRun(s, {"accuracy": v}) for s, v in enumerate([0.895, 0.905, 0.885])]
+    comparison = compare_repeated(head, base, [])
+    (row,) = render_json(comparison)["metrics"]
+    assert row["ci"]["runs"] == {"head": 3, "base": 3}
+    assert row["ci"]["training_randomness"] > 0 and row["ci"]["evaluation_sample"] is None
+    text = render_markdown(comparison, head_sha="a" * 40, base_sha="b" * 40)
+    assert "from training randomness; 3/3 runs" in text
