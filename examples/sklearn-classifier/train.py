@@ -7,6 +7,7 @@ registers in MLflow and serves when the commit is delivered.
 """
 
 import json
+import os
 from pathlib import Path
 
 import joblib
@@ -25,7 +26,10 @@ X_train, X_test, y_train, y_test = train_test_split(
     X, y, test_size=0.4, random_state=42, stratify=y
 )
 
-model = RandomForestClassifier(**params, n_jobs=1)
+# modelci gives every run a seed (0, then 1, 2, ... when it repeats a training to
+# measure how much the metrics move with the seed alone): seed everything random from it.
+seed = int(os.environ.get("MODELCI_SEED", "0"))
+model = RandomForestClassifier(**params, random_state=seed, n_jobs=1)
 model.fit(X_train, y_train)
 
 scores = model.predict_proba(X_test)[:, 1]

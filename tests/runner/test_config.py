@@ -76,3 +76,16 @@ def test_digest_is_stable_and_sensitive() -> None:
     assert (
         parse_config(MINIMAL).digest() != parse_config(MINIMAL + "predictions: p.json\n").digest()
     )
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "lots", "true", "2.5", "21"])
+def test_repeats_must_be_a_whole_number_of_runs_or_auto(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"line 3: field 'repeats'.*or auto"):
+        parse_config(f"train: python t.py\nmetrics: m.json\nrepeats: {value}\n")
+
+
+def test_repeats_defaults_to_auto_and_does_not_change_a_runs_cache_key() -> None:
+    text = "train: python t.py\nmetrics: m.json\n"
+    assert parse_config(text).repeats == "auto"
+    assert parse_config(text + "repeats: 3\n").repeats == 3
+    assert parse_config(text + "repeats: 3\n").digest() == parse_config(text).digest()

@@ -48,13 +48,14 @@ from modelci.runner.environments import (
     gather_requirements,
 )
 from modelci.runner.outputs import read_json_output
-from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec, acquire_slot
+from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec, acquire_slot, seed_environment
 from modelci.settings import Settings
 
 if TYPE_CHECKING:  # heavy imports (numpy, sqlalchemy) load in the background, when needed
     from sqlalchemy.orm import Session
 
     from modelci.evaluate.compare import Comparison, MetricRule, Predictions
+    from modelci.evaluate.noise import SeedRun, UnstableMetric
     from modelci.store.db import Database
 
 __all__ = [
@@ -69,7 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Bump when the meaning of a stored result changes, so old results are not reused.
-RESULT_VERSION = "1"
+RESULT_VERSION = "2"  # 2: runs are seeded (MODELCI_SEED), the seed is in the key
 _MAX_METRICS_BYTES = 10_000_000
 _MAX_PREDICTIONS_BYTES = 200_000_000
 
@@ -107,6 +108,8 @@ class SideResult:
     role: str
     ref: str
     sha: str = ""
+    # MODELCI_SEED of this run: 0 for a commit's first run, 1, 2, ... for its repeats.
+    seed: int = 0
     run_id: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     predictions: Predictions | None = None
@@ -128,6 +131,21 @@ class SideResult:
     skipped: str | None = None
     # Why a stored result was not reused although the cache key matched.
     cache_miss: str | None = None
+    # The same commit trained again with seeds 1, 2, ... (repeats), each its own run.
+    repeats: list[SideResult] = field(default_factory=list)
+    # Why this commit was trained more than once, for the report.
+    repeats_reason: str | None = None
+
+    def again(self, seed: int) -> SideResult:
+        """A run of the same commit with another seed, kept in ``repeats``."""
+        other = SideResult(self.role, self.ref, self.sha, seed=seed, ref_repo=self.ref_repo)
+        self.repeats.append(other)
+        return other
+
+    def seed_runs(self) -> list[SeedRun]:
+        from modelci.evaluate.noise import SeedRun
+
+        return [SeedRun(s.seed, s.metrics, s.predictions) for s in (self, *self.repeats)]
 
     @property
     def ok(self) -> bool:
@@ -166,6 +184,8 @@ class EvaluationResult:
     comparison: Comparison | None
     evaluation_id: int | None = None
     seconds: float = 0.0
+    # Gated metrics that move between a commit's seeds by more than their tolerance.
+    unstable: list[UnstableMetric] = field(default_factory=list)
 
     @property
     def error(self) -> str | None:
@@ -202,8 +222,8 @@ _TIMEOUT_FROM_CLI = "set by --timeout; raise it with a larger one, e.g. --timeou
 _TIMEOUT_FROM_YAML = "limits.timeout in modelci.yaml; raise it there, e.g. timeout: 1h"
 
 
-def _cache_key(sha: str, env_key: str, config: RepoConfig, sandbox: Sandbox) -> str:
-    parts = [RESULT_VERSION, sha, env_key, config.digest(), type(sandbox).__name__]
+def _cache_key(sha: str, env_key: str, config: RepoConfig, sandbox: Sandbox, seed: int) -> str:
+    parts = [RESULT_VERSION, sha, env_key, config.digest(), type(sandbox).__name__, str(seed)]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -272,14 +292,23 @@ class Evaluator:
             base.skipped = f"the base commit has no {CONFIG_FILE}"
             self.reporter.update("base", f"skipped: no {CONFIG_FILE} (this change adds it)")
             sides = [head]
-        workers = 2 if self.settings.max_parallel_runs >= 2 and len(sides) == 2 else 1
+        repeats = self._planned_repeats(mirror, base if base in sides else head, request)
+        runs = [*sides, *(s.again(k) for s in sides for k in range(1, repeats or 1))]
+        if repeats is None and base in sides:
+            runs.append(base.again(1))  # auto: does a second seed give the same base?
+        # Repeats wait for a slot (acquire_slot) like any run: MODELCI_MAX_PARALLEL_RUNS.
+        workers = max(1, min(self.settings.max_parallel_runs, len(runs)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelci-run") as pool:
-            futures = [
-                pool.submit(self._side, side, mirror, request.overrides, cancel) for side in sides
-            ]
-            for future in futures:
-                future.result()
-        comparison = None
+            self._run_all(pool, runs, mirror, request.overrides, cancel)
+            if repeats is None and base in sides:
+                self._auto_repeats(pool, base, head, mirror, request.overrides, cancel)
+        for side in sides:
+            for other in side.repeats:
+                if side.ok and not other.ok:
+                    side.error = f"with MODELCI_SEED={other.seed}: {other.error}"
+                    side.public_error = f"with MODELCI_SEED={other.seed}: {other.public_error}"
+                    side.log_tail, side.log_path = other.log_tail, other.log_path
+        comparison, unstable = None, []
         if head.ok and base.skipped and head.config is not None:
             from modelci.evaluate.compare import head_only
 
@@ -288,23 +317,37 @@ class Evaluator:
             )
         elif head.ok and base.ok:
             from modelci.evaluate.compare import compare
+            from modelci.evaluate.noise import compare_repeated, unstable_metrics
 
             gates_from = base.config or head.config
             assert gates_from is not None
+            rules, gate = _rules(gates_from), gates_from.default_gate
             try:
-                comparison = compare(
-                    head.metrics,
-                    base.metrics,
-                    _rules(gates_from),
-                    head_predictions=head.predictions,
-                    base_predictions=base.predictions,
-                    default_gate=gates_from.default_gate,
-                )
+                if head.repeats or base.repeats:
+                    comparison = compare_repeated(
+                        head.seed_runs(), base.seed_runs(), rules, default_gate=gate
+                    )
+                else:
+                    comparison = compare(
+                        head.metrics,
+                        base.metrics,
+                        rules,
+                        head_predictions=head.predictions,
+                        base_predictions=base.predictions,
+                        default_gate=gate,
+                    )
+                unstable = [
+                    u
+                    for side in (head, base)
+                    for u in unstable_metrics(side.role, side.seed_runs(), rules, default_gate=gate)
+                ]
             except ModelCIError as exc:
                 head.error = head.public_error = f"comparing predictions: {exc}"
         result = EvaluationResult(
             request.repo, head, base, comparison, seconds=time.monotonic() - started
         )
+        if comparison is not None and not base.skipped:
+            result.unstable = unstable
         from modelci.store import records as store
 
         with self._database().session() as session:
@@ -331,6 +374,57 @@ class Evaluator:
             )
             result.evaluation_id = evaluation.id
         return result
+
+    def _planned_repeats(
+        self, mirror: Mirror, gates_side: SideResult, request: EvaluationRequest
+    ) -> int | None:
+        """Runs per commit from the (base's) modelci.yaml; None for auto (decided later)."""
+        config = _config_or_none(mirror, gates_side.sha, request.overrides)
+        if config is None:
+            return 1
+        return None if config.repeats == "auto" else config.repeats
+
+    def _run_all(
+        self,
+        pool: ThreadPoolExecutor,
+        runs: list[SideResult],
+        mirror: Mirror,
+        overrides: Overrides,
+        cancel: threading.Event | None,
+    ) -> None:
+        futures = [pool.submit(self._side, run, mirror, overrides, cancel) for run in runs]
+        for future in futures:
+            future.result()
+
+    def _auto_repeats(
+        self,
+        pool: ThreadPoolExecutor,
+        base: SideResult,
+        head: SideResult,
+        mirror: Mirror,
+        overrides: Overrides,
+        cancel: threading.Event | None,
+    ) -> None:
+        """repeats: auto. Two seeds of the base were trained (both cached with the base
+        result, so this costs nothing the next time); if they differ, train both sides
+        AUTO_REPEATS times."""
+        from modelci.evaluate.noise import AUTO_REPEATS, differs_beyond_rounding
+
+        probe = base.repeats[0]
+        if not (base.ok and probe.ok and head.ok):
+            return
+        if not differs_beyond_rounding(base.metrics, probe.metrics):
+            base.repeats.clear()  # deterministic: the second run only confirmed it
+            return
+        reason = (
+            "training is nondeterministic (two seeds of the base gave different metrics): "
+            f"{AUTO_REPEATS} runs per side (repeats: auto)"
+        )
+        base.repeats_reason = head.repeats_reason = reason
+        self.reporter.update("head", f"nondeterministic training: {AUTO_REPEATS} runs per side")
+        more = [base.again(k) for k in range(2, AUTO_REPEATS)]
+        more += [head.again(k) for k in range(1, AUTO_REPEATS)]
+        self._run_all(pool, more, mirror, overrides, cancel)
 
     def _with_defaults(self, overrides: Overrides) -> Overrides:
         """``overrides`` with the server's MODELCI_DEFAULT_* for commits without a config."""
@@ -452,7 +546,7 @@ class Evaluator:
         requirements = gather_requirements(config.install, read, uv_bin=self.environments.uv_bin)
         self.reporter.update(side.role, "resolving requirements")
         side.env_key = env_key = self.environments.key_for(requirements)
-        side.cache_key = _cache_key(sha, env_key, config, self.sandbox)
+        side.cache_key = _cache_key(sha, env_key, config, self.sandbox, side.seed)
         return requirements
 
     @contextmanager
@@ -517,7 +611,7 @@ class Evaluator:
             )
             devices = self._gpu_devices(config)
             command = "set -e\n" + "\n".join(config.commands())
-            variables = {"PYTHONPATH": f"{workdir}/src:{workdir}"}
+            variables = {"PYTHONPATH": f"{workdir}/src:{workdir}", **seed_environment(side.seed)}
             if extra_env is not None:
                 variables.update(extra_env(workdir))
             outcome = self.sandbox.run(

@@ -71,11 +71,33 @@ def format_number(value: float | None, *, signed: bool = False) -> str:
     return text
 
 
+def _noise_parts(metric: MetricComparison) -> dict[str, Any] | None:
+    """The two parts of a repeated-training interval, or None for a single run each."""
+    from modelci.evaluate.noise import NoiseInterval
+
+    interval = metric.interval
+    if not isinstance(interval, NoiseInterval):
+        return None
+    return {
+        "training_randomness": interval.training,
+        "evaluation_sample": interval.sample,
+        "runs": {"head": interval.head_runs, "base": interval.base_runs},
+    }
+
+
 def _ci(metric: MetricComparison) -> str:
     if metric.interval is None:
         return ""
     low, high = (f"{v:+.3g}" if v else "0" for v in (metric.interval.low, metric.interval.high))
-    return f"[{low}, {high}]"
+    parts = _noise_parts(metric)
+    if parts is None:
+        return f"[{low}, {high}]"
+    sample = parts["evaluation_sample"]
+    detail = f"±{parts['training_randomness']:.2g} from training randomness"
+    if sample is not None:
+        detail += f", ±{sample:.2g} from the evaluation sample"
+    runs = parts["runs"]
+    return f"[{low}, {high}] ({detail}; {runs['head']}/{runs['base']} runs)"
 
 
 def _order(comparison: Comparison) -> list[MetricComparison]:
@@ -240,6 +262,7 @@ def render_json(comparison: Comparison, **context: Any) -> dict[str, Any]:
                 "low": m.interval.low,
                 "high": m.interval.high,
                 "confidence": m.interval.confidence,
+                **(_noise_parts(m) or {}),
             },
         }
         for m in _order(comparison)

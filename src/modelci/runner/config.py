@@ -35,6 +35,7 @@ from modelci.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILE",
+    "MAX_REPEATS",
     "FloorConfig",
     "InstallConfig",
     "LimitsConfig",
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 CONFIG_FILE = "modelci.yaml"
+MAX_REPEATS = 20
 _MAX_CONFIG_BYTES = 256 * 1024
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?\s*$", re.IGNORECASE)
@@ -313,6 +315,24 @@ class RepoConfig(_Strict):
     limits: LimitsConfig = LimitsConfig()
     model: ModelConfig = ModelConfig()
     promotion: PromotionConfig = PromotionConfig()
+    repeats: int | Literal["auto"] = Field(
+        default="auto",
+        description="Trainings per commit with seeds 0..N-1 (MODELCI_SEED), or auto: "
+        "repeat only when two trainings of the base with different seeds differ",
+    )
+
+    @field_validator("repeats", mode="before")
+    @classmethod
+    def _repeats(cls, value: Any) -> Any:
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPEATS:
+            raise ValueError(
+                f"use a whole number of trainings per commit from 1 to {MAX_REPEATS} "
+                "(1: the training is deterministic), or auto (the default), not "
+                f"{value!r}"
+            )
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -350,7 +370,8 @@ class RepoConfig(_Strict):
 
     def digest(self) -> str:
         """A stable hash of everything that changes a run's result."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        # repeats changes how many runs there are, not what one run with a given seed gives.
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"repeats"}), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -75,6 +75,7 @@ __all__ = [
     "UnsafeLocalSandbox",
     "acquire_slot",
     "make_sandbox",
+    "seed_environment",
     "take_slot",
 ]
 
@@ -98,6 +99,15 @@ class Limits:
     tmp_mb: int = 512  # each of the tmpfs at /tmp and /dev/shm
     # Where timeout_s was set and how to raise it, for the timeout message.
     timeout_origin: str = "limits.timeout in modelci.yaml"
+
+
+def seed_environment(seed: int) -> dict[str, str]:
+    """The variables that seed a training run: ``MODELCI_SEED`` for the repository's
+    own generators, and ``PYTHONHASHSEED`` so set and dict iteration order (which
+    feeds many a shuffle) is the same for the same seed rather than random per process."""
+    if seed < 0:
+        raise ValueError(f"a run's seed must be 0 or more, got {seed}")
+    return {"MODELCI_SEED": str(seed), "PYTHONHASHSEED": str(seed)}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,135 @@
+"""Seeds and repeats end to end: real git repositories, uv, the sandbox and a store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uv
+
+from modelci.evaluate.evaluation import EvaluationRequest, EvaluationResult, Evaluator
+from modelci.runner.environments import EnvironmentManager
+from modelci.runner.sandbox import make_sandbox
+from modelci.settings import Settings
+from modelci.store.db import Database, open_database
+from tests.conftest import GitRepo, commit_files
+
+pytestmark = pytest.mark.sandbox
+
+if shutil.which("bwrap") is None or os.geteuid() != 0:
+    pytest.skip("needs bubblewrap and root (scripts/setup installs it)", allow_module_level=True)
+
+# Reports the seed variables it was given as metrics (informational: no direction).
+SEED_ECHO = """\
+import json, os
+json.dump(
+    {"seed": int(os.environ["MODELCI_SEED"]), "hashseed": int(os.environ["PYTHONHASHSEED"])},
+    open("metrics.json", "w"),
+)
+"""
+
+
+@pytest.fixture
+def settings() -> Iterator[Settings]:
+    # Not under pytest's tmp_path: /tmp/pytest-of-root is 0700 and the sandbox's
+    # uid must be able to reach its work dir.
+    data = Path(tempfile.mkdtemp(prefix="modelci-test-", dir="/var/tmp"))
+    try:
+        yield Settings(
+            data_dir=data, database_url=f"sqlite:///{data}/store.db", max_parallel_runs=2
+        )
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def evaluator(settings: Settings) -> Iterator[Evaluator]:
+    db: Database = open_database(settings)
+    try:
+        yield Evaluator(
+            settings=settings,
+            database=lambda: db,
+            sandbox=make_sandbox(),
+            environments=EnvironmentManager(
+                envs_dir=settings.envs_dir, python=settings.python, uv_bin=uv.find_uv_bin()
+            ),
+        )
+    finally:
+        db.close()
+
+
+def evaluate(evaluator: Evaluator, repo: Path) -> EvaluationResult:
+    return evaluator.evaluate(EvaluationRequest(repo=str(repo), base="HEAD~1", head="HEAD"))
+
+
+def test_every_run_gets_a_seed_and_a_hash_seed(evaluator: Evaluator, make_repo: GitRepo) -> None:
+    config = "train: python train.py\nmetrics: metrics.json\nrepeats: 1\n"
+    repo = make_repo({"modelci.yaml": config, "train.py": SEED_ECHO})
+    commit_files(repo, {"README": "a change that does nothing"})
+    result = evaluate(evaluator, repo)
+    assert result.error is None, result.error
+    for side in (result.head, result.base):
+        assert side.metrics == {"seed": 0.0, "hashseed": 0.0}
+
+
+# A model whose quality moves with its seed (a global shift and per-row flips),
+# on 2,000 fixed rows; params.json sets its skill.
+NOISY = """\
+import json, os, random
+seed = int(os.environ["MODELCI_SEED"])
+skill = json.load(open("params.json"))["skill"]
+rows = random.Random(0)
+y = [rows.randint(0, 1) for _ in range(2000)]
+hard = [rows.random() for _ in range(2000)]
+training = random.Random(seed)
+shift = training.gauss(0, 0.01)
+pred = [t if h + training.gauss(0, 0.03) < skill + shift else 1 - t for t, h in zip(y, hard)]
+acc = sum(a == b for a, b in zip(y, pred)) / len(y)
+json.dump({"accuracy": acc}, open("metrics.json", "w"))
+json.dump({"y_true": y, "y_pred": pred}, open("predictions.json", "w"))
+"""
+NOISY_CONFIG = "train: python train.py\nmetrics: metrics.json\npredictions: predictions.json\n"
+
+
+def test_nondeterministic_training_is_repeated_and_a_no_op_change_is_noise(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    from modelci.evaluate.noise import AUTO_REPEATS, NoiseInterval
+
+    files = {"modelci.yaml": NOISY_CONFIG, "train.py": NOISY, "params.json": '{"skill": 0.9}'}
+    repo = make_repo(files)
+    # Nothing changes but the seeds the training draws (as a refactoring would).
+    commit_files(repo, {"train.py": NOISY.replace("Random(seed)", "Random(seed + 100)")})
+    result = evaluate(evaluator, repo)
+    assert result.error is None, result.error
+    assert len(result.base.repeats) == len(result.head.repeats) == AUTO_REPEATS - 1
+    assert [r.seed for r in result.head.repeats] == list(range(1, AUTO_REPEATS))
+    assert result.base.repeats_reason and "nondeterministic" in result.base.repeats_reason
+    assert result.comparison is not None
+    (row,) = result.comparison.metrics
+    assert isinstance(row.interval, NoiseInterval)
+    assert (row.interval.head_runs, row.interval.base_runs) == (AUTO_REPEATS, AUTO_REPEATS)
+    assert row.interval.training > 0 and row.interval.sample is not None
+    assert result.passed, row
+    assert [u.name for u in result.unstable] == ["accuracy", "accuracy"]
+    # Every base run, seeds included, is reused the next time: the decision too.
+    again = evaluate(evaluator, repo)
+    assert all(r.reused_from is not None for r in [again.base, *again.base.repeats])
+    assert len(again.head.repeats) == AUTO_REPEATS - 1
+
+
+def test_deterministic_training_runs_once_per_side(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    train = NOISY.replace('int(os.environ["MODELCI_SEED"])', "0")
+    files = {"modelci.yaml": NOISY_CONFIG, "train.py": train, "params.json": '{"skill": 0.9}'}
+    repo = make_repo(files)
+    commit_files(repo, {"params.json": '{"skill": 0.8}'})
+    result = evaluate(evaluator, repo)
+    assert result.error is None, result.error
+    assert result.base.repeats == [] and result.head.repeats == []
+    assert not result.passed  # ten points worse, one run each: the paired bootstrap
