@@ -53,6 +53,7 @@ __all__ = [
     "metric_value",
     "paired_bootstrap_delta",
     "paired_deltas",
+    "resampled_values",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -274,13 +275,7 @@ def _full_sample(n: int) -> Weights:
     return Weights(np.ones((n, 1), dtype=np.uint8))
 
 
-def paired_deltas(kind: str, data: PairedData, weights: npt.ArrayLike) -> FloatArray:
-    """metric(head) - metric(base) under each row of ``weights`` (resamples x rows).
-
-    Weights are per-row counts: non-negative whole numbers, of any numeric
-    dtype. NaN where the metric is undefined on a resample.
-    """
-    n = _validate(data)
+def _counts(weights: npt.ArrayLike, n: int) -> Weights:
     w = np.asarray(weights)
     if w.ndim != 2 or w.shape[1] != n:
         raise ValueError(f"weights must have shape (resamples, {n}), not {w.shape}")
@@ -288,7 +283,26 @@ def paired_deltas(kind: str, data: PairedData, weights: npt.ArrayLike) -> FloatA
     if (counts < 0).any() or not np.array_equal(counts, w):
         raise ValueError("weights must be non-negative whole numbers (counts of each row)")
     # Transposed: a view, row-major again for weights from bootstrap_weights().
-    return _delta_plan(kind, data)(Weights(counts.T))
+    return Weights(counts.T)
+
+
+def paired_deltas(kind: str, data: PairedData, weights: npt.ArrayLike) -> FloatArray:
+    """metric(head) - metric(base) under each row of ``weights`` (resamples x rows).
+
+    Weights are per-row counts: non-negative whole numbers, of any numeric
+    dtype. NaN where the metric is undefined on a resample.
+    """
+    n = _validate(data)
+    return _delta_plan(kind, data)(_counts(weights, n))
+
+
+def resampled_values(
+    kind: str, data: PairedData, weights: npt.ArrayLike, *, head: bool = True
+) -> FloatArray:
+    """metric(head) (or metric(base)) alone under each row of ``weights``: for
+    schemes that pair more than two models on the same rows (several seeds a side)."""
+    n = _validate(data)
+    return _side_plan(kind, data, head)(_counts(weights, n))
 
 
 def paired_bootstrap_delta(

@@ -35,6 +35,7 @@ from modelci.evaluate.bootstrap import (
     PairedData,
     metric_kind,
     metric_value,
+    resampled_values,
 )
 from modelci.evaluate.compare import (
     Comparison,
@@ -125,17 +126,13 @@ def _widened(values: FloatArray) -> FloatArray:
 
 def _resampled(kind: str, prediction: Predictions, idx: npt.NDArray[np.int64]) -> FloatArray:
     """The metric of one model on every resample of rows (a row of ``idx`` each)."""
-    # The per-row statistics and rank AUC of bootstrap.py, applied to one model at a
-    # time so every model of both sides sees the same resampled rows.
-    from modelci.evaluate.bootstrap import _auc_rows, _binary_scores, _positive, _row_stats
-
-    y = prediction.y_true
-    if kind == "auc":
-        scores = _binary_scores(prediction.scores, kind)
-        return _auc_rows(y == _positive(y), scores, idx)
-    data = PairedData(y, prediction.y_pred, prediction.y_pred, prediction.scores, prediction.scores)
-    rows, finish = _row_stats(kind, data, head=True)
-    return finish([r[idx].mean(axis=1) for r in rows], None)
+    # Every model of both sides sees the same resampled rows: counts from the indices.
+    n_resamples = idx.shape[0]
+    counts = np.zeros((n_resamples, len(prediction.y_true)), dtype=np.int64)
+    np.add.at(counts, (np.arange(n_resamples)[:, None], idx), 1)
+    p = prediction
+    data = PairedData(p.y_true, p.y_pred, p.y_pred, p.scores, p.scores)
+    return resampled_values(kind, data, counts)
 
 
 def _reproduces(kind: str, run: SeedRun, name: str) -> bool:
