@@ -199,12 +199,17 @@ def main() -> None:
         console.print("[bold]modelci cold[/] (empty data dir, empty uv cache)")
         cold, _ = modelci_cli(demo.path, demo.base, demo.head, env, unsafe)
 
-        console.print("[bold]modelci warm[/], base reused (re-evaluation)")
-        reuse_runs = sorted(
-            (modelci_cli(demo.path, demo.base, demo.head, env, unsafe) for _ in range(args.repeat)),
-            key=lambda run: run[0],
-        )
+        console.print("[bold]modelci warm[/], base reused (re-evaluation), and training alone")
+        # Interleaved with the bare training runs: on a shared machine the load
+        # drifts, and the overhead is a difference of the two.
+        python = sorted((data_dir / "envs").glob("*/bin/python"))[0]
+        reuse_runs, trainings = [], []
+        for _ in range(args.repeat):
+            reuse_runs.append(modelci_cli(demo.path, demo.base, demo.head, env, unsafe))
+            trainings.append(training_alone(demo.path, shas[0], python, work))
+        reuse_runs.sort(key=lambda run: run[0])
         warm_reuse, reuse_report = reuse_runs[len(reuse_runs) // 2]
+        train = statistics.median(trainings)
 
         console.print("[bold]modelci warm[/], base trained (new base commit, same requirements)")
         warm_runs = []
@@ -219,12 +224,6 @@ def main() -> None:
 
         console.print("[bold]compare step alone[/]")
         compare_demo, compare_large, demo_rows = compare_alone(result, args.repeat)
-
-        console.print("[bold]training alone[/] (python train.py, head commit)")
-        envs = sorted((data_dir / "envs").glob("*/bin/python"))
-        train = statistics.median(
-            training_alone(demo.path, shas[0], envs[0], work) for _ in range(args.repeat)
-        )
 
         tutorial = None
         if not args.skip_tutorial:

@@ -18,9 +18,11 @@ For other resampling schemes (a two-level bootstrap that first picks a
 training seed, then rows) the fast path is public: ``bootstrap_weights(n_rows,
 n_resamples, seed=...)`` draws a ``(resamples x rows)`` weight matrix (any
 non-negative whole-number weights will do), and ``paired_deltas(kind, data,
-weights)`` returns metric(head) - metric(base) for each row of ``weights``
-(NaN where the metric is undefined, e.g. a resample without positives). For
-2,000 rows and 2,000 resamples that is a few milliseconds per metric.
+weights)`` (``kind`` from ``metric_kind(name)``, ``data`` the two sides'
+predictions on the same rows) returns metric(head) - metric(base) for each
+row of ``weights`` (NaN where the metric is undefined, e.g. a resample
+without positives). For 2,000 rows and 2,000 resamples that is a few
+milliseconds per metric.
 
 Binary metrics (precision, recall, f1, AUC, log loss, Brier) take as the
 positive class ``1`` (or ``True``) when present, else the larger label.
