@@ -7,6 +7,7 @@ import pytest
 
 from modelci.evaluate.compare import MetricRule, compare
 from modelci.evaluate.noise import (
+    AUTO_REPEATS,
     NoiseInterval,
     SeedRun,
     compare_repeated,
@@ -59,9 +60,12 @@ def test_one_run_per_side_is_the_paired_bootstrap() -> None:
 
 
 def test_both_parts_are_reported_with_predictions() -> None:
-    y, margin = population(np.random.default_rng(4), rows=500)
+    rng = np.random.default_rng(4)
+    y, margin = population(rng, rows=500)
     base = runs(y, margin, [0, 1, 2], salt=10, auc=False)
-    head = runs(y, margin, [0, 1, 2], salt=11, auc=False)
+    # A different model, not only another seed: better on some rows, worse on others,
+    # which only resampling the rows can measure.
+    head = runs(y, margin + rng.normal(0.0, 1.0, size=500), [0, 1, 2], salt=11, auc=False)
     by_name = {m.name: m for m in compare_repeated(head, base, [], n_resamples=300).metrics}
     interval = by_name["accuracy"].interval
     assert isinstance(interval, NoiseInterval)
@@ -84,12 +88,15 @@ def test_metrics_that_move_between_seeds_beyond_their_tolerance_are_named() -> N
 
 
 def test_no_op_changes_rarely_fail_and_a_one_point_drop_is_caught() -> None:
-    """Seed-noisy training, 2,000 rows, 5 runs per side, no gates (tolerance 0)."""
+    """Seed-noisy training, 2,000 rows, AUTO_REPEATS runs per side, no gates (tolerance 0),
+    all four metrics (AUC too). The rates from a few hundred pairs are in the README;
+    this is a fixed sample of them, kept under a few seconds."""
     y, margin = population(np.random.default_rng(1))
-    pairs, failed, regressed, caught, single_failed = 60, 0, {}, 0, 0
+    seeds = list(range(AUTO_REPEATS))
+    pairs, failed, regressed, caught, single_failed = 40, 0, {}, 0, 0
     for i in range(pairs):
-        base = runs(y, margin, list(range(5)), salt=2 * i + 1000, auc=False)
-        head = runs(y, margin, list(range(5)), salt=2 * i + 1001, auc=False)
+        base = runs(y, margin, seeds, salt=2 * i + 1000)
+        head = runs(y, margin, seeds, salt=2 * i + 1001)
         comparison = compare_repeated(head, base, [], n_resamples=300, seed=i)
         failed += not comparison.passed
         for row in comparison.regressions:
@@ -102,13 +109,13 @@ def test_no_op_changes_rarely_fail_and_a_one_point_drop_is_caught() -> None:
             base_predictions=base[0].predictions,
         )
         single_failed += not single.passed
-        dropped = runs(y, margin, list(range(5)), salt=2 * i + 1001, flipped=20, auc=False)
+        dropped = runs(y, margin, seeds, salt=2 * i + 1001, flipped=20)
         worse = compare_repeated(dropped, base, [], n_resamples=300, seed=i)
         caught += any(row.name == "accuracy" for row in worse.regressions)
     assert single_failed / pairs > 0.1  # the noise is real: single runs fail often
     assert failed / pairs <= 0.05
     assert all(count / pairs <= 0.05 for count in regressed.values()), regressed
-    assert caught / pairs >= 0.8
+    assert caught / pairs >= 0.95
 
 
 def test_the_report_shows_both_parts_and_the_runs() -> None:

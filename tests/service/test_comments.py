@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from markdown_it import MarkdownIt
 
 from modelci.errors import ConfigError, EnvironmentBuildError, RunFailed
@@ -133,3 +134,56 @@ def test_an_empty_log_says_so() -> None:
     head, base = sides(head_error=RunFailed("the head commit's run exited with code 3"))
     body = final_comment(EvaluationResult("org/model", head, base, None))
     assert "<details><summary>head: its log</summary>\n\nThe log is empty" in body
+
+
+def repeated_result() -> EvaluationResult:
+    """Five runs a side (repeats: auto found the base nondeterministic), accuracy flaky."""
+    from modelci.evaluate.compare import MetricRule
+    from modelci.evaluate.noise import compare_repeated, unstable_metrics
+
+    head, base = sides()
+    reason = "training is nondeterministic (two seeds of the base gave different metrics)"
+    for side, centre in ((head, 0.90), (base, 0.901)):
+        side.metrics = {"accuracy": centre - 0.012, "loss": 0.3}
+        side.repeats_reason = reason
+        for k, offset in enumerate([0.006, 0.0, 0.012, -0.012], start=1):
+            side.again(k).metrics = {"accuracy": centre + offset, "loss": 0.3}
+    rules = [MetricRule("accuracy", "higher", tolerance=0.002)]
+    comparison = compare_repeated(head.seed_runs(), base.seed_runs(), rules)
+    result = EvaluationResult("org/model", head, base, comparison)
+    result.unstable = [
+        *unstable_metrics("head", head.seed_runs(), rules),
+        *unstable_metrics("base", base.seed_runs(), rules),
+    ]
+    return result
+
+
+def test_repeats_show_runs_per_side_why_and_the_unstable_metrics() -> None:
+    from modelci.evaluate.evaluation import summary_json
+
+    result = repeated_result()
+    advice = (
+        "accuracy varies by 0.024 between the base's 5 seeds (lowest to highest), more "
+        "than its tolerance 0.002: seed your training from MODELCI_SEED or widen the tolerance"
+    )
+    body = final_comment(result)
+    assert "5 runs of head, 5 of base: training is nondeterministic" in body
+    assert f"- {advice}" in body
+    assert "from training randomness" in body  # the interval's two parts, per metric
+    check = check_text(result)
+    assert check.conclusion == "success" and advice in check.summary
+    payload = summary_json(result)
+    assert payload["sides"]["head"]["runs"] == payload["sides"]["base"]["runs"] == 5
+    assert payload["sides"]["base"]["repeats_reason"].startswith("training is nondeterministic")
+    head_unstable, base_unstable = payload["unstable"]
+    assert base_unstable["role"] == "base" and base_unstable["message"] == advice
+    assert head_unstable["spread"] == base_unstable["spread"] == pytest.approx(0.024)
+    assert base_unstable["tolerance"] == 0.002 and base_unstable["runs"] == 5
+
+
+def test_one_run_a_side_adds_no_repeats_note() -> None:
+    head, base = sides()
+    head.metrics, base.metrics = {"accuracy": 0.9}, {"accuracy": 0.9}
+    result = EvaluationResult("org/model", head, base, compare(head.metrics, base.metrics, []))
+    assert result.repeats_markdown() == ""
+    assert "Repeated training" not in final_comment(result)

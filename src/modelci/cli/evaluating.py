@@ -43,6 +43,8 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
             click.echo(
                 report.render_markdown(result.comparison, head_sha=head.sha, base_sha=base.sha)
             )
+            if notes := result.repeats_markdown():
+                click.echo(f"\n{notes}")
         else:
             click.echo(f"### modelci evaluation failed\n\n```\n{result.error}\n```")
     elif result.comparison is not None:
@@ -58,6 +60,8 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
         )
         if result.comparison.head_only:
             console.print(report.HEAD_ONLY_NOTE, highlight=False)
+        if notes := result.repeats_markdown():
+            console.print(escape(notes.replace("**", "")), highlight=False)
         reused = " (base result reused)" if base.reused_from else ""
         if base.cache_miss:
             reused = f" (base: {escape(base.cache_miss)})"

@@ -194,6 +194,17 @@ class EvaluationResult:
         ]
         return "\n".join(problems) or None
 
+    def repeats_markdown(self) -> str:
+        """Runs per side, why, and the unstable metrics (empty for one run each)."""
+        from modelci.evaluate.report import repeats_markdown
+
+        return repeats_markdown(
+            head_runs=1 + len(self.head.repeats),
+            base_runs=0 if self.base.skipped else 1 + len(self.base.repeats),
+            reason=self.head.repeats_reason or self.base.repeats_reason,
+            unstable=[u.message for u in self.unstable],
+        )
+
     @property
     def public_error(self) -> str | None:
         """``error`` for the pull request: no log paths, no log tails (shown apart)."""
@@ -294,6 +305,9 @@ class Evaluator:
             sides = [head]
         repeats = self._planned_repeats(mirror, base if base in sides else head, request)
         runs = [*sides, *(s.again(k) for s in sides for k in range(1, repeats or 1))]
+        if repeats is not None and repeats > 1:
+            for side in sides:
+                side.repeats_reason = f"repeats: {repeats} in {CONFIG_FILE}"
         if repeats is None and base in sides:
             runs.append(base.again(1))  # auto: does a second seed give the same base?
         # Repeats wait for a slot (acquire_slot) like any run: MODELCI_MAX_PARALLEL_RUNS.
@@ -729,7 +743,10 @@ def summary_json(result: EvaluationResult) -> dict[str, Any]:
                 "log_tail": side.log_tail,
                 "log": str(side.log_path) if side.log_path else None,
                 "timings": {k: round(v, 3) for k, v in side.timings.items()},
+                "runs": 0 if side.skipped else 1 + len(side.repeats),
+                "repeats_reason": side.repeats_reason,
             }
             for side in (result.head, result.base)
         },
+        "unstable": [u.as_json() for u in result.unstable],
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from rich.table import Table
@@ -98,6 +99,26 @@ def _ci(metric: MetricComparison) -> str:
         detail += f", ±{sample:.2g} from the evaluation sample"
     runs = parts["runs"]
     return f"[{low}, {high}] ({detail}; {runs['head']}/{runs['base']} runs)"
+
+
+def repeats_markdown(
+    *, head_runs: int, base_runs: int, reason: str | None, unstable: Sequence[str]
+) -> str:
+    """Why each side was trained more than once, and the metrics too noisy for their
+    gates: empty when each side ran once and nothing is unstable."""
+    lines = []
+    if head_runs > 1 or base_runs > 1:
+        why = f": {reason}" if reason else ""
+        lines.append(
+            f"**Repeated training:** {head_runs} runs of head, {base_runs} of base{why}. "
+            "Intervals include both training randomness and the evaluation sample."
+        )
+    if unstable:
+        lines.append("**Unstable metrics** (they move between seeds more than their gates allow):")
+        lines += [f"- {text}" for text in unstable[:10]]
+        if len(unstable) > 10:
+            lines.append(f"- …and {len(unstable) - 10} more (see the JSON report)")
+    return "\n".join(lines)
 
 
 def _order(comparison: Comparison) -> list[MetricComparison]:

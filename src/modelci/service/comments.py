@@ -75,6 +75,12 @@ def _failure(result: EvaluationResult, logs_url: str | None) -> str:
     return "\n\n".join(parts)
 
 
+def _notes(result: EvaluationResult) -> str:
+    # Bounded: one line per gated metric and side at most, each a short sentence.
+    text = result.repeats_markdown()
+    return f"\n\n{text}" if text else ""
+
+
 def final_comment(result: EvaluationResult, *, logs_url: str | None = None) -> str:
     """The comment once the evaluation has ended (passed, regressed or failed)."""
     from modelci.evaluate.report import render_markdown
@@ -96,14 +102,15 @@ def final_comment(result: EvaluationResult, *, logs_url: str | None = None) -> s
             f"{_TITLE}\n\n**Status:** ❌ failed · head `{head.sha[:7]}` vs base "
             f"`{base.sha[:7]}`\n\n{_failure(result, logs_url)}{footer}"
         )
+    notes = _notes(result)
     table = render_markdown(
         result.comparison,
         head_sha=head.sha,
         base_sha=base.sha,
         title="modelci evaluation",
-        limit=COMMENT_LIMIT - len(footer),
+        limit=COMMENT_LIMIT - len(footer) - len(notes),
     )
-    return f"{table}{footer}"
+    return f"{table}{notes}{footer}"
 
 
 @dataclass(frozen=True)
@@ -120,9 +127,14 @@ def check_text(result: EvaluationResult, *, logs_url: str | None = None) -> Chec
     if result.comparison is None:
         return CheckText("failure", "Evaluation failed", _failure(result, logs_url))
     regressions = result.comparison.regressions
+    notes = _notes(result)
     summary = render_markdown(
-        result.comparison, head_sha=result.head.sha, base_sha=result.base.sha, limit=CHECK_LIMIT
+        result.comparison,
+        head_sha=result.head.sha,
+        base_sha=result.base.sha,
+        limit=CHECK_LIMIT - len(notes),
     )
+    summary += notes
     if result.comparison.head_only:
         return CheckText("success", "Head evaluated alone: the base has no modelci.yaml", summary)
     if regressions:
