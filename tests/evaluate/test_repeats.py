@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uv
 
 from modelci.evaluate.evaluation import EvaluationRequest, EvaluationResult, Evaluator
-from modelci.runner.environments import EnvironmentManager
-from modelci.runner.sandbox import make_sandbox
-from modelci.settings import Settings
-from modelci.store.db import Database, open_database
 from tests.conftest import GitRepo, commit_files
+from tests.evaluate.test_evaluation import evaluator, settings
+
+__all__ = ["evaluator", "settings"]  # fixtures shared with test_evaluation
 
 pytestmark = pytest.mark.sandbox
 
@@ -31,35 +27,6 @@ json.dump(
     open("metrics.json", "w"),
 )
 """
-
-
-@pytest.fixture
-def settings() -> Iterator[Settings]:
-    # Not under pytest's tmp_path: /tmp/pytest-of-root is 0700 and the sandbox's
-    # uid must be able to reach its work dir.
-    data = Path(tempfile.mkdtemp(prefix="modelci-test-", dir="/var/tmp"))
-    try:
-        yield Settings(
-            data_dir=data, database_url=f"sqlite:///{data}/store.db", max_parallel_runs=2
-        )
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
-
-
-@pytest.fixture
-def evaluator(settings: Settings) -> Iterator[Evaluator]:
-    db: Database = open_database(settings)
-    try:
-        yield Evaluator(
-            settings=settings,
-            database=lambda: db,
-            sandbox=make_sandbox(),
-            environments=EnvironmentManager(
-                envs_dir=settings.envs_dir, python=settings.python, uv_bin=uv.find_uv_bin()
-            ),
-        )
-    finally:
-        db.close()
 
 
 def evaluate(evaluator: Evaluator, repo: Path) -> EvaluationResult:
