@@ -28,6 +28,7 @@ import pytest
 from modelci.runner.cgroups import MB, CgroupV2, JobCgroups, detect, job_cgroups, task_alive
 from modelci.runner.process import JOIN_CGROUPS, job_argv
 from modelci.runner.sandbox import BubblewrapSandbox, Limits, SandboxSpec, UnsafeLocalSandbox
+from tests.runner.test_sandbox import ESCAPING_GRANDCHILD
 
 PYTHON = "/usr/bin/python3"
 SLOT = 47  # a slot no other test file uses: the name lock is machine-wide
@@ -216,17 +217,7 @@ def test_unsafe_sandbox_kills_escaped_grandchildren_through_v2(
     # the group (cgroup.kill) reaches it.
     workdir = tmp_path / "work"
     workdir.mkdir()
-    code = """
-import os, time
-if os.fork() == 0:
-    os.setsid()
-    if os.fork() == 0:
-        open("pid", "w").write(str(os.getpid()))
-        time.sleep(60)
-    os._exit(0)
-while not os.path.exists("pid"):
-    time.sleep(0.01)
-"""
+    code = ESCAPING_GRANDCHILD
     box = UnsafeLocalSandbox(cgroups=CgroupV2(delegated, hierarchy_root=False))
     spec = SandboxSpec(
         command=f"{PYTHON} -c {shlex.quote(code)}",

@@ -477,9 +477,9 @@ def test_unsafe_sandbox_clears_env_and_caps_log_and_time(
     assert not Path(home).exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create cgroups")
-def test_unsafe_sandbox_kills_escaped_grandchildren(workdir: Path) -> None:
-    code = """
+# A job whose grandchild leaves its session, writes its pid to "pid" and sleeps: only
+# killing the job's group (cgroup) reaches it.
+ESCAPING_GRANDCHILD = """
 import os, time
 if os.fork() == 0:
     os.setsid()
@@ -490,6 +490,11 @@ if os.fork() == 0:
 while not os.path.exists("pid"):
     time.sleep(0.01)
 """
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create cgroups")
+def test_unsafe_sandbox_kills_escaped_grandchildren(workdir: Path) -> None:
+    code = ESCAPING_GRANDCHILD
     result, _ = run(UnsafeLocalSandbox(), workdir, python(code))
     assert result.ok  # the escaped grandchild's open pipe did not hold it to its timeout
     pid = int((workdir / "pid").read_text())
