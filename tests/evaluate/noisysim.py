@@ -1,11 +1,17 @@
-"""Synthetic seed-noisy trainings: per-seed predictions of a classifier on fixed rows.
+"""Seed-noisy trainings: per-seed predictions of a classifier on fixed rows.
 
-Each row has a fixed difficulty (the part every training shares); each seed adds
-a shift common to all rows (a different forest is better or worse overall) and
-noise per row (borderline rows flip), as a random forest's seeds do.
+``runs`` simulates them: each row has a fixed difficulty (the part every training
+shares); each seed adds a shift common to all rows (a different forest is better
+or worse overall) and noise per row (borderline rows flip), as a random forest's
+seeds do. ``trained_runs`` trains the real ones in ``noisyrepos/`` (a forest, SGD
+with shuffling, a numpy neural net), once per seed; ``dropped`` makes a run one
+accuracy point worse.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -13,6 +19,8 @@ from modelci.evaluate.compare import Predictions
 from modelci.evaluate.noise import SeedRun
 
 ROWS = 2000
+NOISY_REPOS = Path(__file__).resolve().parent / "noisyrepos"
+METRICS = (("accuracy", "accuracy"), ("f1", "f1"), ("roc_auc", "auc"), ("log_loss", "log_loss"))
 
 
 def population(rng: np.random.Generator, rows: int = ROWS) -> tuple[np.ndarray, np.ndarray]:
@@ -43,14 +51,7 @@ def metrics_of(p: Predictions, *, auc: bool = True) -> dict[str, float]:
 
     data = PairedData(p.y_true, p.y_pred, p.y_pred, p.scores, p.scores)
     return {
-        name: metric_value(kind, data, head=True)
-        for name, kind in (
-            ("accuracy", "accuracy"),
-            ("f1", "f1"),
-            ("roc_auc", "auc"),
-            ("log_loss", "log_loss"),
-        )
-        if auc or kind != "auc"
+        name: metric_value(kind, data, head=True) for name, kind in METRICS if auc or kind != "auc"
     }
 
 
@@ -68,3 +69,38 @@ def runs(
         p = training(y, margin, np.random.default_rng([salt, seed]), flipped=flipped)
         out.append(SeedRun(seed, metrics_of(p, auc=auc), p))
     return out
+
+
+def trained_runs(training: str, seeds: range) -> list[SeedRun]:
+    """``noisyrepos/<training>.py`` trained once per seed, in this process (as its
+    ``train.py`` would in a sandbox): the metrics it reports, checked against modelci's."""
+    if str(NOISY_REPOS) not in sys.path:
+        sys.path.insert(0, str(NOISY_REPOS))
+    module = __import__(training)
+    out = []
+    for seed in seeds:
+        reported, raw = module.train(seed)
+        p = Predictions(
+            np.asarray(raw["y_true"]), np.asarray(raw["y_pred"]), np.asarray(raw["scores"])
+        )
+        metrics = metrics_of(p)
+        if any(abs(metrics[k] - reported[k]) > 1e-6 for k in metrics):
+            raise AssertionError(
+                f"{training}: modelci reads {metrics}, the script reports {reported}"
+            )
+        out.append(SeedRun(seed, metrics, p))
+    return out
+
+
+def dropped(run: SeedRun, rng: np.random.Generator, *, flipped: int = 20) -> SeedRun:
+    """The same model with ``flipped`` of its correct predictions made wrong (20 of 2,000
+    rows: one accuracy point)."""
+    p = run.predictions
+    assert p is not None and p.scores is not None
+    right = np.flatnonzero(p.y_pred == p.y_true)
+    chosen = rng.choice(right, size=flipped, replace=False)
+    y_pred, scores = p.y_pred.copy(), p.scores.copy()
+    y_pred[chosen] = 1 - y_pred[chosen]
+    scores[chosen] = 1.0 - scores[chosen]
+    worse = Predictions(p.y_true, y_pred, scores)
+    return SeedRun(run.seed, metrics_of(worse), worse)

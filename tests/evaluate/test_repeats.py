@@ -100,3 +100,37 @@ def test_deterministic_training_runs_once_per_side(
     assert result.error is None, result.error
     assert result.base.repeats == [] and result.head.repeats == []
     assert not result.passed  # ten points worse, one run each: the paired bootstrap
+
+
+def forest_repository(make_repo: GitRepo) -> Path:
+    """tests/evaluate/noisyrepos' random forest as a repository: seeded from MODELCI_SEED."""
+    source = Path(__file__).parent / "noisyrepos"
+    return make_repo(
+        {
+            "modelci.yaml": NOISY_CONFIG,
+            "requirements.txt": "numpy\nscikit-learn\n",
+            "data.py": (source / "data.py").read_text(),
+            "common.py": (source / "common.py").read_text(),
+            "train.py": (source / "forest.py").read_text(),
+        }
+    )
+
+
+def test_a_random_forest_whose_seed_changes_passes_with_repeats(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    from modelci.evaluate.noise import AUTO_REPEATS
+
+    repo = forest_repository(make_repo)
+    train = (repo / "train.py").read_text()
+    # The pull request changes nothing but the seeds the forest draws.
+    commit_files(
+        repo, {"train.py": train.replace("write(*train(seed()))", "write(*train(seed() + 100))")}
+    )
+    result = evaluate(evaluator, repo)
+    assert result.error is None, result.error
+    assert len(result.head.repeats) == AUTO_REPEATS - 1
+    assert result.comparison is not None
+    assert {m.name for m in result.comparison.metrics} == {"accuracy", "f1", "roc_auc", "log_loss"}
+    assert all(m.interval is not None for m in result.comparison.metrics)
+    assert result.passed, result.comparison

@@ -2,11 +2,19 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from markdown_it import MarkdownIt
 from rich.console import Console
 
-from modelci.evaluate.compare import MetricRule, compare, head_only
+from modelci.evaluate.bootstrap import PairedData, metric_value
+from modelci.evaluate.compare import (
+    MetricRule,
+    Predictions,
+    compare,
+    gate_confidence,
+    head_only,
+)
 from modelci.evaluate.report import (
     HEAD_ONLY_NOTE,
     format_number,
@@ -97,3 +105,45 @@ def test_code_block_holds_any_text_whole(text: str) -> None:
     markdown = f"before\n\n{markdown_code_block(text)}\n\n## after\n"
     assert code_blocks(markdown) == [text + "\n"]
     assert "## after" not in code_blocks(markdown)[0]
+
+
+def test_three_gated_metrics_have_wider_intervals_and_the_report_says_why() -> None:
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, size=400)
+    head_scores = np.clip(y * 0.7 + rng.normal(0.15, 0.2, size=400), 0.01, 0.99)
+    base_scores = np.clip(y * 0.7 + rng.normal(0.15, 0.2, size=400), 0.01, 0.99)
+    metrics = {}
+    preds = {}
+    for side, scores in (("head", head_scores), ("base", base_scores)):
+        p = Predictions(y, (scores >= 0.5).astype(np.int64), scores)
+        preds[side] = p
+        data = PairedData(y, p.y_pred, p.y_pred, scores, scores)
+        metrics[side] = {
+            name: metric_value(kind, data, head=True)
+            for name, kind in (("accuracy", "accuracy"), ("f1", "f1"), ("roc_auc", "auc"))
+        }
+    comparison = compare(
+        metrics["head"],
+        metrics["base"],
+        [],
+        head_predictions=preds["head"],
+        base_predictions=preds["base"],
+    )
+    levels = {m.name: m.interval.confidence for m in comparison.metrics if m.interval}
+    assert levels == {name: gate_confidence(3) for name in ("accuracy", "f1", "roc_auc")}
+    assert gate_confidence(3) == pytest.approx(1 - 0.1 / 3)
+    text = render_markdown(comparison, head_sha="a" * 40, base_sha="b" * 40)
+    assert "| 96.67% CI of Δ |" in text
+    assert "the gate as a whole holds at 95%" in text
+    assert render_json(comparison)["metrics"][0]["ci"]["confidence"] == pytest.approx(1 - 0.1 / 3)
+    # A metric that gates nothing is not in the family: two gated ones stay at 95%.
+    rules = [MetricRule("f1", "higher", gate=False)]
+    fewer = compare(
+        metrics["head"],
+        metrics["base"],
+        rules,
+        head_predictions=preds["head"],
+        base_predictions=preds["base"],
+    )
+    assert {m.interval.confidence for m in fewer.metrics if m.interval} == {0.95}
+    assert "| 95% CI of Δ |" in render_markdown(fewer, head_sha="a" * 40, base_sha="b" * 40)

@@ -60,6 +60,8 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
         )
         if result.comparison.head_only:
             console.print(report.HEAD_ONLY_NOTE, highlight=False)
+        if levels := report.gate_level_note(result.comparison):
+            console.print(levels, highlight=False)
         if notes := result.repeats_markdown():
             console.print(escape(notes.replace("**", "")), highlight=False)
         reused = " (base result reused)" if base.reused_from else ""

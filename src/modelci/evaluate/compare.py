@@ -17,6 +17,12 @@ A pull request that adds ``modelci.yaml`` has no base result to compare with:
 ``head_only`` lists head's metrics with the direction and gate that apply once
 it is merged, and fails nothing.
 
+The gate as a whole holds at 95%: a change within noise fails it at most one
+time in 20, however many metrics are gated. A metric fails only in its bad
+direction (one tail of its interval), so with k gated metrics each interval is
+at 1 - 10%/k (Bonferroni; 97.5% for four), never below 95% (see
+``gate_confidence``). Metrics that gate nothing keep 95% intervals.
+
 An interval is only computed when the per-example predictions reproduce the
 reported metric; otherwise the predictions describe something else (another
 threshold, another split) and an interval from them would mislead.
@@ -50,6 +56,8 @@ __all__ = [
     "Predictions",
     "Verdict",
     "compare",
+    "gate_confidence",
+    "gated_count",
     "head_only",
     "predictions_from_json",
 ]
@@ -66,6 +74,7 @@ Verdict = Literal[
     "not_a_number",
 ]
 _MAX_ROWS = 5_000_000
+GATE_CONFIDENCE = 0.95  # of the gate as a whole: no-op changes fail it at most 1 in 20
 _REPRODUCE_TOLERANCE = 1e-6
 
 
@@ -197,8 +206,46 @@ def _paired(head: Predictions, base: Predictions) -> PairedData:
     return PairedData(head.y_true, head.y_pred, base.y_pred, head.scores, base.scores)
 
 
+def gate_confidence(gated: int) -> float:
+    """The level of each gated metric's interval when ``gated`` metrics gate a change.
+
+    A no-op change fails the gate when any gated metric's interval lies wholly
+    on its bad side: one tail, at most (1 - level) / 2 each. Summed over the
+    gated metrics that is at most 5% when each level is 1 - 10%/k, whatever the
+    metrics' correlation (and they correlate: accuracy and f1 move together, so
+    the sum overstates the real rate). With one or two gated metrics the sum is
+    already under 5% at 95%, and a level below that would show narrower
+    intervals than a reader expects.
+    """
+    if gated <= 2:
+        return GATE_CONFIDENCE
+    return 1.0 - 2.0 * (1.0 - GATE_CONFIDENCE) / gated
+
+
+def gated_count(
+    head: Mapping[str, float],
+    base: Mapping[str, float],
+    rules: Sequence[MetricRule],
+    *,
+    default_gate: bool,
+) -> int:
+    """How many metrics both sides report that could regress: the family the gate tests."""
+    by_name = {rule.name: rule for rule in rules}
+    count = 0
+    for name in set(head) & set(base):
+        rule = by_name.get(name)
+        direction = rule.direction if rule and rule.direction else default_direction(name)
+        count += direction is not None and (rule.gate if rule else default_gate)
+    return count
+
+
 def _interval(
-    name: str, head: float, base: float, data: PairedData | None, resamples: Resamples | None
+    name: str,
+    head: float,
+    base: float,
+    data: PairedData | None,
+    resamples: Resamples | None,
+    confidence: float,
 ) -> Interval | None:
     kind = metric_kind(name)
     if data is None or resamples is None or kind is None:
@@ -210,7 +257,7 @@ def _interval(
             for r, v in zip(reproduced, (head, base), strict=True)
         ):
             return None
-        return paired_bootstrap_delta(kind, data, resamples=resamples)
+        return paired_bootstrap_delta(kind, data, resamples=resamples, confidence=confidence)
     except OutputError:
         return None
 
@@ -246,6 +293,7 @@ def compare(
         data = _paired(head_predictions, base_predictions)
         # One draw for every metric: drawing the weights costs as much as a metric.
         resamples = Resamples(len(data.y_true), seed=seed)
+    level = gate_confidence(gated_count(head, base, rules, default_gate=default_gate))
     out: list[MetricComparison] = []
     for name in sorted(set(head) | set(base) | set(by_name)):
         rule = by_name.get(name)
@@ -280,7 +328,8 @@ def compare(
             continue
         delta = h - b
         rel = delta / abs(b) if b != 0 else None
-        interval = _interval(name, h, b, data, resamples) if direction else None
+        confidence = level if gated else GATE_CONFIDENCE
+        interval = _interval(name, h, b, data, resamples, confidence) if direction else None
         verdict = _verdict(delta, direction, tolerance, interval) if direction else "informational"
         out.append(
             MetricComparison(name, h, b, delta, rel, direction, tolerance, gated, verdict, interval)

@@ -39,12 +39,15 @@ from modelci.evaluate.bootstrap import (
     resampled_values,
 )
 from modelci.evaluate.compare import (
+    GATE_CONFIDENCE,
     Comparison,
     MetricComparison,
     MetricRule,
     Predictions,
     _verdict,
     compare,
+    gate_confidence,
+    gated_count,
 )
 from modelci.evaluate.metrics import default_direction
 from modelci.evaluate.resampling import bootstrap_weights
@@ -304,13 +307,22 @@ def compare_repeated(
             default_gate=default_gate,
             seed=seed,
         )
-    plain = compare(_mean_metrics(head), _mean_metrics(base), rules, default_gate=default_gate)
+    head_means, base_means = _mean_metrics(head), _mean_metrics(base)
+    plain = compare(head_means, base_means, rules, default_gate=default_gate)
+    level = gate_confidence(gated_count(head_means, base_means, rules, default_gate=default_gate))
     rows: list[MetricComparison] = []
     for row in plain.metrics:
         if row.delta is None or row.direction is None or row.verdict == "unchanged":
             rows.append(row)
             continue
-        interval = two_level_interval(row.name, head, base, n_resamples=n_resamples, seed=seed)
+        interval = two_level_interval(
+            row.name,
+            head,
+            base,
+            n_resamples=n_resamples,
+            confidence=level if row.gated else GATE_CONFIDENCE,
+            seed=seed,
+        )
         verdict = _verdict(row.delta, row.direction, row.tolerance, interval)
         rows.append(replace(row, interval=interval, verdict=verdict))
     return Comparison(tuple(rows), head_only=plain.head_only)

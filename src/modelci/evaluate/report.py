@@ -19,8 +19,10 @@ from modelci.evaluate.compare import Comparison, MetricComparison
 
 __all__ = [
     "HEAD_ONLY_NOTE",
+    "ci_header",
     "escape_markdown",
     "format_number",
+    "gate_level_note",
     "markdown_code_block",
     "render_json",
     "render_markdown",
@@ -101,6 +103,30 @@ def _ci(metric: MetricComparison) -> str:
     return f"[{low}, {high}] ({detail}; {runs['head']}/{runs['base']} runs)"
 
 
+def ci_header(comparison: Comparison) -> str:
+    """The interval column's title: its level when every interval shares one."""
+    levels = {m.interval.confidence for m in comparison.metrics if m.interval is not None}
+    if len(levels) > 1:
+        return "CI of Δ"
+    return f"{_percent(levels.pop() if levels else 0.95)} CI of Δ"
+
+
+def _percent(level: float) -> str:
+    return f"{level * 100:.4g}%"
+
+
+def gate_level_note(comparison: Comparison) -> str:
+    """Why the gated metrics' intervals are wider than 95%, or empty when they are not."""
+    gated = [m for m in comparison.metrics if m.gated and m.interval is not None]
+    levels = {m.interval.confidence for m in gated if m.interval is not None}
+    if not levels or max(levels) <= 0.95:
+        return ""
+    return (
+        f"The gated metrics' intervals are {_percent(max(levels))} each, so that the gate as a "
+        f"whole holds at 95%: a change within noise fails it at most 1 time in 20."
+    )
+
+
 def repeats_markdown(
     *, head_runs: int, base_runs: int, reason: str | None, unstable: Sequence[str]
 ) -> str:
@@ -174,7 +200,7 @@ def render_rich(comparison: Comparison, *, head_label: str, base_label: str) -> 
         caption=summary_line(comparison),
         caption_style="bold green" if comparison.passed else "bold red",
     )
-    for column in ("metric", "base", "head", "Δ", "95% CI of Δ", "verdict"):
+    for column in ("metric", "base", "head", "Δ", ci_header(comparison), "verdict"):
         table.add_column(
             column,
             justify="left" if column in ("metric", "verdict") else "right",
@@ -236,10 +262,11 @@ def render_markdown(
     head = (
         f"### {title}\n\n**{icon} {summary_line(comparison)}**\n\n"
         f"head `{head_sha[:7]}` vs base `{base_sha[:7]}`\n\n{note}"
-        "| metric | base | head | Δ | 95% CI of Δ | verdict |\n"
+        f"| metric | base | head | Δ | {ci_header(comparison)} | verdict |\n"
         "| --- | ---: | ---: | ---: | ---: | --- |\n"
     )
-    tail = f"\n{extra}" if extra else ""
+    levels = gate_level_note(comparison)
+    tail = (f"\n{levels}\n" if levels else "") + (f"\n{extra}" if extra else "")
     rows = [_markdown_row(m, head_only=comparison.head_only) for m in _order(comparison)]
     note_room = 120
     budget = limit - len(head) - len(tail) - note_room
