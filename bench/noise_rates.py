@@ -15,7 +15,8 @@ for its base and its head from that pool. For each training and for one run a si
   where accuracy itself is "regressed";
 - the training time per run, and what the repeats cost in trainings.
 
-    python bench/noise_rates.py [--pairs 300] [--pool 40] [--trainings forest,sgd,numpynet]
+    python bench/noise_rates.py [--pairs 300] [--pool 120] [--runs 1,6]
+                                [--trainings forest,sgd,numpynet]
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def rates(runs: list[SeedRun], per_side: int, pairs: int, resamples: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=300)
-    parser.add_argument("--pool", type=int, default=40)
+    parser.add_argument("--pool", type=int, default=120)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--trainings", default="forest,sgd,numpynet")
+    parser.add_argument("--runs", default=f"1,{AUTO_REPEATS}", help="runs a side, comma-separated")
     args = parser.parse_args()
     table = Table(title=f"seed-only pull requests and one-point drops ({args.pairs} pairs each)")
     for column in (
@@ -85,7 +87,7 @@ def main() -> None:
             started = time.perf_counter()
             runs = trained_runs(training, range(args.pool))
             seconds = (time.perf_counter() - started) / args.pool
-        for per_side in (1, AUTO_REPEATS):
+        for per_side in (int(n) for n in args.runs.split(",")):
             with console.status(f"{training}: {args.pairs} pairs at {per_side} run(s) a side"):
                 r = rates(runs, per_side, args.pairs, args.resamples)
             table.add_row(
