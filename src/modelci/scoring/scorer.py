@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelci.deliver.modelspec import ServingSpec
+from modelci.deliver.modelspec import ModelVersion, ServingSpec
 from modelci.errors import DatasetError, OutputError, PredictionFailed
 from modelci.evaluate.bootstrap import SCORE_KINDS, PairedData, metric_kind, metric_value
 from modelci.evaluate.compare import Predictions
@@ -31,7 +31,7 @@ from modelci.settings import Settings
 if TYPE_CHECKING:
     from modelci.serving.launcher import Launcher
 
-__all__ = ["Scored", "score_model", "scoring_launcher"]
+__all__ = ["Scored", "score_model", "score_version", "scoring_launcher"]
 
 SCORES_METHOD = "predict_proba"
 
@@ -155,3 +155,50 @@ def score_model(
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "scoring"
+
+
+def score_version(
+    launcher: Launcher,
+    version: ModelVersion,
+    *,
+    dataset: str,
+    target: str,
+    metrics: Sequence[str],
+    settings: Settings,
+) -> Scored:
+    """Score a registered version on a held dataset (by name) or a CSV/Parquet file.
+
+    ``metrics`` empty: the version's recorded metrics that modelci can compute."""
+    from modelci.scoring.datasets import DatasetStore
+
+    chosen = list(metrics) or [m for m in sorted(version.metrics) if metric_kind(m) is not None]
+    unknown = [m for m in chosen if metric_kind(m) is None]
+    if not chosen or unknown:
+        from modelci.evaluate.bootstrap import KNOWN_METRICS
+
+        what = (
+            f"modelci cannot compute {', '.join(unknown)}"
+            if unknown
+            else (f"{version.name} v{version.version} records no metric modelci can compute")
+        )
+        raise DatasetError(what, hint=f"name them with --metric, from: {', '.join(KNOWN_METRICS)}")
+    path = Path(dataset)
+    if path.is_file():
+        source, label = path, str(path)
+    else:
+        source, label = (
+            DatasetStore(settings.datasets_dir).get(dataset).path,
+            f"dataset '{dataset}'",
+        )
+    return score_model(
+        launcher,
+        version.model_dir,
+        chosen,
+        dataset=source,
+        dataset_label=label,
+        target=target,
+        batch_rows=settings.scoring_batch_rows,
+        max_rows=settings.scoring_max_rows,
+        name=version.name,
+        version=version.version,
+    )
