@@ -167,6 +167,8 @@ def test_the_model_never_sees_the_target_column(evaluator: Evaluator, make_repo:
     # rule at cut 0.8 is wrong on about 30% of the rows.
     repo, rows = scored_repo(make_repo, cut=0.8, scoring=FILE_SCORING)
     commit_files(repo, {"params.json": json.dumps({"cut": 0.79})})
+    # 400 rows in batches of 64: streamed to the worker, every row scored once.
+    evaluator.settings = evaluator.settings.model_copy(update={"scoring_batch_rows": 64})
     result = evaluate(evaluator, repo)
     assert result.error is None, result.error
     accuracy = by_name(result)["accuracy"]
