@@ -13,6 +13,8 @@ only the edges (``cli``, the web layer) turn them into codes::
     ├── RunFailed                    exit 2   repository code failed (crash, timeout, OOM)
     ├── OutputError                  exit 2   a metrics/predictions file is unusable
     ├── NeedsGpuWorker               exit 2   the commit asks for a GPU this worker does not serve
+    ├── DatasetError                 exit 2   a scoring dataset is missing, unreadable or does not
+    │                                          fit the model's signature
     ├── Unauthorized                 401      an API request without a valid bearer token
     │   serving (HTTP statuses):
     ├── BadRequest                   422      a predict body does not match the signature
@@ -131,6 +133,12 @@ class RunFailed(ModelCIError):
 
 class OutputError(ModelCIError):
     """A file the repository's code wrote cannot be used as output."""
+
+    http_status = 422
+
+
+class DatasetError(ModelCIError):
+    """A scoring dataset is missing or unreadable, or its columns do not fit the model."""
 
     http_status = 422
 

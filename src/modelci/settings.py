@@ -139,6 +139,18 @@ class Settings(BaseSettings):
         description="Memory the predictions waiting to be logged may hold (their JSON); beyond "
         "it logs are dropped, counted",
     )
+    # Scoring (modelci.scoring): metrics modelci computes itself with the trained model.
+    scoring_batch_rows: int = Field(
+        default=10_000,
+        ge=1,
+        description="Rows per batch a scoring dataset is streamed to the model worker in",
+    )
+    scoring_max_rows: int = Field(
+        default=5_000_000,
+        ge=1,
+        description="Largest scoring dataset, in rows (modelci keeps each row's label and "
+        "prediction for the intervals)",
+    )
     prediction_retention_days: float = Field(
         default=30,
         ge=0,
@@ -219,6 +231,11 @@ class Settings(BaseSettings):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o711)
         return self.data_dir
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Server-held scoring datasets (0700): never bound into a sandbox."""
+        return self.data_dir / "datasets"
 
     @property
     def postgres_dir(self) -> Path:

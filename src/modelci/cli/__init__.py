@@ -13,12 +13,12 @@ import os
 import sys
 import threading
 
-from modelci.cli import evaluating, models, running, tokens
+from modelci.cli import evaluating, models, running, scoring, tokens
 from modelci.cli.base import Duration, VersionNumber, cli
 
 __all__ = ["Duration", "VersionNumber", "cli", "main"]
 
-_COMMANDS = (evaluating, models, running, tokens)  # imported for their commands
+_COMMANDS = (evaluating, models, running, scoring, tokens)  # imported for their commands
 
 
 def main() -> None:

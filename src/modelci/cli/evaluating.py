@@ -43,6 +43,8 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
             click.echo(
                 report.render_markdown(result.comparison, head_sha=head.sha, base_sha=base.sha)
             )
+            if result.scored_on:
+                click.echo(f"\n{report.scored_note(result.scored_on)}")
             if notes := result.repeats_markdown():
                 click.echo(f"\n{notes}")
         else:
@@ -62,6 +64,10 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
             console.print(report.HEAD_ONLY_NOTE, highlight=False)
         if levels := report.gate_level_note(result.comparison):
             console.print(levels, highlight=False)
+        if result.scored_on:
+            console.print(
+                escape(report.scored_note(result.scored_on).replace("*", "")), highlight=False
+            )
         if notes := result.repeats_markdown():
             console.print(escape(notes.replace("**", "")), highlight=False)
         reused = " (base result reused)" if base.reused_from else ""

@@ -47,6 +47,8 @@ from modelci.evaluate.resampling import (
 )
 
 __all__ = [
+    "KNOWN_METRICS",
+    "SCORE_KINDS",
     "Interval",
     "PairedData",
     "Resamples",
@@ -100,6 +102,11 @@ _KINDS: dict[str, tuple[str, ...]] = {
     "rmse": ("rmse", "rootmeansquarederror"),
     "r2": ("r2", "r2score"),
 }
+
+# The kinds above, by their usual names (for messages), and those computed from
+# scores (the positive class's probability) rather than predicted labels.
+KNOWN_METRICS = tuple(_KINDS)
+SCORE_KINDS = frozenset({"auc", "log_loss", "brier"})
 
 
 def metric_kind(name: str) -> str | None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -59,6 +59,7 @@ __all__ = [
     "gate_confidence",
     "gated_count",
     "head_only",
+    "mark_scored",
     "predictions_from_json",
 ]
 
@@ -98,6 +99,9 @@ class MetricComparison:
     gated: bool
     verdict: Verdict
     interval: Interval | None = None
+    # Computed by modelci from the trained model's predictions (scoring: in
+    # modelci.yaml), not reported by the repository's own code.
+    scored: bool = False
 
     @property
     def fails(self) -> bool:
@@ -335,6 +339,12 @@ def compare(
             MetricComparison(name, h, b, delta, rel, direction, tolerance, gated, verdict, interval)
         )
     return Comparison(tuple(out))
+
+
+def mark_scored(comparison: Comparison, names: frozenset[str]) -> Comparison:
+    """The comparison with the metrics modelci computed itself marked as such."""
+    rows = tuple(replace(m, scored=m.name in names) for m in comparison.metrics)
+    return replace(comparison, metrics=rows)
 
 
 def head_only(

@@ -23,12 +23,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modelci.errors import (
+    ConfigError,
     ModelCIError,
     NeedsGpuWorker,
     OutputError,
@@ -56,6 +57,8 @@ if TYPE_CHECKING:  # heavy imports (numpy, sqlalchemy) load in the background, w
 
     from modelci.evaluate.compare import Comparison, MetricRule, Predictions
     from modelci.evaluate.noise import SeedRun, UnstableMetric
+    from modelci.scoring.plan import ScoringPlan
+    from modelci.serving.launcher import Launcher
     from modelci.store.db import Database
 
 __all__ = [
@@ -135,10 +138,15 @@ class SideResult:
     repeats: list[SideResult] = field(default_factory=list)
     # Why this commit was trained more than once, for the report.
     repeats_reason: str | None = None
+    # What modelci scores the trained model on (scoring: in modelci.yaml), and the
+    # metrics it computed itself; they replace the run's own of the same name.
+    scoring: ScoringPlan | None = None
+    scored: tuple[str, ...] = ()
 
     def again(self, seed: int) -> SideResult:
         """A run of the same commit with another seed, kept in ``repeats``."""
         other = SideResult(self.role, self.ref, self.sha, seed=seed, ref_repo=self.ref_repo)
+        other.scoring = self.scoring
         self.repeats.append(other)
         return other
 
@@ -186,6 +194,8 @@ class EvaluationResult:
     seconds: float = 0.0
     # Gated metrics that move between a commit's seeds by more than their tolerance.
     unstable: list[UnstableMetric] = field(default_factory=list)
+    # What modelci scored both sides on (scoring: in modelci.yaml), in words.
+    scored_on: str | None = None
 
     @property
     def error(self) -> str | None:
@@ -233,8 +243,17 @@ _TIMEOUT_FROM_CLI = "set by --timeout; raise it with a larger one, e.g. --timeou
 _TIMEOUT_FROM_YAML = "limits.timeout in modelci.yaml; raise it there, e.g. timeout: 1h"
 
 
-def _cache_key(sha: str, env_key: str, config: RepoConfig, sandbox: Sandbox, seed: int) -> str:
+def _cache_key(
+    sha: str,
+    env_key: str,
+    config: RepoConfig,
+    sandbox: Sandbox,
+    seed: int,
+    scoring: ScoringPlan | None = None,
+) -> str:
     parts = [RESULT_VERSION, sha, env_key, config.digest(), type(sandbox).__name__, str(seed)]
+    if scoring is not None:  # the scored rows' checksum: a replaced dataset is scored again
+        parts.append(scoring.digest())
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -262,6 +281,8 @@ class Evaluator:
         self.sandbox = sandbox
         self.environments = environments
         self.reporter: Reporter = reporter or _Silent()
+        self._launcher: Launcher | None = None
+        self._launcher_lock = threading.Lock()
 
     def database(self) -> Database:
         """The store (opened in the background; this waits for it)."""
@@ -279,6 +300,12 @@ class Evaluator:
 
     def evaluate(
         self, request: EvaluationRequest, *, cancel: threading.Event | None = None
+    ) -> EvaluationResult:
+        with ExitStack() as stack:  # the scoring dataset's private copy, until the end
+            return self._evaluate(request, cancel, stack)
+
+    def _evaluate(
+        self, request: EvaluationRequest, cancel: threading.Event | None, stack: ExitStack
     ) -> EvaluationResult:
         started = time.monotonic()
         _prepare_dirs(self.settings)
@@ -303,6 +330,8 @@ class Evaluator:
             base.skipped = f"the base commit has no {CONFIG_FILE}"
             self.reporter.update("base", f"skipped: no {CONFIG_FILE} (this change adds it)")
             sides = [head]
+        plan = self._scoring_plan(stack, mirror, base if base in sides else None, head, request)
+        head.scoring = base.scoring = plan
         repeats = self._planned_repeats(mirror, base if base in sides else head, request)
         runs = [*sides, *(s.again(k) for s in sides for k in range(1, repeats or 1))]
         if repeats is not None and repeats > 1:
@@ -357,9 +386,14 @@ class Evaluator:
                 ]
             except ModelCIError as exc:
                 head.error = head.public_error = f"comparing predictions: {exc}"
+        if comparison is not None and plan is not None:
+            from modelci.evaluate.compare import mark_scored
+
+            comparison = mark_scored(comparison, plan.metric_names)
         result = EvaluationResult(
             request.repo, head, base, comparison, seconds=time.monotonic() - started
         )
+        result.scored_on = plan.label if plan is not None else None
         if comparison is not None and not base.skipped:
             result.unstable = unstable
         from modelci.store import records as store
@@ -388,6 +422,42 @@ class Evaluator:
             )
             result.evaluation_id = evaluation.id
         return result
+
+    def _scoring_plan(
+        self,
+        stack: ExitStack,
+        mirror: Mirror,
+        base: SideResult | None,
+        head: SideResult,
+        request: EvaluationRequest,
+    ) -> ScoringPlan | None:
+        """The base's scoring section (head's when the base has none), its dataset
+        resolved at that commit: the change cannot pick the rows it is judged on."""
+        for side in (base, head):
+            if side is None:
+                continue
+            config = _config_or_none(mirror, side.sha, request.overrides)
+            if config is not None and config.scoring is not None:
+                from modelci.scoring.plan import open_plan
+
+                return stack.enter_context(
+                    open_plan(config.scoring, mirror=mirror, sha=side.sha, settings=self.settings)
+                )
+        return None
+
+    def scoring_launcher(self) -> Launcher:
+        """The launcher of scoring's model workers (made once, on first use)."""
+        with self._launcher_lock:
+            if self._launcher is None:
+                from modelci.runner.sandbox import UnsafeLocalSandbox
+                from modelci.scoring.scorer import scoring_launcher
+
+                self._launcher = scoring_launcher(
+                    self.settings,
+                    self.environments,
+                    unsafe=isinstance(self.sandbox, UnsafeLocalSandbox),
+                )
+            return self._launcher
 
     def _planned_repeats(
         self, mirror: Mirror, gates_side: SideResult, request: EvaluationRequest
@@ -560,7 +630,9 @@ class Evaluator:
         requirements = gather_requirements(config.install, read, uv_bin=self.environments.uv_bin)
         self.reporter.update(side.role, "resolving requirements")
         side.env_key = env_key = self.environments.key_for(requirements)
-        side.cache_key = _cache_key(sha, env_key, config, self.sandbox, side.seed)
+        side.cache_key = _cache_key(
+            sha, env_key, config, self.sandbox, side.seed, scoring=side.scoring
+        )
         return requirements
 
     @contextmanager
@@ -583,11 +655,23 @@ class Evaluator:
         """
         _prepare_dirs(self.settings)
         t0 = time.monotonic()
-        requirements = self._prepare(side, mirror, self._with_defaults(overrides or Overrides()))
-        if not gpu_allowed:
-            _refuse_gpu(side.config, side.sha)
-        with self._train(side, mirror, requirements, cancel, t0, extra_env) as trained:
-            yield trained
+        overrides = self._with_defaults(overrides or Overrides())
+        with ExitStack() as stack:
+            if side.scoring is None:
+                config = _config_or_none(mirror, side.sha, overrides)
+                if config is not None and config.scoring is not None:
+                    from modelci.scoring.plan import open_plan
+
+                    side.scoring = stack.enter_context(
+                        open_plan(
+                            config.scoring, mirror=mirror, sha=side.sha, settings=self.settings
+                        )
+                    )
+            requirements = self._prepare(side, mirror, overrides)
+            if not gpu_allowed:
+                _refuse_gpu(side.config, side.sha)
+            with self._train(side, mirror, requirements, cancel, t0, extra_env) as trained:
+                yield trained
 
     @contextmanager
     def _train(
@@ -674,9 +758,37 @@ class Evaluator:
                     workdir, config.predictions, max_bytes=_MAX_PREDICTIONS_BYTES
                 )
                 side.predictions = predictions_from_json(data, source=config.predictions)
-            yield TrainedCommit(side=side, workdir=workdir, config=config, environment=env)
+            trained = TrainedCommit(side=side, workdir=workdir, config=config, environment=env)
+            if side.scoring is not None and config.model.source is not None:
+                self._score(trained, side.scoring)
+            elif side.scoring is not None and role == "head":
+                # The base scores its model: a change must not escape that by dropping it.
+                raise ConfigError(
+                    f"the {role} commit's {CONFIG_FILE} has no model: section, and modelci "
+                    f"scores this repository's model on {side.scoring.label} (scoring:)",
+                    hint="keep the model: section (artifact, mlflow or interface) so modelci "
+                    "can score the trained model",
+                )
+            yield trained
         side.timings["total_s"] = time.monotonic() - t0
         self.reporter.update(role, "done")
+
+    def _score(self, trained: TrainedCommit, plan: ScoringPlan) -> None:
+        """modelci's own metrics of the trained model; they take precedence over the run's.
+
+        The scored rows' predictions replace the run's own: the intervals of the
+        scored metrics come from them (a self-reported metric they do not
+        reproduce gets none)."""
+        from modelci.scoring.plan import score_trained
+
+        side = trained.side
+        self.reporter.update(side.role, f"scoring on {plan.label}")
+        t0 = time.monotonic()
+        scored = score_trained(trained, plan, self.scoring_launcher(), self.settings)
+        side.metrics = {**side.metrics, **scored.metrics}
+        side.predictions = scored.predictions
+        side.scored = tuple(scored.metrics)
+        side.timings["score_s"] = time.monotonic() - t0
 
     def _gpu_devices(self, config: RepoConfig) -> tuple[Path, ...]:
         if not config.limits.gpu:
@@ -749,4 +861,5 @@ def summary_json(result: EvaluationResult) -> dict[str, Any]:
             for side in (result.head, result.base)
         },
         "unstable": [u.as_json() for u in result.unstable],
+        "scored_on": result.scored_on,
     }

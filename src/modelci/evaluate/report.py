@@ -19,6 +19,7 @@ from modelci.evaluate.compare import Comparison, MetricComparison
 
 __all__ = [
     "HEAD_ONLY_NOTE",
+    "SCORED_MARK",
     "ci_header",
     "escape_markdown",
     "format_number",
@@ -27,6 +28,7 @@ __all__ = [
     "render_json",
     "render_markdown",
     "render_rich",
+    "scored_note",
     "summary_line",
 ]
 
@@ -194,6 +196,18 @@ def markdown_code_block(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
+SCORED_MARK = "scored by modelci"
+
+
+def scored_note(dataset: str) -> str:
+    """What the metrics marked as scored by modelci are (Markdown, one paragraph)."""
+    return (
+        f"Metrics marked *{SCORED_MARK}* were computed by modelci from the trained models' "
+        f"predictions on {escape_markdown(dataset)}; the labels never reached the models' "
+        "sandbox, and these values replace any the repository reported under the same name."
+    )
+
+
 def render_rich(comparison: Comparison, *, head_label: str, base_label: str) -> Table:
     table = Table(
         title=f"{head_label} vs {base_label}",
@@ -213,8 +227,11 @@ def render_rich(comparison: Comparison, *, head_label: str, base_label: str) -> 
         verdict = Text.from_markup(
             f"{_EMOJI[m.verdict]} {_LABEL[m.verdict]}{gate}", style=_STYLE.get(m.verdict, "")
         )
+        name = Text(m.name)
+        if m.scored:
+            name.append(f" {SCORED_MARK}", style="cyan")
         table.add_row(
-            Text(m.name),
+            name,
             format_number(m.base),
             format_number(m.head),
             format_number(m.delta, signed=True),
@@ -236,8 +253,9 @@ def _markdown_row(m: MetricComparison, *, head_only: bool = False) -> str:
     gate = "" if m.gated else " (not gated)"
     if head_only and m.gated:
         gate = " (gated once merged)"
+    scored = f" ({SCORED_MARK})" if m.scored else ""
     cells = [
-        escape_markdown(m.name),
+        escape_markdown(m.name) + scored,
         format_number(m.base),
         format_number(m.head),
         format_number(m.delta, signed=True),
@@ -304,6 +322,7 @@ def render_json(comparison: Comparison, **context: Any) -> dict[str, Any]:
             "tolerance": m.tolerance,
             "gated": m.gated,
             "verdict": m.verdict,
+            "scored_by": "modelci" if m.scored else "repository",
             "ci": None
             if m.interval is None
             else {

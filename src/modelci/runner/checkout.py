@@ -178,6 +178,24 @@ class Mirror:
         )
         return done.stdout if done.returncode == 0 else None
 
+    def export_file(self, sha: str, path: str, dest: Path) -> bool:
+        """Write a file's content at a commit to ``dest`` (streamed: it may be large);
+        False when the commit has no such file."""
+        try:
+            self._run("cat-file", "-e", f"{sha}:{path}")
+        except _GitFailed:
+            return False
+        with dest.open("wb") as out:
+            done = subprocess.run(
+                ["git", "--git-dir", str(self.path), "cat-file", "blob", f"{sha}:{path}"],
+                env=_git_env(),
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        return done.returncode == 0
+
     @contextmanager
     def checkout(self, sha: str, parent: Path) -> Iterator[Path]:
         """The commit's files in a fresh directory under ``parent``, removed on exit."""

@@ -44,6 +44,7 @@ __all__ = [
     "Overrides",
     "PromotionConfig",
     "RepoConfig",
+    "ScoringConfig",
     "effective_config",
     "parse_config",
 ]
@@ -292,6 +293,67 @@ class LimitsConfig(_Strict):
         return _parse_megabytes(value)
 
 
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ScoringConfig(_Strict):
+    """Metrics modelci computes itself: the trained model's predictions on a dataset.
+
+    The dataset is a CSV or Parquet file in the repository (``file``, read from
+    git at the base commit, so a pull request cannot swap the rows it is judged
+    on) or one the server holds (``dataset``, added with ``modelci datasets
+    add``), by name. Only the feature columns reach the model's sandbox.
+    """
+
+    file: str | None = Field(
+        default=None, description="A CSV or Parquet file in the repository, e.g. data/holdout.csv"
+    )
+    dataset: str | None = Field(
+        default=None, description="The name of a dataset held by the server (modelci datasets)"
+    )
+    target: str = Field(description="The label column; never sent to the model")
+    metrics: list[str] = Field(min_length=1, description="Metrics to compute, e.g. [accuracy]")
+
+    @field_validator("file")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        return _relative_path(value)
+
+    @field_validator("dataset")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _DATASET_NAME.match(value):
+            raise ValueError(
+                "a dataset name is letters, digits, '_', '.' and '-' (up to 64), "
+                "as given to `modelci datasets add`"
+            )
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        from modelci.evaluate.bootstrap import KNOWN_METRICS, metric_kind
+
+        unknown = [name for name in value if metric_kind(name) is None]
+        if unknown:
+            raise ValueError(
+                f"modelci cannot compute {', '.join(map(repr, unknown))}; "
+                f"use metrics it knows: {', '.join(KNOWN_METRICS)}"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError("a metric is listed twice")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ScoringConfig:
+        if (self.file is None) == (self.dataset is None):
+            raise ValueError(
+                "name exactly one dataset: file: (a file in the repository) or "
+                "dataset: (a dataset held by the server)"
+            )
+        return self
+
+
 class RepoConfig(_Strict):
     """The parsed ``modelci.yaml``."""
 
@@ -314,6 +376,9 @@ class RepoConfig(_Strict):
     )
     limits: LimitsConfig = LimitsConfig()
     model: ModelConfig = ModelConfig()
+    scoring: ScoringConfig | None = Field(
+        default=None, description="Metrics modelci computes itself with the trained model"
+    )
     promotion: PromotionConfig = PromotionConfig()
     repeats: int | Literal["auto"] = Field(
         default="auto",
@@ -348,6 +413,15 @@ class RepoConfig(_Strict):
     @classmethod
     def _relative(cls, value: str | None) -> str | None:
         return _relative_path(value)
+
+    @model_validator(mode="after")
+    def _scoring_needs_model(self) -> RepoConfig:
+        if self.scoring is not None and self.model.source is None:
+            raise ValueError(
+                "scoring: needs the trained model: add a model: section "
+                "(artifact: model.pkl, mlflow: true, or interface: main:Model)"
+            )
+        return self
 
     @field_validator("gates", mode="before")
     @classmethod
@@ -429,6 +503,7 @@ def _explain(err: dict[str, Any], root: yaml.Node | None, source: str) -> str:
             "limits": LimitsConfig,
             "model": ModelConfig,
             "promotion": PromotionConfig,
+            "scoring": ScoringConfig,
         }
         if len(loc) >= 2 and loc[0] in sub:
             parent = sub[str(loc[0])]

@@ -78,6 +78,10 @@ def _failure(result: EvaluationResult, logs_url: str | None) -> str:
 def _notes(result: EvaluationResult) -> str:
     # Bounded: one line per gated metric and side at most, each a short sentence.
     text = result.repeats_markdown()
+    if result.scored_on:
+        from modelci.evaluate.report import scored_note
+
+        text = f"{scored_note(result.scored_on[:300])}\n\n{text}".strip()
     return f"\n\n{text}" if text else ""
 
 

@@ -7,7 +7,8 @@ CONFIG.json``.
 
 Frames in both directions are a 4-byte big-endian length and a JSON object.
 The first frame out says whether the model loaded (``{"ok": true, "ready":
-true}``); then each request ``{"columns": {name: [values]}, "rows": n}`` gets
+true}``); then each request ``{"columns": {name: [values]}, "rows": n}`` (with
+``"method"`` to call another method than the configured one) gets
 ``{"ok": true, "predictions": [...]}`` or ``{"ok": false, "error": "..."}``.
 Only JSON leaves this process: the host never unpickles what a model returns.
 """
@@ -97,7 +98,7 @@ class _Model:
             hasattr(model, "feature_names_in_") or not all_numeric
         )
 
-    def predict(self, columns: dict[str, list[Any]], rows: int) -> Any:
+    def predict(self, columns: dict[str, list[Any]], rows: int, method: str | None = None) -> Any:
         numpy = self.numpy
         if self.use_frame:
             data = {}
@@ -112,7 +113,10 @@ class _Model:
             inputs = numpy.array(
                 [columns[column["name"]] for column in self.columns], dtype=self.array_dtype
             ).T.reshape(rows, len(self.columns))
-        output = self.method(inputs)
+        # Scoring asks for another method by name (predict_proba for AUC): the host's
+        # request, never the model's choice.
+        call = self.method if method is None else getattr(self.model, method)
+        output = call(inputs)
         if hasattr(output, "tolist"):
             output = output.tolist()
         elif self.pandas is not None and isinstance(output, self.pandas.DataFrame):
@@ -149,7 +153,9 @@ def main() -> int:
             return 0
         try:
             request = json.loads(body)
-            predictions = model.predict(request["columns"], int(request["rows"]))
+            predictions = model.predict(
+                request["columns"], int(request["rows"]), request.get("method")
+            )
             reply: dict[str, Any] = {"ok": True, "predictions": predictions}
         except Exception as exc:
             traceback.print_exc()

@@ -66,9 +66,17 @@ class ModelWorker:
             raise WorkerFailed(f"the model worker could not load the model: {reply.get('error')}")
         self.uses_frame = bool(reply.get("frame"))
 
-    def predict(self, columns: dict[str, list[Any]], rows: int) -> list[Any]:
-        """Predictions for one validated batch; PredictionFailed if the model raised."""
-        body = orjson.dumps({"columns": columns, "rows": rows})
+    def predict(
+        self, columns: dict[str, list[Any]], rows: int, *, method: str | None = None
+    ) -> list[Any]:
+        """Predictions for one validated batch; PredictionFailed if the model raised.
+
+        ``method`` calls another method of the model than its spec's (scoring asks
+        for predict_proba)."""
+        request: dict[str, Any] = {"columns": columns, "rows": rows}
+        if method is not None:
+            request["method"] = method
+        body = orjson.dumps(request)
         with self._lock:
             self._send(body)
             reply = self._receive(time.monotonic() + self.request_timeout_s, "predicting")
