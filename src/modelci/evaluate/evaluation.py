@@ -48,6 +48,7 @@ from modelci.runner.environments import (
     gather_requirements,
 )
 from modelci.runner.outputs import read_json_output
+from modelci.runner.process import SYSTEM_PATH
 from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec, acquire_slot, seed_environment
 from modelci.settings import Settings
 
@@ -615,6 +616,7 @@ class Evaluator:
             mirror.checkout(sha, self.settings.runs_dir) as workdir,
         ):
             side.timings["prepare_s"] = time.monotonic() - t0
+            dvc_env = self._fetch_data(side, mirror, workdir, slot, cancel)
             self.reporter.update(role, "training and evaluating")
             limits = Limits(
                 timeout_s=config.limits.timeout,
@@ -626,6 +628,9 @@ class Evaluator:
             devices = self._gpu_devices(config)
             command = "set -e\n" + "\n".join(config.commands())
             variables = {"PYTHONPATH": f"{workdir}/src:{workdir}", **seed_environment(side.seed)}
+            if dvc_env is not None:  # `dvc repro` works; the repository's python comes first
+                variables["PATH"] = f"{env.path}/bin:{dvc_env.path}/bin:{SYSTEM_PATH}"
+                variables["DVC_NO_ANALYTICS"] = "1"
             if extra_env is not None:
                 variables.update(extra_env(workdir))
             outcome = self.sandbox.run(
@@ -638,6 +643,7 @@ class Evaluator:
                     slot=slot,
                     env=variables,
                     devices=devices,
+                    ro_binds=(dvc_env.path,) if dvc_env is not None else (),
                 ),
                 cancel=cancel,
             )
@@ -677,6 +683,42 @@ class Evaluator:
             yield TrainedCommit(side=side, workdir=workdir, config=config, environment=env)
         side.timings["total_s"] = time.monotonic() - t0
         self.reporter.update(role, "done")
+
+    def _fetch_data(
+        self,
+        side: SideResult,
+        mirror: Mirror,
+        workdir: Path,
+        slot: int,
+        cancel: threading.Event | None,
+    ) -> Environment | None:
+        """Fetch the commit's DVC data into workdir (modelci.data); the DVC environment
+        when the commit uses DVC (training may run `dvc repro`), else None."""
+        if not ((workdir / ".dvc").exists() or (workdir / "dvc.yaml").exists()):
+            return None
+        from modelci.data.fetch import DataFetcher
+
+        fetcher = DataFetcher(
+            sandbox=self.sandbox,
+            environments=self.environments,
+            cache_root=self.settings.dvc_cache_dir,
+            remotes_file=self.settings.dvc_remotes_path,
+        )
+        self.reporter.update(side.role, "fetching DVC data")
+        assert side.log_path is not None
+        fetched = fetcher.fetch(
+            workdir,
+            repository=repository_name(side.ref_repo),
+            aliases=(side.ref_repo, mirror.url),
+            cache_key=mirror.url,
+            slot=slot,
+            log_path=side.log_path.with_suffix(".fetch.log"),
+            cancel=cancel,
+        )
+        if fetched is not None:
+            side.timings["data_s"] = fetched.seconds
+            side.timings["data_bytes"] = float(fetched.bytes_fetched)
+        return fetcher.dvc_environment()
 
     def _gpu_devices(self, config: RepoConfig) -> tuple[Path, ...]:
         if not config.limits.gpu:
