@@ -39,13 +39,15 @@ for root in (os.getcwd(), "/tmp", os.path.expanduser("~"), "/etc", "/run"):
     for base, dirs, files in os.walk(root):
         for name in files:
             try:
-                look(os.path.join(base, name), open(os.path.join(base, name), errors="ignore").read())
+                path = os.path.join(base, name)
+                look(path, open(path, errors="ignore").read())
             except OSError:
                 pass
 for pid in os.listdir("/proc"):
     for part in ("environ", "cmdline"):
         try:
-            look(f"/proc/{{pid}}/{{part}}", open(f"/proc/{{pid}}/{{part}}", "rb").read().decode(errors="ignore"))
+            path = f"/proc/{{pid}}/{{part}}"
+            look(path, open(path, "rb").read().decode(errors="ignore"))
         except OSError:
             pass
 print("FOUND", found)
