@@ -73,3 +73,24 @@ def cache_is_intact(cache: Path) -> list[str]:
         if digest != file.parent.name + file.name or file.stat().st_nlink != 1:
             bad.append(str(file))
     return bad
+
+
+# A two-stage pipeline: prepare filters the tracked data, train writes metrics.json.
+PIPELINE = """\
+stages:
+  prepare:
+    cmd: python prepare.py
+    deps: [prepare.py, data/data.csv]
+    outs: [data/prepared.csv]
+  train:
+    cmd: python train.py
+    deps: [train.py, data/prepared.csv]
+    metrics:
+      - metrics.json:
+          cache: false
+"""
+PREPARE = """\
+rows = open("data/data.csv").read().splitlines()
+open("data/prepared.csv", "w").write("\\n".join(rows) + "\\n")
+"""
+PIPELINE_TRAIN = TRAIN.replace("data/data.csv", "data/prepared.csv")

@@ -240,10 +240,11 @@ def _cache_key(sha: str, env_key: str, config: RepoConfig, sandbox: Sandbox, see
 
 
 def _lacks_config(mirror: Mirror, sha: str, overrides: Overrides) -> bool:
-    """Whether the commit has no modelci.yaml and the overrides do not stand in for one."""
+    """Whether the commit has no modelci.yaml (nor dvc.yaml) and the overrides do not stand
+    in for one."""
     if all(overrides.stand_in()):
         return False
-    return mirror.read_file(sha, CONFIG_FILE) is None
+    return mirror.read_file(sha, CONFIG_FILE) is None and mirror.read_file(sha, "dvc.yaml") is None
 
 
 class Evaluator:
@@ -556,7 +557,7 @@ class Evaluator:
         def read(path: str) -> bytes | None:
             return mirror.read_file(sha, path)
 
-        side.config = config = effective_config(read(CONFIG_FILE), overrides)
+        side.config = config = _repo_config(read, overrides)
         side.timeout_from_cli = overrides.timeout_s is not None
         requirements = gather_requirements(config.install, read, uv_bin=self.environments.uv_bin)
         self.reporter.update(side.role, "resolving requirements")
@@ -735,9 +736,21 @@ class Evaluator:
         return devices
 
 
+def _repo_config(read: Callable[[str], bytes | None], overrides: Overrides) -> RepoConfig:
+    """modelci.yaml; without one, a DVC pipeline (dvc.yaml) unless --command stands in."""
+    text = read(CONFIG_FILE)
+    if text is None and overrides.command is None:
+        from modelci.data.pipeline import pipeline_config
+
+        pipeline = pipeline_config(read)
+        if pipeline is not None:
+            return pipeline
+    return effective_config(text, overrides)
+
+
 def _config_or_none(mirror: Mirror, sha: str, overrides: Overrides) -> RepoConfig | None:
     try:
-        return effective_config(mirror.read_file(sha, CONFIG_FILE), overrides)
+        return _repo_config(lambda path: mirror.read_file(sha, path), overrides)
     except ModelCIError:
         return None  # reported by the run itself, which reads it again
 
