@@ -6,7 +6,10 @@ Inside: no network (loopback included), a cleared environment, no capabilities,
 read-only /usr and root, generated /etc/passwd, /etc/group and /etc/hosts,
 private tmpfs /tmp and /dev/shm. The only host paths inside, each at its host
 path: /usr (with the /bin, /lib... links), /etc/ld.so.cache, /etc/ssl/certs,
-the venv and ``ro_binds`` read-only, and the work dir writable.
+the venv and ``ro_binds`` read-only, and the work dir writable. One exception,
+asked for by ``SandboxSpec.network`` (a DVC fetch, ``modelci.data.fetch``: DVC
+itself, not repository code): the host's network and /etc/resolv.conf, plus
+``rw_binds`` writable and ``home_files`` (its secrets) in the private /tmp.
 
 Callers must know:
 
