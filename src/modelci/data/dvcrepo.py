@@ -24,7 +24,7 @@ __all__ = ["DvcLayout", "find_dvc", "parse_dvc_config"]
 
 _MAX_FILE = 5_000_000
 _MAX_DVC_FILES = 10_000
-_SECTION = re.compile(r"""^\[\s*['"]?(?P<name>[^\]]*?)['"]?\s*\]$""")
+_SECTION = re.compile(r"""^\[\s*(?P<q>'?)(?P<name>[^\]]*?)(?P=q)\s*\]$""")
 _REMOTE_SECTION = re.compile(r"""^remote\s+"(?P<name>[^"]+)"$""")
 
 
@@ -49,6 +49,8 @@ class DvcLayout:
 
 def parse_dvc_config(text: str) -> tuple[str | None, dict[str, str]]:
     """``core.remote`` and each remote's url from a ``.dvc/config`` (configobj's INI)."""
+    # Only these values are taken, checked, and written into a config of modelci's:
+    # where this reads the file differently from DVC, a fetch fails, never widens.
     section, default, urls = "", None, dict[str, str]()
     for raw in text.splitlines():
         line = raw.strip()
