@@ -11,6 +11,7 @@ only the edges (``cli``, the web layer) turn them into codes::
     ├── SandboxUnavailable           exit 2   bubblewrap missing or unusable
     ├── StoreError                   exit 2   the database could not be reached/used
     ├── RunFailed                    exit 2   repository code failed (crash, timeout, OOM)
+    │   └── DataFetchError           exit 2   a commit's DVC data could not be fetched
     ├── OutputError                  exit 2   a metrics/predictions file is unusable
     ├── NeedsGpuWorker               exit 2   the commit asks for a GPU this worker does not serve
     ├── DatasetError                 exit 2   a scoring dataset is missing, unreadable or does not
@@ -129,6 +130,12 @@ class RunFailed(ModelCIError):
     @property
     def public(self) -> str:
         return super().__str__()
+
+
+class DataFetchError(RunFailed):
+    """A commit's DVC data could not be fetched: a remote the server does not allow or
+    holds no credentials for (refused before any request), or a fetch that failed
+    (with the end of its log)."""
 
 
 class OutputError(ModelCIError):

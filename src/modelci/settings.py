@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         "it again (unpinned requirements pick up new releases after this).",
     )
 
+    # DVC data (modelci.data): what each repository's fetches may use.
+    dvc_remotes_file: Path | None = Field(
+        default=None,
+        description="TOML file of allowed DVC remote URLs, credentials and caps per "
+        "repository (README, Data in DVC); unset: <data dir>/dvc-remotes.toml",
+    )
+
     # GitHub (the App, or a plain token for a quick start).
     github_api_url: str = Field(
         default="https://api.github.com",
@@ -195,6 +202,15 @@ class Settings(BaseSettings):
     @property
     def mirrors_dir(self) -> Path:
         return self.data_dir / "mirrors"
+
+    @property
+    def dvc_remotes_path(self) -> Path:
+        return self.dvc_remotes_file or self.data_dir / "dvc-remotes.toml"
+
+    @property
+    def dvc_cache_dir(self) -> Path:
+        """One DVC cache per repository, shared by its commits; never seen by training."""
+        return self.data_dir / "dvc-cache"
 
     @property
     def envs_dir(self) -> Path:

@@ -49,6 +49,7 @@ from modelci.runner.environments import (
     gather_requirements,
 )
 from modelci.runner.outputs import read_json_output
+from modelci.runner.process import SYSTEM_PATH
 from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec, acquire_slot, seed_environment
 from modelci.settings import Settings
 
@@ -258,10 +259,11 @@ def _cache_key(
 
 
 def _lacks_config(mirror: Mirror, sha: str, overrides: Overrides) -> bool:
-    """Whether the commit has no modelci.yaml and the overrides do not stand in for one."""
+    """Whether the commit has no modelci.yaml (nor dvc.yaml) and the overrides do not stand
+    in for one."""
     if all(overrides.stand_in()):
         return False
-    return mirror.read_file(sha, CONFIG_FILE) is None
+    return mirror.read_file(sha, CONFIG_FILE) is None and mirror.read_file(sha, "dvc.yaml") is None
 
 
 class Evaluator:
@@ -625,7 +627,7 @@ class Evaluator:
         def read(path: str) -> bytes | None:
             return mirror.read_file(sha, path)
 
-        side.config = config = effective_config(read(CONFIG_FILE), overrides)
+        side.config = config = _repo_config(read, overrides)
         side.timeout_from_cli = overrides.timeout_s is not None
         requirements = gather_requirements(config.install, read, uv_bin=self.environments.uv_bin)
         self.reporter.update(side.role, "resolving requirements")
@@ -699,6 +701,7 @@ class Evaluator:
             mirror.checkout(sha, self.settings.runs_dir) as workdir,
         ):
             side.timings["prepare_s"] = time.monotonic() - t0
+            dvc_env = self._fetch_data(side, mirror, workdir, slot, cancel)
             self.reporter.update(role, "training and evaluating")
             limits = Limits(
                 timeout_s=config.limits.timeout,
@@ -710,6 +713,9 @@ class Evaluator:
             devices = self._gpu_devices(config)
             command = "set -e\n" + "\n".join(config.commands())
             variables = {"PYTHONPATH": f"{workdir}/src:{workdir}", **seed_environment(side.seed)}
+            if dvc_env is not None:  # `dvc repro` works; the repository's python comes first
+                variables["PATH"] = f"{env.path}/bin:{dvc_env.path}/bin:{SYSTEM_PATH}"
+                variables["DVC_NO_ANALYTICS"] = "1"
             if extra_env is not None:
                 variables.update(extra_env(workdir))
             outcome = self.sandbox.run(
@@ -722,6 +728,7 @@ class Evaluator:
                     slot=slot,
                     env=variables,
                     devices=devices,
+                    ro_binds=(dvc_env.path,) if dvc_env is not None else (),
                 ),
                 cancel=cancel,
             )
@@ -790,6 +797,42 @@ class Evaluator:
         side.scored = tuple(scored.metrics)
         side.timings["score_s"] = time.monotonic() - t0
 
+    def _fetch_data(
+        self,
+        side: SideResult,
+        mirror: Mirror,
+        workdir: Path,
+        slot: int,
+        cancel: threading.Event | None,
+    ) -> Environment | None:
+        """Fetch the commit's DVC data into workdir (modelci.data); the DVC environment
+        when the commit uses DVC (training may run `dvc repro`), else None."""
+        if not ((workdir / ".dvc").exists() or (workdir / "dvc.yaml").exists()):
+            return None
+        from modelci.data.fetch import DataFetcher
+
+        fetcher = DataFetcher(
+            sandbox=self.sandbox,
+            environments=self.environments,
+            cache_root=self.settings.dvc_cache_dir,
+            remotes_file=self.settings.dvc_remotes_path,
+        )
+        self.reporter.update(side.role, "fetching DVC data")
+        assert side.log_path is not None
+        fetched = fetcher.fetch(
+            workdir,
+            repository=repository_name(side.ref_repo),
+            aliases=(side.ref_repo, mirror.url),
+            cache_key=mirror.url,
+            slot=slot,
+            log_path=side.log_path.with_suffix(".fetch.log"),
+            cancel=cancel,
+        )
+        if fetched is not None:
+            side.timings["data_s"] = fetched.seconds
+            side.timings["data_bytes"] = float(fetched.bytes_fetched)
+        return fetcher.dvc_environment()
+
     def _gpu_devices(self, config: RepoConfig) -> tuple[Path, ...]:
         if not config.limits.gpu:
             return ()
@@ -805,9 +848,21 @@ class Evaluator:
         return devices
 
 
+def _repo_config(read: Callable[[str], bytes | None], overrides: Overrides) -> RepoConfig:
+    """modelci.yaml; without one, a DVC pipeline (dvc.yaml) unless --command stands in."""
+    text = read(CONFIG_FILE)
+    if text is None and overrides.command is None:
+        from modelci.data.pipeline import pipeline_config
+
+        pipeline = pipeline_config(read)
+        if pipeline is not None:
+            return pipeline
+    return effective_config(text, overrides)
+
+
 def _config_or_none(mirror: Mirror, sha: str, overrides: Overrides) -> RepoConfig | None:
     try:
-        return effective_config(mirror.read_file(sha, CONFIG_FILE), overrides)
+        return _repo_config(lambda path: mirror.read_file(sha, path), overrides)
     except ModelCIError:
         return None  # reported by the run itself, which reads it again
 

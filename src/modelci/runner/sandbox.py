@@ -6,7 +6,10 @@ Inside: no network (loopback included), a cleared environment, no capabilities,
 read-only /usr and root, generated /etc/passwd, /etc/group and /etc/hosts,
 private tmpfs /tmp and /dev/shm. The only host paths inside, each at its host
 path: /usr (with the /bin, /lib... links), /etc/ld.so.cache, /etc/ssl/certs,
-the venv and ``ro_binds`` read-only, and the work dir writable.
+the venv and ``ro_binds`` read-only, and the work dir writable. One exception,
+asked for by ``SandboxSpec.network`` (a DVC fetch, ``modelci.data.fetch``: DVC
+itself, not repository code): the host's network and /etc/resolv.conf, plus
+``rw_binds`` writable and ``home_files`` (its secrets) in the private /tmp.
 
 Callers must know:
 
@@ -121,6 +124,12 @@ class SandboxSpec:
     env: Mapping[str, str] = field(default_factory=dict)  # added to the fixed variables
     limits: Limits = Limits()
     slot: int = 0  # from acquire_slot: picks the uid (uid_base + slot) and the cgroups
+    # A DVC fetch (modelci.data): network on, more writable directories (the
+    # repository's DVC cache, chowned to the uid for the run like the work dir) and
+    # files under HOME (secrets: never on disk, a pipe bwrap copies into its tmpfs).
+    network: bool = False
+    rw_binds: tuple[Path, ...] = ()
+    home_files: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -207,24 +216,33 @@ class _Runner:
 
     def run(self, spec: SandboxSpec, *, cancel: threading.Event | None = None) -> SandboxResult:
         sources = [*([spec.venv] if spec.venv else []), *spec.ro_binds]
-        for path in [spec.workdir, *sources]:
+        writable = [spec.workdir, *spec.rw_binds]
+        for path in [*writable, *sources]:
             if not path.is_dir():
                 raise ValueError(f"{path}, to be used by the sandbox, is not a directory")
+        for name in spec.home_files:
+            if name.startswith("/") or ".." in name.split("/"):
+                raise ValueError(f"home file {name!r} must be a relative path")
         uid = self._uid(spec.slot)
         if uid == os.getuid():
             return self._run(spec, uid, cancel)
-        chown_tree(spec.workdir, uid, uid)
+        for path in writable:
+            chown_tree(path, uid, uid)
         try:
-            for path, need in [(spec.workdir, 0o7), *((source, 0o5) for source in sources)]:
+            reach = [*((path, 0o7) for path in writable), *((source, 0o5) for source in sources)]
+            for path, need in reach:
                 check_reachable(path, uid, need)
             return self._run(spec, uid, cancel)
         finally:
-            chown_tree(spec.workdir, os.getuid(), os.getgid())
+            for path in writable:
+                chown_tree(path, os.getuid(), os.getgid())
 
     def _run(self, spec: SandboxSpec, uid: int, cancel: threading.Event | None) -> SandboxResult:
         lim = spec.limits
         home = tempfile.mkdtemp(prefix="modelci-home-") if self.private_home else "/tmp"
         try:
+            if self.private_home:
+                _write_home_files(Path(home), spec.home_files)
             cgroups = job_cgroups(uid, spec, self.cgroups)
         except BaseException:
             if self.private_home:
@@ -340,6 +358,15 @@ def _start(runner: _Runner, spec: SandboxSpec) -> SandboxProcess:
     return SandboxProcess(Job(proc, cgroups), home, log, spec)
 
 
+def _write_home_files(home: Path, files: Mapping[str, str]) -> None:
+    for name, text in files.items():
+        path = home / name
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+
+
 @cache
 def _root_layout() -> tuple[str, ...]:
     """/bin, /lib... as on the host (symlinks into a merged /usr, or read-only binds)."""
@@ -400,14 +427,22 @@ class BubblewrapSandbox(_Runner):
         ]
         size, work = str(spec.limits.tmp_mb * MB), str(spec.workdir)
         argv = [*self._prefix(uid), "--hostname", "modelci"]
+        if spec.network:
+            argv += ["--share-net"]
+            if Path("/etc/resolv.conf").exists():
+                argv += ["--ro-bind", "/etc/resolv.conf", "/etc/resolv.conf"]
         for fd, path in zip(fds, ("/etc/passwd", "/etc/group", "/etc/hosts"), strict=True):
             argv += ["--ro-bind-data", str(fd), path]
         # tmpfs first, so that work dirs under /tmp are bound on top of it.
         argv += ["--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/dev/shm"]
+        for name, text in spec.home_files.items():
+            fds.append(data_fd(text))
+            argv += ["--ro-bind-data", str(fds[-1]), f"/tmp/{name}"]
         for source in [*([spec.venv] if spec.venv else []), *spec.ro_binds]:
             if not Path(os.path.realpath(source)).is_relative_to("/usr"):
                 argv += ["--ro-bind", str(source), str(source)]
-        argv += ["--bind", work, work]
+        for writable in [*spec.rw_binds, spec.workdir]:
+            argv += ["--bind", str(writable), str(writable)]
         for device in spec.devices:
             argv += ["--dev-bind", str(device), str(device)]
         argv += ["--remount-ro", "/", "--chdir", work]

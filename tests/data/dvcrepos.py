@@ -1,0 +1,96 @@
+"""Real DVC repositories for the tests: git + `python -m dvc` from modelci's environment."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import git
+
+# Trains on the DVC-tracked data.csv: the metric is the share of rows labelled 1.
+TRAIN = """\
+import csv, json
+rows = list(csv.DictReader(open("data/data.csv")))
+acc = sum(r["label"] == "1" for r in rows) / len(rows)
+json.dump({"accuracy": acc, "rows": len(rows)}, open("metrics.json", "w"))
+"""
+CONFIG = "train: python train.py\nmetrics: metrics.json\nrepeats: 1\n"
+
+
+def dvc(path: Path, *args: str) -> str:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def csv_rows(ones: int, zeros: int) -> str:
+    return (
+        "x,label\n"
+        + "".join(f"{i},1\n" for i in range(ones))
+        + "".join(f"{i},0\n" for i in range(zeros))
+    )
+
+
+def dvc_repo(
+    path: Path, remote_url: str, data: str, *, files: dict[str, str] | None = None
+) -> Path:
+    """A git repository whose data/data.csv is tracked by DVC and pushed to remote_url."""
+    path.mkdir(parents=True)
+    git(path, "init", "--quiet")
+    dvc(path, "init", "--quiet")
+    dvc(path, "remote", "add", "-d", "storage", remote_url)
+    for name, text in {"modelci.yaml": CONFIG, "train.py": TRAIN, **(files or {})}.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    commit_data(path, data, "initial", push=remote_url.startswith("/"))
+    return path
+
+
+def commit_data(path: Path, data: str, message: str, *, push: bool = True) -> str:
+    (path / "data").mkdir(exist_ok=True)
+    (path / "data" / "data.csv").write_text(data)
+    dvc(path, "add", "--quiet", "data/data.csv")
+    if push:
+        dvc(path, "push", "--quiet")
+    git(path, "add", "--all")
+    git(path, "commit", "--quiet", "-m", message)
+    return git(path, "rev-parse", "HEAD")
+
+
+def cache_is_intact(cache: Path) -> list[str]:
+    """Objects of a DVC cache whose content no longer matches their name, or linked elsewhere."""
+    bad = []
+    for file in (cache / "files" / "md5").rglob("*"):
+        if not file.is_file() or file.name.endswith(".dir"):
+            continue
+        digest = hashlib.md5(file.read_bytes()).hexdigest()
+        if digest != file.parent.name + file.name or file.stat().st_nlink != 1:
+            bad.append(str(file))
+    return bad
+
+
+# A two-stage pipeline: prepare filters the tracked data, train writes metrics.json.
+PIPELINE = """\
+stages:
+  prepare:
+    cmd: python prepare.py
+    deps: [prepare.py, data/data.csv]
+    outs: [data/prepared.csv]
+  train:
+    cmd: python train.py
+    deps: [train.py, data/prepared.csv]
+    metrics:
+      - metrics.json:
+          cache: false
+"""
+PREPARE = """\
+rows = open("data/data.csv").read().splitlines()
+open("data/prepared.csv", "w").write("\\n".join(rows) + "\\n")
+"""
+PIPELINE_TRAIN = TRAIN.replace("data/data.csv", "data/prepared.csv")
