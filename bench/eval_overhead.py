@@ -1,7 +1,9 @@
 """How much time does evaluating a pull request cost beyond the training itself?
 
 Evaluates the example repository (head vs base) in one run, each way as a
-ratio to one bare training run (``python train.py`` in a ready environment):
+ratio to one bare training run (``python train.py`` in a ready environment).
+The overhead rows use the example with ``repeats: 1`` (one run per side), so
+that they measure modelci, not how many times the model is trained:
 
 - the tutorial's way (seeds/000): fresh clone, fresh venv, ``pip install -r
   requirements.txt``, train; head then base, in sequence; empty pip cache;
@@ -14,7 +16,11 @@ ratio to one bare training run (``python train.py`` in a ready environment):
   metrics x 2,000 resamples.
 
 and where a warm CLI evaluation's time goes (process, checkout, sandboxed
-training, comparison and store).
+training, comparison and store); and what repeats cost: the example as shipped
+(seeded from MODELCI_SEED, so its training is seed-noisy, and ``repeats:
+auto``) against the same with ``repeats: 1``, evaluated side by side: a first
+evaluation of a base (seeds 0 and 1 of the base differ, so 6 runs per side),
+and a later one (the base's runs reused, the head's 6 trained).
 
     python bench/eval_overhead.py [--repeat 3] [--unsafe-no-sandbox] [--skip-tutorial]
 """
@@ -118,6 +124,24 @@ def new_base_commit(repo: Path, i: int) -> None:
     run(["git", *identity, "commit", "--quiet", "-m", f"note {i}"], cwd=repo)
 
 
+def single_run_repository(path: Path) -> Any:
+    """The example with ``repeats: 1`` on both sides: one run per side."""
+    demo = create_demo_repository(path)
+    with (path / "modelci.yaml").open("a") as config:
+        config.write("repeats: 1\n")
+    identity = ["-c", "user.name=b", "-c", "user.email=b@example.invalid"]
+    run(["git", *identity, "commit", "--quiet", "--all", "-m", "repeats: 1"], cwd=path)
+    run(["git", "checkout", "--quiet", demo.head], cwd=path)
+    run(["git", *identity, "merge", "--quiet", "--no-edit", demo.base], cwd=path)
+    run(["git", "checkout", "--quiet", demo.base], cwd=path)
+    return demo
+
+
+def runs_per_side(report: dict[str, Any]) -> str:
+    sides = report["sides"]
+    return f"{sides['head']['runs']}/{sides['base']['runs']}"
+
+
 def in_server(
     repo: Path, base: str, head: str, data_dir: Path, unsafe: bool, repeat: int
 ) -> tuple[float, Any]:
@@ -187,7 +211,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="modelci-bench-", dir="/var/tmp") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)
-        demo = create_demo_repository(work / "repo")
+        demo = single_run_repository(work / "repo")
+        noisy = create_demo_repository(work / "noisy")  # seed-noisy, repeats: auto
         shas = [
             run(["git", "rev-parse", ref], cwd=demo.path).stdout.strip()
             for ref in (demo.head, demo.base)
@@ -198,24 +223,34 @@ def main() -> None:
 
         console.print("[bold]modelci cold[/] (empty data dir, empty uv cache)")
         cold, _ = modelci_cli(demo.path, demo.base, demo.head, env, unsafe)
+        modelci_cli(noisy.path, noisy.base, noisy.head, env, unsafe)  # the noisy base's runs
 
-        console.print("[bold]modelci warm[/], base reused (re-evaluation), and training alone")
+        console.print(
+            "[bold]modelci warm[/], base reused (re-evaluation), with and without repeats, "
+            "and training alone"
+        )
         # Interleaved with the bare training runs: on a shared machine the load
         # drifts, and the overhead is a difference of the two.
         python = sorted((data_dir / "envs").glob("*/bin/python"))[0]
-        reuse_runs, trainings = [], []
+        reuse_runs, trainings, noisy_reuse = [], [], []
         for _ in range(args.repeat):
             reuse_runs.append(modelci_cli(demo.path, demo.base, demo.head, env, unsafe))
             trainings.append(training_alone(demo.path, shas[0], python, work))
+            noisy_reuse.append(modelci_cli(noisy.path, noisy.base, noisy.head, env, unsafe))
         reuse_runs.sort(key=lambda run: run[0])
         warm_reuse, reuse_report = reuse_runs[len(reuse_runs) // 2]
         train = statistics.median(trainings)
 
-        console.print("[bold]modelci warm[/], base trained (new base commit, same requirements)")
-        warm_runs = []
+        console.print(
+            "[bold]modelci warm[/], base trained (new base commit, same requirements), "
+            "with and without repeats"
+        )
+        warm_runs, noisy_first = [], []
         for i in range(args.repeat):
             new_base_commit(demo.path, i)
             warm_runs.append(modelci_cli(demo.path, "main", demo.head, env, unsafe)[0])
+            new_base_commit(noisy.path, i)
+            noisy_first.append(modelci_cli(noisy.path, "main", noisy.head, env, unsafe))
         warm_train = statistics.median(warm_runs)
 
         console.print("[bold]in a running server[/] (imports and database up), base reused")
@@ -262,6 +297,28 @@ def main() -> None:
     parts.add_row("after training: compare, store", f"{evaluation - head['total_s']:.2f}")
     parts.add_row("bare training, for reference", f"{train:.2f}")
     console.print(parts)
+
+    costs = Table(
+        title="What repeats cost: seed-noisy training, repeats: auto against repeats: 1 "
+        "(seconds; extra as a ratio to one bare training)"
+    )
+    for column in ("evaluation", "runs head/base", "with repeats", "one run", "extra", "extra x"):
+        costs.add_column(column, justify="left" if column == "evaluation" else "right")
+    for name, repeated, single in (
+        ("first of a base (base trained)", noisy_first, warm_train),
+        ("later (base's runs reused)", noisy_reuse, warm_reuse),
+    ):
+        repeated.sort(key=lambda run: run[0])
+        seconds, report = repeated[len(repeated) // 2]
+        costs.add_row(
+            name,
+            runs_per_side(report),
+            f"{seconds:.2f}",
+            f"{single:.2f}",
+            f"{seconds - single:.2f}",
+            f"{(seconds - single) / train:.2f}",
+        )
+    console.print(costs)
 
 
 if __name__ == "__main__":
