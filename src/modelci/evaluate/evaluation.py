@@ -256,12 +256,16 @@ class Evaluator:
         sandbox: Sandbox,
         environments: EnvironmentManager,
         reporter: Reporter | None = None,
+        training_started: Callable[[], None] | None = None,
     ) -> None:
+        """``training_started`` is called as each run starts training: from then on
+        this process mostly waits, so background work can have the CPU."""
         self.settings = settings
         self._database = database
         self.sandbox = sandbox
         self.environments = environments
         self.reporter: Reporter = reporter or _Silent()
+        self._training_started = training_started or (lambda: None)
 
     def database(self) -> Database:
         """The store (opened in the background; this waits for it)."""
@@ -275,6 +279,7 @@ class Evaluator:
             sandbox=self.sandbox,
             environments=self.environments,
             reporter=reporter,
+            training_started=self._training_started,
         )
 
     def evaluate(
@@ -628,6 +633,7 @@ class Evaluator:
             variables = {"PYTHONPATH": f"{workdir}/src:{workdir}", **seed_environment(side.seed)}
             if extra_env is not None:
                 variables.update(extra_env(workdir))
+            self._training_started()
             outcome = self.sandbox.run(
                 SandboxSpec(
                     command=command,

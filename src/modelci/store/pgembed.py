@@ -44,8 +44,9 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from modelci.errors import StoreError
+from modelci.settings import Settings
 
-__all__ = ["EmbeddedPostgres", "find_binaries"]
+__all__ = ["EmbeddedPostgres", "find_binaries", "start_embedded"]
 
 _DATABASE = "modelci"
 _ROLE = "modelci"
@@ -453,3 +454,13 @@ class EmbeddedPostgres:
                 elif not (self.data / "postmaster.pid").exists() or not _is_postmaster(pid):
                     return
                 time.sleep(_POLL_S)
+
+
+def start_embedded(settings: Settings) -> EmbeddedPostgres | None:
+    """The embedded PostgreSQL server, started; None when ``settings.database_url`` is set."""
+    if settings.database_url:
+        return None
+    settings.prepare_data_dir()  # PostgreSQL's own user must reach its cluster inside
+    embedded = EmbeddedPostgres(settings.postgres_dir)
+    embedded.start()
+    return embedded
