@@ -42,7 +42,8 @@ def _open_database(settings: Settings, wanted: threading.Event) -> Database:
         if embedded is not None:
             embedded.stop()
         raise
-    import modelci.evaluate.compare  # noqa: F401  (numpy: load it here, off the critical path)
+    # numpy and rich, for the comparison and its report: loaded here, off the critical path.
+    import modelci.evaluate.report  # noqa: F401
 
     return database
 
