@@ -49,6 +49,7 @@ from modelci.settings import Settings
 __all__ = ["EmbeddedPostgres", "find_binaries", "start_embedded"]
 
 _DATABASE = "modelci"
+_DATABASE_MARKER = "modelci-database-created"
 _ROLE = "modelci"
 # Where Debian installs each PostgreSQL version's programs.
 _VERSIONS_ROOT = Path("/usr/lib/postgresql")
@@ -421,6 +422,12 @@ class EmbeddedPostgres:
         raise self._failed(f"PostgreSQL (pid {pid}) was not ready after {_START_TIMEOUT_S:.0f}s")
 
     def _ensure_database(self) -> None:
+        # Known once created: every CLI command starts the server, and connecting
+        # here (psycopg's import included) delayed it. The marker lives in the
+        # cluster, so a new cluster has none.
+        marker = self.data / _DATABASE_MARKER
+        if marker.exists():
+            return
         import psycopg
 
         try:
@@ -434,6 +441,7 @@ class EmbeddedPostgres:
                     conn.execute(f'CREATE DATABASE "{_DATABASE}"')
         except psycopg.Error as exc:
             raise self._failed(f"cannot use the embedded PostgreSQL: {exc}") from None
+        marker.touch()
 
     def _shutdown(self) -> None:
         pid = self._postmaster_pid()
