@@ -47,7 +47,7 @@ from rich.table import Table
 
 from modelci.demo import create_demo_repository
 
-console = Console()
+console = Console() if Console().is_terminal else Console(width=140)
 
 
 def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
