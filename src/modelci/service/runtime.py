@@ -42,6 +42,10 @@ def _open_database(settings: Settings, wanted: threading.Event) -> Database:
         if embedded is not None:
             embedded.stop()
         raise
+    from modelci.store import records
+
+    with database.session() as session:
+        records.warm_up(session)
     # numpy and rich, for the comparison and its report: loaded here, off the critical path.
     import modelci.evaluate.report  # noqa: F401
 
