@@ -15,7 +15,12 @@ that they measure modelci, not how many times the model is trained:
 - the compare step alone, on the example's predictions and on 2,000 rows x 4
   metrics x 2,000 resamples.
 
-and where a warm CLI evaluation's time goes (process, checkout, sandboxed
+Each warm evaluation is paired with a bare training run next to it (medians of
+the differences); "beyond its own run" subtracts instead the sandboxed training
+that the evaluation timed itself, which keeps the training's own run-to-run
+noise (a few tenths of a second on a shared machine) out of the overhead.
+
+And where a warm CLI evaluation's time goes (process, checkout, sandboxed
 training, comparison and store); and what repeats cost: the example as shipped
 (seeded from MODELCI_SEED, so its training is seed-noisy, and ``repeats:
 auto``) against the same with ``repeats: 1``, evaluated side by side: a first
