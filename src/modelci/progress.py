@@ -11,11 +11,11 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.table import Table
+if TYPE_CHECKING:  # rich loads only when progress is shown (not with --quiet)
+    from rich.console import Console
+    from rich.table import Table
 
 __all__ = ["LineReporter", "RichReporter", "progress_reporter"]
 
@@ -48,6 +48,9 @@ class RichReporter:
             self._steps[role] = (message, time.monotonic())
 
     def render(self) -> Table:
+        from rich.spinner import Spinner
+        from rich.table import Table
+
         table = Table.grid(padding=(0, 1))
         now = time.monotonic()
         with self._lock:
@@ -72,6 +75,9 @@ def progress_reporter(*, quiet: bool = False) -> Iterator[LineReporter | RichRep
     if quiet:
         yield None
         return
+    from rich.console import Console
+    from rich.live import Live
+
     console = Console(stderr=True)
     if not (console.is_terminal and sys.stderr.isatty()):
         yield LineReporter(console)

@@ -28,6 +28,17 @@ def test_resolve_checkout_and_cleanup(make_repo: GitRepo, tmp_path: Path) -> Non
     assert list((tmp_path / "runs").iterdir()) == []
 
 
+def test_a_file_over_the_limit_is_refused_without_reading_it_whole(
+    make_repo: GitRepo, tmp_path: Path
+) -> None:
+    repo = make_repo({"small.txt": "x" * 1024 * 1024, "big.txt": "x" * (1024 * 1024 + 1)})
+    mirror = open_mirror(str(repo), tmp_path / "mirrors")
+    sha = mirror.resolve("main")
+    assert mirror.read_file(sha, "small.txt") == b"x" * 1024 * 1024
+    with pytest.raises(CheckoutError, match=r"big\.txt at \w+ is over the 1048576 bytes allowed"):
+        mirror.read_file(sha, "big.txt")
+
+
 def test_new_commits_are_fetched_into_the_existing_mirror(
     make_repo: GitRepo, tmp_path: Path
 ) -> None:

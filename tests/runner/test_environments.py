@@ -8,7 +8,7 @@ import uv
 
 from modelci.errors import EnvironmentBuildError
 from modelci.runner.config import InstallConfig
-from modelci.runner.environments import EnvironmentManager, gather_requirements
+from modelci.runner.environments import EnvironmentManager, Requirements, gather_requirements
 
 
 def reader(files: dict[str, str]):  # type: ignore[no-untyped-def]
@@ -53,6 +53,28 @@ def test_requirements_that_need_a_build_or_escape_are_refused(line: str) -> None
 def test_named_requirements_file_must_exist() -> None:
     with pytest.raises(EnvironmentBuildError, match="no such file"):
         gather_requirements(InstallConfig(requirements="reqs/prod.txt"), reader({}), uv_bin="uv")
+
+
+def test_the_interpreter_is_asked_its_version_again_only_when_it_changes(
+    tmp_path: Path,
+) -> None:
+    """Its identity is part of every environment key; asking costs a process start."""
+    python, asked = tmp_path / "python3", tmp_path / "asked"
+
+    def install(version: str) -> None:
+        python.write_text(f"#!/bin/sh\necho run >> {asked}\necho {version}\n")
+        python.chmod(0o755)
+
+    install("3.11.7")
+    envs = EnvironmentManager(envs_dir=tmp_path / "envs", python=str(python), uv_bin="uv")
+    nothing = Requirements("", "no requirements file")
+    first = envs.key_for(nothing)
+    again = EnvironmentManager(envs_dir=tmp_path / "envs", python=str(python), uv_bin="uv")
+    assert again.key_for(nothing) == first
+    assert asked.read_text().count("run") == 1
+    install("3.12.10")  # upgraded in place
+    assert envs.key_for(nothing) != first
+    assert asked.read_text().count("run") == 2
 
 
 @pytest.mark.slow

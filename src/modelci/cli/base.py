@@ -9,14 +9,15 @@ import tempfile
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from modelci.errors import EXIT_ERROR, EXIT_OK, ModelCIError
 from modelci.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,10 +26,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 WIDE = 400
 
 
+def make_console(**options: Any) -> Console:
+    """A rich Console. rich is imported when something is printed, not at start: an
+    evaluation's training waits for the imports, and ``--format json`` needs none."""
+    from rich.console import Console
+
+    return Console(**options)
+
+
+def escape(text: str) -> str:
+    """``text`` with rich's markup escaped (see make_console)."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> None:
     # soft_wrap: a message names paths and commands to copy; the terminal wraps
     # lines itself, and a log or CI must get them whole, not cut at 80 columns.
-    Console(stderr=True, soft_wrap=True).print(
+    make_console(stderr=True, soft_wrap=True).print(
         f"[bold red]error:[/] {escape(message)}", highlight=False
     )
     sys.exit(code)
@@ -36,8 +52,8 @@ def fail(message: str, code: int = EXIT_ERROR) -> None:
 
 def wide_console() -> Console:
     """stdout: a terminal's width, else wide enough that no name or number is cut."""
-    console = Console()
-    return console if console.is_terminal else Console(width=WIDE, soft_wrap=True)
+    console = make_console()
+    return console if console.is_terminal else make_console(width=WIDE, soft_wrap=True)
 
 
 def current_settings() -> Settings:

@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from modelci.cli.base import (
     Duration,
     cli,
     current_settings,
+    escape,
     fail,
     format_option,
     guarded,
+    make_console,
     quiet_option,
     unsafe_option,
 )
@@ -50,9 +50,9 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
         else:
             click.echo(f"### modelci evaluation failed\n\n```\n{result.error}\n```")
     elif result.comparison is not None:
-        console = Console()
+        console = make_console()
         if not console.is_terminal:
-            console = Console(width=120)  # logs and CI: no need to squeeze the table
+            console = make_console(width=120)  # logs and CI: no need to squeeze the table
         console.print(
             report.render_rich(
                 result.comparison,
@@ -188,8 +188,6 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    from rich.markup import escape
-
     from modelci import demo as sample
     from modelci.deliver.delivery import DeliveryResult, deliverer_for
     from modelci.evaluate import report
@@ -204,7 +202,9 @@ def demo(directory: Path | None, fmt: str, unsafe: bool, quiet: bool) -> None:
     # The story goes to stdout with the table; with --format json/markdown stdout
     # carries only that document, and the story goes to stderr.
     # Soft wrap: the commands printed at the end must stay copyable.
-    say = functools.partial(Console(stderr=fmt != "table", highlight=False).print, soft_wrap=True)
+    say = functools.partial(
+        make_console(stderr=fmt != "table", highlight=False).print, soft_wrap=True
+    )
     # MLflow logs its store's set-up at INFO; the progress display says what happens.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     say(

@@ -7,17 +7,17 @@ import sys
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from modelci.cli.base import (
     VersionNumber,
     actor_name,
     cli,
     current_settings,
+    escape,
     fail,
     guarded,
     json_or_table_option,
+    make_console,
     quiet_option,
     unsafe_option,
     wide_console,
@@ -286,7 +286,6 @@ def predictions(name: str, limit: int, since: str | None, fmt: str) -> None:
       modelci predictions threshold --since 2h --limit 500
       modelci predictions threshold --since 2026-11-01T00:00 --format json
     """
-    from rich.markup import escape
     from rich.table import Table
 
     from modelci.serving.predictions import parse_since, prediction_json
@@ -320,7 +319,7 @@ def predictions(name: str, limit: int, since: str | None, fmt: str) -> None:
             escape(", ".join(f"{k}={v[:3]}" for k, v in list(inputs.items())[:4])[:80]),
             escape(json.dumps(row["outputs"][:5] if rows else row["outputs"])[:60]),
         )
-    console = Console()
+    console = make_console()
     console.print(table)
     if not found:
         console.print(f"[dim]no logged predictions for {escape(name)}[/]", highlight=False)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from modelci.cli.base import (
     cli,
     current_settings,
+    escape,
     fail,
     guarded,
+    make_console,
     unsafe_option,
     wide_console,
 )
@@ -144,5 +144,5 @@ def mlflow_ui(host: str, port: int) -> None:
     """
     from modelci.mlflowui import run_mlflow_ui
 
-    say = Console(stderr=True, soft_wrap=True, highlight=False).print
+    say = make_console(stderr=True, soft_wrap=True, highlight=False).print
     sys.exit(run_mlflow_ui(current_settings(), host=host, port=port, say=say))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.console import Console
 
 from modelci.cli.base import (
     cli,
     current_settings,
     guarded,
+    make_console,
 )
 
 
@@ -51,7 +51,7 @@ def tokens_create(name: str) -> None:
     finally:
         database.close()
     click.echo(token)
-    Console(stderr=True).print(
+    make_console(stderr=True).print(
         f"token {name!r} created; it is not shown again. Send it as `Authorization: Bearer TOKEN`.",
         highlight=False,
     )
@@ -79,7 +79,9 @@ def tokens_list() -> None:
     for info in found:
         last = info.last_used_at.strftime("%Y-%m-%d %H:%M") if info.last_used_at else "never"
         table.add_row(info.name, info.created_at.strftime("%Y-%m-%d %H:%M"), last)
-    Console().print(table if found else "no tokens: create one with `modelci tokens create NAME`")
+    make_console().print(
+        table if found else "no tokens: create one with `modelci tokens create NAME`"
+    )
 
 
 @tokens.command("revoke")
@@ -99,4 +101,4 @@ def tokens_revoke(name: str) -> None:
         revoke_token(database, name)
     finally:
         database.close()
-    Console().print(f"token {name!r} revoked", highlight=False)
+    make_console().print(f"token {name!r} revoked", highlight=False)

@@ -277,7 +277,10 @@ class Evaluator:
         sandbox: Sandbox,
         environments: EnvironmentManager,
         reporter: Reporter | None = None,
+        training_started: Callable[[], None] | None = None,
     ) -> None:
+        """``training_started`` is called as each run starts training: from then on
+        this process mostly waits, so background work can have the CPU."""
         self.settings = settings
         self._database = database
         self.sandbox = sandbox
@@ -285,6 +288,7 @@ class Evaluator:
         self.reporter: Reporter = reporter or _Silent()
         self._launcher: Launcher | None = None
         self._launcher_lock = threading.Lock()
+        self._training_started = training_started or (lambda: None)
 
     def database(self) -> Database:
         """The store (opened in the background; this waits for it)."""
@@ -298,6 +302,7 @@ class Evaluator:
             sandbox=self.sandbox,
             environments=self.environments,
             reporter=reporter,
+            training_started=self._training_started,
         )
 
     def evaluate(
@@ -718,6 +723,7 @@ class Evaluator:
                 variables["DVC_NO_ANALYTICS"] = "1"
             if extra_env is not None:
                 variables.update(extra_env(workdir))
+            self._training_started()
             outcome = self.sandbox.run(
                 SandboxSpec(
                     command=command,

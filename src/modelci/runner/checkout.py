@@ -95,6 +95,9 @@ class Mirror:
     path: Path
     # Extra environment for talking to the remote (credentials): never logged.
     remote_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _files: dict[tuple[str, str], bytes | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def _run(self, *args: str, timeout: float = 600) -> str:
         return _git("--git-dir", str(self.path), *args, timeout=timeout)
@@ -160,23 +163,32 @@ class Mirror:
 
     def read_file(self, sha: str, path: str) -> bytes | None:
         """A file's content at a commit, or None when the commit has no such file."""
-        try:
-            size = int(self._run("cat-file", "-s", f"{sha}:{path}").strip())
-        except _GitFailed:
-            return None
-        if size > _MAX_BLOB:
-            raise CheckoutError(
-                f"{path} at {sha[:7]} is {size} bytes, over the {_MAX_BLOB} allowed",
-                hint=f"keep {path} small",
-            )
-        done = subprocess.run(
+        # A commit's files never change: an evaluation reads modelci.yaml several
+        # times (repeats, gates, each side's runs), and each read is a git process.
+        memo = (sha, path) if _SHA.match(sha) else None
+        if memo is not None and memo in self._files:
+            return self._files[memo]
+        # One process, and never more than the limit in memory (a commit may hold
+        # a huge file where a small one is expected).
+        with subprocess.Popen(
             ["git", "--git-dir", str(self.path), "cat-file", "blob", f"{sha}:{path}"],
             env=_git_env(),
-            capture_output=True,
-            check=False,
             stdin=subprocess.DEVNULL,
-        )
-        return done.stdout if done.returncode == 0 else None
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as git:
+            assert git.stdout is not None
+            content = git.stdout.read(_MAX_BLOB + 1)
+            if len(content) > _MAX_BLOB:
+                git.kill()
+                raise CheckoutError(
+                    f"{path} at {sha[:7]} is over the {_MAX_BLOB} bytes allowed",
+                    hint=f"keep {path} small",
+                )
+        found = content if git.returncode == 0 else None
+        if memo is not None:
+            self._files[memo] = found
+        return found
 
     def export_file(self, sha: str, path: str, dest: Path) -> bool:
         """Write a file's content at a commit to ``dest`` (streamed: it may be large);

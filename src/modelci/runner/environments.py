@@ -27,9 +27,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path, PurePosixPath
 
 from modelci.errors import EnvironmentBuildError
@@ -189,9 +188,24 @@ def _uv(uv_bin: str, *args: str, cwd: Path, what: str) -> str:
     return done.stdout
 
 
-@cache
-def _python_identity(python: str) -> str:
+def _python_identity(python: str, memo_dir: Path) -> str:
+    """The interpreter's path and version, part of every environment key.
+
+    Asking the interpreter costs a process start (about 50 ms, on every CLI
+    run's critical path), so the answer is kept in ``memo_dir``, keyed by the
+    binary's identity on disk: reinstalling or upgrading it changes that.
+    """
     real = os.path.realpath(python)
+    try:
+        info = os.stat(real)
+    except OSError:
+        info = None
+    memo = None
+    if info is not None:
+        stamp = f"{real}\0{info.st_ino}\0{info.st_size}\0{info.st_mtime_ns}\0{info.st_ctime_ns}"
+        memo = memo_dir / f"{_digest(stamp)}.txt"
+        with suppress(OSError):
+            return memo.read_text()
     try:
         done = subprocess.run(
             [real, "-c", "import sys; print(sys.version)"],
@@ -205,7 +219,18 @@ def _python_identity(python: str) -> str:
             f"the interpreter {python} for repository environments does not run",
             hint="install python3 (apt-get install python3) or set MODELCI_PYTHON",
         ) from None
-    return f"{real}\n{done.stdout.strip()}"
+    identity = f"{real}\n{done.stdout.strip()}"
+    if memo is not None:
+        with suppress(OSError):  # only a shortcut: asked again next time
+            _write_atomically(memo, identity)
+    return identity
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 @contextmanager
@@ -231,8 +256,11 @@ class EnvironmentManager:
         self.uv_bin = uv_bin
         self.resolution_ttl_s = resolution_ttl_s
 
+    def _identity(self) -> str:
+        return _python_identity(self.python, self.envs_dir / "interpreters")
+
     def _resolve(self, requirements: Requirements) -> str:
-        identity = _python_identity(self.python)
+        identity = self._identity()
         memo = self.envs_dir / "resolutions" / f"{_digest(identity, requirements.text)}.txt"
         try:
             if time.time() - memo.stat().st_mtime < self.resolution_ttl_s:
@@ -259,21 +287,18 @@ class EnvironmentManager:
                     cwd=Path(tmp),
                     what=f"resolving {requirements.source}",
                 )
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp_memo = memo.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp_memo.write_text(resolved)
-        tmp_memo.replace(memo)
+        _write_atomically(memo, resolved)
         return resolved
 
     def key_for(self, requirements: Requirements) -> str:
         """The environment key, resolving the requirements if needed (no build)."""
-        return _digest(_python_identity(self.python), self._resolve(requirements))
+        return _digest(self._identity(), self._resolve(requirements))
 
     def ensure(self, requirements: Requirements) -> Environment:
         """The environment for these requirements, built once under a lock."""
         started = time.monotonic()
         resolved = self._resolve(requirements)
-        key = _digest(_python_identity(self.python), resolved)
+        key = _digest(self._identity(), resolved)
         path = self.envs_dir / key
         if (path / _COMPLETE).exists():
             return Environment(key, path, reused=True, seconds=time.monotonic() - started)

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from modelci.errors import StoreError
 from modelci.settings import Settings
-from modelci.store.pgembed import EmbeddedPostgres
+from modelci.store.pgembed import EmbeddedPostgres, start_embedded
 
 __all__ = [
     "Database",
@@ -215,21 +215,23 @@ def _engine(url: str) -> Engine:
     )
 
 
-def open_database(settings: Settings, *, migrate: bool = True) -> Database:
+def open_database(
+    settings: Settings, *, migrate: bool = True, embedded: EmbeddedPostgres | None = None
+) -> Database:
     """The store's database, migrated to the latest schema unless ``migrate`` is False.
 
     Uses ``settings.database_url`` (``postgresql://``, ``postgres://`` or a
     SQLAlchemy URL such as ``sqlite:///path``), else the embedded PostgreSQL
-    server in ``settings.postgres_dir``. Raises ``StoreError`` when the server
-    cannot be started, reached or migrated.
+    server in ``settings.postgres_dir``: ``embedded`` when the caller started
+    it (``start_embedded``; the database then stops it), else started here.
+    Raises ``StoreError`` when the server cannot be started, reached or migrated.
     """
-    embedded = None
     if settings.database_url:
         url = normalise_url(settings.database_url)
     else:
-        settings.prepare_data_dir()  # PostgreSQL's own user must reach its cluster inside
-        embedded = EmbeddedPostgres(settings.postgres_dir)
-        url = embedded.start()
+        embedded = embedded or start_embedded(settings)
+        assert embedded is not None
+        url = embedded.url
     engine = None
     try:
         engine = _engine(url)

@@ -44,10 +44,12 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from modelci.errors import StoreError
+from modelci.settings import Settings
 
-__all__ = ["EmbeddedPostgres", "find_binaries"]
+__all__ = ["EmbeddedPostgres", "find_binaries", "start_embedded"]
 
 _DATABASE = "modelci"
+_DATABASE_MARKER = "modelci-database-created"
 _ROLE = "modelci"
 # Where Debian installs each PostgreSQL version's programs.
 _VERSIONS_ROOT = Path("/usr/lib/postgresql")
@@ -420,6 +422,12 @@ class EmbeddedPostgres:
         raise self._failed(f"PostgreSQL (pid {pid}) was not ready after {_START_TIMEOUT_S:.0f}s")
 
     def _ensure_database(self) -> None:
+        # Known once created: every CLI command starts the server, and connecting
+        # here (psycopg's import included) delayed it. The marker lives in the
+        # cluster, so a new cluster has none.
+        marker = self.data / _DATABASE_MARKER
+        if marker.exists():
+            return
         import psycopg
 
         try:
@@ -433,6 +441,7 @@ class EmbeddedPostgres:
                     conn.execute(f'CREATE DATABASE "{_DATABASE}"')
         except psycopg.Error as exc:
             raise self._failed(f"cannot use the embedded PostgreSQL: {exc}") from None
+        marker.touch()
 
     def _shutdown(self) -> None:
         pid = self._postmaster_pid()
@@ -453,3 +462,13 @@ class EmbeddedPostgres:
                 elif not (self.data / "postmaster.pid").exists() or not _is_postmaster(pid):
                     return
                 time.sleep(_POLL_S)
+
+
+def start_embedded(settings: Settings) -> EmbeddedPostgres | None:
+    """The embedded PostgreSQL server, started; None when ``settings.database_url`` is set."""
+    if settings.database_url:
+        return None
+    settings.prepare_data_dir()  # PostgreSQL's own user must reach its cluster inside
+    embedded = EmbeddedPostgres(settings.postgres_dir)
+    embedded.start()
+    return embedded

@@ -13,6 +13,7 @@ Datetimes are timezone-aware UTC on every backend.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import zlib
 from typing import Any, TypeVar
@@ -35,8 +36,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, configure_mappers, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from modelci.errors import ConfigError, StoreError
@@ -81,6 +82,7 @@ __all__ = [
     "record_model_event",
     "revoke_api_token",
     "undispatched_deliveries",
+    "warm_up",
 ]
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
@@ -335,6 +337,15 @@ def _get(session: Session, model: type[_Row], key: int | str) -> _Row:
 
 def get_run(session: Session, *, run_id: int) -> Run | None:
     return session.get(Run, run_id)
+
+
+def warm_up(session: Session) -> None:
+    """Configure the ORM and compile the lookup of a reusable run: a fresh process
+    (the CLI) otherwise pays for both when it first writes, after the training.
+    Only a head start: a failure here is met again, and reported, by the real query."""
+    configure_mappers()
+    with contextlib.suppress(SQLAlchemyError):
+        find_reusable_run(session, cache_key="")
 
 
 def find_reusable_run(session: Session, *, cache_key: str) -> Run | None:
