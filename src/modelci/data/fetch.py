@@ -18,15 +18,13 @@ reflink, never a link, so training cannot change the cache.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
 import shlex
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from modelci.data.remotes import REMOTES_SETTING, RepositoryData, check_url, loa
 from modelci.data.tool import dvc_environment
 from modelci.errors import DataFetchError
 from modelci.runner.environments import Environment, EnvironmentManager
+from modelci.runner.locks import locked
 from modelci.runner.process import SYSTEM_PATH
 from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec
 
@@ -97,16 +96,6 @@ def cache_usage(cache: Path) -> int:
                 continue
             total += info.st_size
     return total
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remote_section(name: str, url: str, data: RepositoryData) -> tuple[str, dict[str, str]]:
@@ -289,7 +278,7 @@ class DataFetcher:
             limits=limits,
             slot=slot,
         )
-        with _locked(self.cache_root / f"{cache.name}.lock"):
+        with locked(self.cache_root / f"{cache.name}.lock"):
             before = cache_usage(cache)
             outcome = self.sandbox.run(spec, cancel=cancel)
             fetched = max(0, cache_usage(cache) - before)

@@ -12,7 +12,6 @@ repository's content.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelci.errors import CheckoutError
+from modelci.runner.locks import locked
 
 __all__ = ["Mirror", "is_remote_url", "open_mirror", "repository_name"]
 
@@ -241,16 +241,6 @@ class Mirror:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _check_local_repository(repo: str, path: Path) -> None:
     """A local path must be a repository's root: say which of that it is not, since
     git's clone says "repository does not exist" for each."""
@@ -291,7 +281,7 @@ def open_mirror(
     path = mirrors_dir / f"{repository_name(repo).replace('/', '_')}-{key}.git"
     remote_env = dict(git_env or {})
     mirror = Mirror(url=url, path=path, remote_env=remote_env)
-    with _locked(mirrors_dir / f"{path.name}.lock"):
+    with locked(mirrors_dir / f"{path.name}.lock"):
         if not (path / "HEAD").exists():
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)

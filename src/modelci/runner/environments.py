@@ -17,7 +17,6 @@ mounts the environment read-only.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
@@ -26,13 +25,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from modelci.errors import EnvironmentBuildError
 from modelci.runner.config import InstallConfig
+from modelci.runner.locks import locked
 
 __all__ = ["Environment", "EnvironmentManager", "Requirements", "gather_requirements"]
 
@@ -233,14 +233,6 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
@@ -304,7 +296,7 @@ class EnvironmentManager:
             return Environment(key, path, reused=True, seconds=time.monotonic() - started)
         self.envs_dir.mkdir(parents=True, exist_ok=True)
         self.envs_dir.chmod(0o755)  # the sandbox's uids must reach the environments
-        with _locked(self.envs_dir / "locks" / f"{key}.lock"):
+        with locked(self.envs_dir / "locks" / f"{key}.lock"):
             if (path / _COMPLETE).exists():
                 return Environment(key, path, reused=True, seconds=time.monotonic() - started)
             self._build(path, resolved, requirements.source)
