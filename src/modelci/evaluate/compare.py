@@ -55,6 +55,7 @@ __all__ = [
     "MetricRule",
     "Predictions",
     "Verdict",
+    "applied_rule",
     "compare",
     "gate_confidence",
     "gated_count",
@@ -226,6 +227,16 @@ def gate_confidence(gated: int) -> float:
     return 1.0 - 2.0 * (1.0 - GATE_CONFIDENCE) / gated
 
 
+def applied_rule(by_name: Mapping[str, MetricRule], name: str, *, default_gate: bool) -> MetricRule:
+    """The rule that applies to ``name``: its own where the configuration names it, else
+    the defaults (direction from the name, tolerance 0); only a metric with a
+    direction can gate."""
+    rule = by_name.get(name)
+    direction = rule.direction if rule and rule.direction else default_direction(name)
+    gate = direction is not None and (rule.gate if rule else default_gate)
+    return MetricRule(name, direction, rule.tolerance if rule else 0.0, gate)
+
+
 def gated_count(
     head: Mapping[str, float],
     base: Mapping[str, float],
@@ -235,12 +246,8 @@ def gated_count(
 ) -> int:
     """How many metrics both sides report that could regress: the family the gate tests."""
     by_name = {rule.name: rule for rule in rules}
-    count = 0
-    for name in set(head) & set(base):
-        rule = by_name.get(name)
-        direction = rule.direction if rule and rule.direction else default_direction(name)
-        count += direction is not None and (rule.gate if rule else default_gate)
-    return count
+    both = set(head) & set(base)
+    return sum(applied_rule(by_name, name, default_gate=default_gate).gate for name in both)
 
 
 def _interval(
@@ -300,10 +307,8 @@ def compare(
     level = gate_confidence(gated_count(head, base, rules, default_gate=default_gate))
     out: list[MetricComparison] = []
     for name in sorted(set(head) | set(base) | set(by_name)):
-        rule = by_name.get(name)
-        direction = rule.direction if rule and rule.direction else default_direction(name)
-        tolerance = rule.tolerance if rule else 0.0
-        gated = direction is not None and (rule.gate if rule else default_gate)
+        rule = applied_rule(by_name, name, default_gate=default_gate)
+        direction, tolerance, gated = rule.direction, rule.tolerance, rule.gate
         h, b = head.get(name), base.get(name)
         if h is None and b is None:
             continue  # a gate for a metric neither commit reports
@@ -358,12 +363,11 @@ def head_only(
     by_name = {rule.name: rule for rule in rules}
     out: list[MetricComparison] = []
     for name in sorted(head):
-        rule = by_name.get(name)
-        direction = rule.direction if rule and rule.direction else default_direction(name)
-        gated = direction is not None and (rule.gate if rule else default_gate)
+        rule = applied_rule(by_name, name, default_gate=default_gate)
         h = head[name]
         verdict: Verdict = "new" if math.isfinite(h) else "not_a_number"
-        tolerance = rule.tolerance if rule else 0.0
-        row = MetricComparison(name, h, None, None, None, direction, tolerance, gated, verdict)
+        row = MetricComparison(
+            name, h, None, None, None, rule.direction, rule.tolerance, rule.gate, verdict
+        )
         out.append(row)
     return Comparison(tuple(out), head_only=True)

@@ -45,11 +45,11 @@ from modelci.evaluate.compare import (
     MetricRule,
     Predictions,
     _verdict,
+    applied_rule,
     compare,
     gate_confidence,
     gated_count,
 )
-from modelci.evaluate.metrics import default_direction
 from modelci.evaluate.resampling import bootstrap_weights
 
 __all__ = [
@@ -337,13 +337,11 @@ def unstable_metrics(
     by_name = {rule.name: rule for rule in rules}
     out: list[UnstableMetric] = []
     for name, _ in sorted(_mean_metrics(runs).items()):
-        rule = by_name.get(name)
-        direction = rule.direction if rule and rule.direction else default_direction(name)
-        gated = direction is not None and (rule.gate if rule else default_gate)
+        rule = applied_rule(by_name, name, default_gate=default_gate)
         values = [run.metrics[name] for run in runs]
-        if not gated or not all(math.isfinite(v) for v in values):
+        if not rule.gate or not all(math.isfinite(v) for v in values):
             continue
-        tolerance = rule.tolerance if rule else 0.0
+        tolerance = rule.tolerance
         spread = max(values) - min(values)
         if spread > tolerance and spread > _ROUNDING * max(1.0, max(abs(v) for v in values)):
             out.append(UnstableMetric(name, role, spread, tolerance, len(runs)))
