@@ -24,7 +24,7 @@ from modelci.errors import DatasetError, OutputError, PredictionFailed
 from modelci.evaluate.bootstrap import SCORE_KINDS, PairedData, metric_kind, metric_value
 from modelci.evaluate.compare import Predictions
 from modelci.runner.environments import EnvironmentManager
-from modelci.runner.sandbox import Limits, make_sandbox
+from modelci.runner.sandbox import make_sandbox
 from modelci.scoring.tables import read_batches
 from modelci.settings import Settings
 
@@ -49,21 +49,13 @@ def scoring_launcher(
     settings: Settings, environments: EnvironmentManager, *, unsafe: bool = False
 ) -> Launcher:
     """A launcher for scoring workers: serving's sandbox uids and slots, its own dir."""
-    from modelci.serving.launcher import Launcher
+    from modelci.serving.launcher import launcher_for
 
-    for path, mode in ((settings.data_dir, 0o711), (settings.runs_dir, 0o711)):
-        path.mkdir(parents=True, exist_ok=True)
-        path.chmod(mode)
-    return Launcher(
+    return launcher_for(
+        settings,
+        "scoring",
         sandbox=make_sandbox(unsafe=unsafe, uid_base=settings.serving_uid_base),
         environments=environments,
-        serving_dir=settings.runs_dir / "scoring",
-        logs_dir=settings.logs_dir / "scoring",
-        slots_dir=settings.serving_slots_dir,
-        limits=Limits(
-            timeout_s=0, cpu_s=10**9, memory_mb=settings.serving_memory_mb, max_disk_mb=1024
-        ),
-        start_timeout_s=settings.serving_start_timeout_s,
         request_timeout_s=max(settings.serving_request_timeout_s, 120),
     )
 

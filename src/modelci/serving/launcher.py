@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelci.deliver.modelspec import ServingSpec
 from modelci.errors import WorkerFailed
@@ -26,7 +27,10 @@ from modelci.runner.environments import EnvironmentManager, Requirements
 from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec, take_slot
 from modelci.serving.worker import ModelWorker
 
-__all__ = ["Launcher"]
+if TYPE_CHECKING:
+    from modelci.settings import Settings
+
+__all__ = ["Launcher", "launcher_for"]
 
 _WORKER_SCRIPT = Path(__file__).with_name("modelworker.py")
 # A worker runs until stopped: no wall-clock or CPU-time limit.
@@ -134,3 +138,31 @@ class Launcher:
             worker.stop()
             raise WorkerFailed(f"{name} v{version}: {exc.message}; log: {log_path}") from None
         return worker
+
+
+def launcher_for(
+    settings: Settings,
+    purpose: str,
+    *,
+    sandbox: Sandbox,
+    environments: EnvironmentManager,
+    request_timeout_s: float,
+) -> Launcher:
+    """A launcher from the settings: serving's memory limit, start timeout and machine-wide
+    slots, its workers' copies and logs under ``runs/<purpose>`` and ``logs/<purpose>``."""
+    for path in (settings.data_dir, settings.runs_dir):
+        # The workers' uids must traverse them to reach their private copies.
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o711)
+    return Launcher(
+        sandbox=sandbox,
+        environments=environments,
+        serving_dir=settings.runs_dir / purpose,
+        logs_dir=settings.logs_dir / purpose,
+        slots_dir=settings.serving_slots_dir,
+        limits=Limits(
+            timeout_s=0, cpu_s=10**9, memory_mb=settings.serving_memory_mb, max_disk_mb=1024
+        ),
+        start_timeout_s=settings.serving_start_timeout_s,
+        request_timeout_s=request_timeout_s,
+    )

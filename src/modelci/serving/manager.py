@@ -15,7 +15,7 @@ from typing import Any
 
 from modelci.deliver.modelspec import ModelRegistry
 from modelci.errors import ModelNotFound
-from modelci.serving.launcher import Launcher
+from modelci.serving.launcher import Launcher, launcher_for
 from modelci.serving.predictionlog import PredictionLog, SessionFactory
 from modelci.serving.service import ModelService
 from modelci.settings import Settings
@@ -204,7 +204,7 @@ def serving_manager(
     import uv
 
     from modelci.runner.environments import EnvironmentManager
-    from modelci.runner.sandbox import Limits, make_sandbox
+    from modelci.runner.sandbox import make_sandbox
 
     sandbox = make_sandbox(unsafe=unsafe, uid_base=settings.serving_uid_base)
     environments = EnvironmentManager(
@@ -213,19 +213,11 @@ def serving_manager(
         uv_bin=uv.find_uv_bin(),
         resolution_ttl_s=settings.env_resolution_ttl_s,
     )
-    for path, mode in ((settings.data_dir, 0o711), (settings.runs_dir, 0o711)):
-        path.mkdir(parents=True, exist_ok=True)
-        path.chmod(mode)
-    launcher = Launcher(
+    launcher = launcher_for(
+        settings,
+        "serving",
         sandbox=sandbox,
         environments=environments,
-        serving_dir=settings.runs_dir / "serving",
-        logs_dir=settings.logs_dir / "serving",
-        slots_dir=settings.serving_slots_dir,
-        limits=Limits(
-            timeout_s=0, cpu_s=10**9, memory_mb=settings.serving_memory_mb, max_disk_mb=1024
-        ),
-        start_timeout_s=settings.serving_start_timeout_s,
         request_timeout_s=settings.serving_request_timeout_s,
     )
     return ServingManager(
