@@ -63,7 +63,7 @@ def commit_data(path: Path, data: str, message: str, *, push: bool = True) -> st
     return git(path, "rev-parse", "HEAD")
 
 
-def cache_is_intact(cache: Path) -> list[str]:
+def damaged_cache_objects(cache: Path) -> list[str]:
     """Objects of a DVC cache whose content no longer matches their name, or linked elsewhere."""
     bad = []
     for file in (cache / "files" / "md5").rglob("*"):

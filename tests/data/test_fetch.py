@@ -9,15 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uv
 
 from modelci.evaluate.evaluation import EvaluationRequest, EvaluationResult, Evaluator
-from modelci.runner.environments import EnvironmentManager
-from modelci.runner.sandbox import make_sandbox
 from modelci.settings import Settings
-from modelci.store.db import Database, open_database
 from tests.conftest import commit_files, git
-from tests.data.dvcrepos import cache_is_intact, commit_data, csv_rows, dvc_repo
+from tests.data.dvcrepos import commit_data, csv_rows, damaged_cache_objects, dvc_repo
+from tests.evaluate.test_evaluation import evaluator
+
+__all__ = ["evaluator"]  # the evaluator of test_evaluation, on this module's settings
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -39,24 +38,9 @@ def place() -> Iterator[Path]:
 @pytest.fixture
 def settings(place: Path) -> Settings:
     data = place / "data"
-    return Settings(data_dir=data, database_url=f"sqlite:///{place}/store.db", max_parallel_runs=2)
-
-
-@pytest.fixture
-def evaluator(settings: Settings) -> Iterator[Evaluator]:
-    settings.prepare_data_dir()
-    db: Database = open_database(settings)
-    try:
-        yield Evaluator(
-            settings=settings,
-            database=lambda: db,
-            sandbox=make_sandbox(),
-            environments=EnvironmentManager(
-                envs_dir=settings.envs_dir, python=settings.python, uv_bin=uv.find_uv_bin()
-            ),
-        )
-    finally:
-        db.close()
+    made = Settings(data_dir=data, database_url=f"sqlite:///{place}/store.db", max_parallel_runs=2)
+    made.prepare_data_dir()
+    return made
 
 
 def allow(settings: Settings, repo: Path, text: str) -> None:
@@ -89,7 +73,7 @@ def test_a_data_change_pull_request_is_evaluated_on_each_commits_data(
     assert result.head.timings["data_bytes"] > 0
     # The cache's objects are the data, whole and unlinked from any work dir.
     caches = list(settings.dvc_cache_dir.iterdir())
-    assert [c for c in caches if c.is_dir()] and not cache_is_intact(
+    assert [c for c in caches if c.is_dir()] and not damaged_cache_objects(
         next(c for c in caches if c.is_dir())
     )
 
@@ -136,7 +120,7 @@ def test_a_training_that_writes_into_its_data_cannot_change_the_cache(
     assert second.head.timings["data_bytes"] == 0
     assert second.head.metrics["accuracy"] == pytest.approx(0.2)
     cache = next(c for c in settings.dvc_cache_dir.iterdir() if c.is_dir())
-    assert not cache_is_intact(cache)
+    assert not damaged_cache_objects(cache)
 
 
 def test_a_remote_url_the_server_does_not_allow_is_refused_before_any_request(
