@@ -30,36 +30,23 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from modelci.evaluate.noise import AUTO_REPEATS, SeedRun, compare_repeated
+from modelci.evaluate.noise import AUTO_REPEATS, SeedRun
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.evaluate.noisysim import METRICS, dropped, trained_runs
+from tests.evaluate.noisysim import METRICS, simulate_pairs, trained_runs
 
 console = Console(width=150)
 
 
 def rates(runs: list[SeedRun], per_side: int, pairs: int, resamples: int) -> dict[str, float]:
-    rng = np.random.default_rng(per_side)
-    failed, caught, caught_accuracy = 0, 0, 0
-    regressed = {name: 0 for name, _ in METRICS}
-    for i in range(pairs):
-        chosen = rng.choice(len(runs), size=2 * per_side, replace=False)
-        base = [runs[j] for j in chosen[:per_side]]
-        head = [runs[j] for j in chosen[per_side:]]
-        noop = compare_repeated(head, base, [], n_resamples=resamples, seed=i)
-        failed += not noop.passed
-        for row in noop.regressions:
-            regressed[row.name] += 1
-        worse = compare_repeated(
-            [dropped(r, rng) for r in head], base, [], n_resamples=resamples, seed=i
-        )
-        caught += not worse.passed
-        caught_accuracy += any(row.name == "accuracy" for row in worse.regressions)
+    r = simulate_pairs(
+        runs, per_side, pairs, np.random.default_rng(per_side), n_resamples=resamples
+    )
     return {
-        "noop_fail": failed / pairs,
-        **{f"regressed_{k}": v / pairs for k, v in regressed.items()},
-        "caught": caught / pairs,
-        "caught_accuracy": caught_accuracy / pairs,
+        "noop_fail": r.noop_failed / pairs,
+        **{f"regressed_{k}": v / pairs for k, v in r.regressed.items()},
+        "caught": r.caught / pairs,
+        "caught_accuracy": r.caught_by_accuracy / pairs,
     }
 
 

@@ -11,12 +11,13 @@ accuracy point worse.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from modelci.evaluate.compare import Predictions
-from modelci.evaluate.noise import SeedRun
+from modelci.evaluate.noise import SeedRun, compare_repeated
 
 ROWS = 2000
 NOISY_REPOS = Path(__file__).resolve().parent / "noisyrepos"
@@ -104,3 +105,43 @@ def dropped(run: SeedRun, rng: np.random.Generator, *, flipped: int = 20) -> See
     scores[chosen] = 1.0 - scores[chosen]
     worse = Predictions(p.y_true, y_pred, scores)
     return SeedRun(run.seed, metrics_of(worse), worse)
+
+
+@dataclass
+class PairRates:
+    """Counts over simulated pull requests: seed-only ones, and one-point drops."""
+
+    pairs: int = 0
+    noop_failed: int = 0  # the gate failed on a seed-only change
+    regressed: dict[str, int] = field(default_factory=lambda: {name: 0 for name, _ in METRICS})
+    caught: int = 0  # the gate failed on the drop
+    caught_by_accuracy: int = 0  # accuracy itself was "regressed" on the drop
+
+
+def simulate_pairs(
+    runs: list[SeedRun],
+    per_side: int,
+    pairs: int,
+    rng: np.random.Generator,
+    *,
+    n_resamples: int,
+    into: PairRates | None = None,
+) -> PairRates:
+    """``pairs`` pull requests, each with distinct seeds of ``runs`` for base and head
+    (``per_side`` each), compared as an evaluation does; the drop is the head's runs
+    made one accuracy point worse (``dropped``)."""
+    out = into or PairRates()
+    for i in range(pairs):
+        chosen = rng.choice(len(runs), size=2 * per_side, replace=False)
+        base = [runs[j] for j in chosen[:per_side]]
+        head = [runs[j] for j in chosen[per_side:]]
+        noop = compare_repeated(head, base, [], n_resamples=n_resamples, seed=i)
+        out.noop_failed += not noop.passed
+        for row in noop.regressions:
+            out.regressed[row.name] += 1
+        worse = [dropped(run, rng) for run in head]
+        regressions = compare_repeated(worse, base, [], n_resamples=n_resamples, seed=i).regressions
+        out.caught += bool(regressions)
+        out.caught_by_accuracy += any(row.name == "accuracy" for row in regressions)
+        out.pairs += 1
+    return out

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from modelci.evaluate.compare import compare
-from modelci.evaluate.noise import AUTO_REPEATS, SeedRun, compare_repeated
-from tests.evaluate.noisysim import METRICS, dropped, trained_runs
+from modelci.evaluate.noise import AUTO_REPEATS, SeedRun
+from tests.evaluate.noisysim import PairRates, simulate_pairs, trained_runs
 
 TRAININGS = ("forest", "sgd", "numpynet")
 POOL, PAIRS = 16, 40
@@ -48,21 +48,10 @@ def test_seed_only_changes_rarely_fail_and_a_one_point_drop_is_caught(
     pools: dict[str, list[SeedRun]],
 ) -> None:
     rng = np.random.default_rng(7)
-    total = failed = caught = 0
-    regressed = {name: 0 for name, _ in METRICS}
-    for training, runs in pools.items():
-        for i in range(PAIRS):
-            chosen = rng.choice(POOL, size=2 * AUTO_REPEATS, replace=False)
-            base = [runs[j] for j in chosen[:AUTO_REPEATS]]
-            head = [runs[j] for j in chosen[AUTO_REPEATS:]]
-            noop = compare_repeated(head, base, [], n_resamples=200, seed=i)
-            failed += not noop.passed
-            for row in noop.regressions:
-                regressed[row.name] += 1
-            worse = [dropped(run, rng) for run in head]
-            caught += not compare_repeated(worse, base, [], n_resamples=200, seed=i).passed
-            total += 1
-        assert training and total
-    assert failed / total <= 0.05, (failed, total)
-    assert all(count / total <= 0.05 for count in regressed.values()), regressed
-    assert caught / total >= 0.95, (caught, total)
+    rates = PairRates()
+    for runs in pools.values():
+        simulate_pairs(runs, AUTO_REPEATS, PAIRS, rng, n_resamples=200, into=rates)
+    total = rates.pairs
+    assert rates.noop_failed / total <= 0.05, (rates.noop_failed, total)
+    assert all(count / total <= 0.05 for count in rates.regressed.values()), rates.regressed
+    assert rates.caught / total >= 0.95, (rates.caught, total)
