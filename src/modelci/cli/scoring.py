@@ -7,8 +7,6 @@ import math
 from pathlib import Path
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from modelci.cli.base import (
     VersionNumber,
@@ -55,6 +53,8 @@ def datasets_add(name: str, file: Path, fmt: str) -> None:
       modelci datasets add churn-holdout data/holdout.csv
       modelci datasets add churn-holdout holdout.parquet --format json
     """
+    from rich.markup import escape  # rich loads only for these commands' output
+
     from modelci.scoring.datasets import DatasetStore
 
     info = DatasetStore(current_settings().datasets_dir).add(name, file)
@@ -79,6 +79,8 @@ def datasets_list(fmt: str) -> None:
       modelci datasets list
       modelci datasets list --format json
     """
+    from rich.table import Table  # rich loads only for these commands' output
+
     from modelci.scoring.datasets import DatasetStore
 
     held = DatasetStore(current_settings().datasets_dir).list()
@@ -112,6 +114,8 @@ def datasets_remove(name: str) -> None:
     Examples:
       modelci datasets remove churn-holdout
     """
+    from rich.markup import escape  # rich loads only for these commands' output
+
     from modelci.scoring.datasets import DatasetStore
 
     info = DatasetStore(current_settings().datasets_dir).remove(name)
@@ -155,6 +159,8 @@ def models_score(
           --target churned --metric accuracy --metric f1 --format json
     """
     import uv
+    from rich.markup import escape
+    from rich.table import Table  # rich loads only for these commands' output
 
     from modelci.deliver.delivery import deliverer_for
     from modelci.errors import ModelNotFound
