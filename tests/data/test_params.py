@@ -133,9 +133,7 @@ def test_a_file_dvc_yaml_adds_at_head_shows_its_params_as_added() -> None:
 
 def test_a_declared_file_missing_at_one_side_is_said() -> None:
     dvc_yaml = "stages:\n  t:\n    cmd: x\n    params: [{conf.yaml: }]\n"
-    changes, notes = diff(
-        {"dvc.yaml": dvc_yaml, "conf.yaml": "depth: 4\n"}, {"dvc.yaml": dvc_yaml}
-    )
+    changes, notes = diff({"dvc.yaml": dvc_yaml, "conf.yaml": "depth: 4\n"}, {"dvc.yaml": dvc_yaml})
     assert changes == [("conf.yaml", "depth", 4, None, "removed")]
     assert notes == ["conf.yaml, which dvc.yaml names, is missing at head"]
 
