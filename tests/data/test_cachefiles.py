@@ -85,5 +85,6 @@ def test_manifests_are_read_whole_under_their_cap(tmp_path: Path) -> None:
     md5 = put(tmp_path, listing, suffix=".dir")
 
     assert DvcCacheFiles(tmp_path).manifest(md5) == listing
-    assert DvcCacheFiles(tmp_path, max_manifest_bytes=10).manifest(md5) is None
+    with pytest.raises(ValueError, match="is over the 10 bytes read"):
+        DvcCacheFiles(tmp_path, max_manifest_bytes=10).manifest(md5)
     assert DvcCacheFiles(tmp_path).manifest(md5.removesuffix(".dir")) is None

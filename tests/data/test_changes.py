@@ -200,7 +200,21 @@ def test_a_directory_whose_file_list_is_not_cached_says_so() -> None:
     )
     (change,) = result.changes
     assert change.files == ()
-    assert change.note == f"the file list of base and head is {NOT_CACHED}"
+    assert change.note == (
+        f"the file list of base is {NOT_CACHED}; the file list of head is {NOT_CACHED}"
+    )
+
+
+def test_a_directory_whose_file_list_cannot_be_used_says_why() -> None:
+    cache = FakeCache(manifests={"2" * 32 + ".dir": {"not": "a list"}})  # type: ignore[dict-item]
+    result = compare(
+        {"dir.dvc": dvc_file("1" * 32, 1, "dir")},  # a file at base, a directory at head
+        {"dir.dvc": dvc_file("2" * 32 + ".dir", 2, "dir")},
+        cache,
+    )
+    (change,) = result.changes
+    assert change.directory
+    assert change.note == "the file list of head is not a DVC file list"
 
 
 def test_hostile_pointer_files_become_notes_and_never_reach_the_cache_with_a_bad_hash() -> None:

@@ -43,7 +43,7 @@ class DvcCacheFiles:
     """The objects of one DVC cache directory, read for the report (a ``CacheReader``)."""
 
     def __init__(
-        self, root: Path, *, count_budget: int = 4 * GB, max_manifest_bytes: int = 64 << 20
+        self, root: Path, *, count_budget: int = 2 * GB, max_manifest_bytes: int = 16 << 20
     ) -> None:
         self.root = root
         self.count_budget = count_budget  # bytes of CSV still to count
@@ -74,9 +74,12 @@ class DvcCacheFiles:
             return None
         fd, size = opened
         try:
-            return os.read(fd, size) if size <= self.max_manifest_bytes else None
-        except OSError:
-            return None
+            if size > self.max_manifest_bytes:
+                # Parsed whole: a bigger list would cost this process hundreds of MB.
+                raise ValueError(f"is over the {self.max_manifest_bytes:,} bytes read")
+            return os.read(fd, size)
+        except OSError as exc:
+            raise ValueError(f"could not be read: {exc.strerror}") from None
         finally:
             os.close(fd)
 

@@ -41,7 +41,7 @@ Status = Literal["added", "removed", "modified"]
 
 MAX_FILES_LISTED = 20  # per directory output
 MAX_CHANGES = 200
-MAX_POINTERS = 1_000
+MAX_POINTERS = 500  # each is two git reads (about 4 ms each)
 MAX_MANIFEST_ENTRIES = 1_000_000
 _MD5 = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
 _TABULAR = (".csv", ".tsv", ".parquet", ".pq")
@@ -58,7 +58,8 @@ class CacheReader(Protocol):
     """The repository's DVC cache, read by md5 (only valid md5 values are passed)."""
 
     def manifest(self, md5: str) -> bytes | None:
-        """A directory's ``.dir`` manifest, None when it is not cached."""
+        """A directory's ``.dir`` manifest, None when it is not cached; ValueError saying
+        why when it is cached and cannot be read."""
         ...
 
     def size(self, md5: str) -> int | None:
@@ -175,16 +176,14 @@ def pointer_outs(source: str, raw: bytes) -> list[_Out]:
     return outs
 
 
-def _manifest(raw: bytes | None) -> dict[str, str] | None:
-    """relpath → md5 of a ``.dir`` manifest; None when missing or not one."""
-    if raw is None:
-        return None
+def _manifest(raw: bytes) -> dict[str, str]:
+    """relpath → md5 of a ``.dir`` manifest; ValueError when it is not one."""
     try:
         entries = json.loads(raw)
     except (ValueError, RecursionError):
-        return None
+        entries = None
     if not isinstance(entries, list):
-        return None
+        raise ValueError("is not a DVC file list")
     files = {}
     for entry in entries[:MAX_MANIFEST_ENTRIES]:
         if isinstance(entry, dict) and isinstance(entry.get("relpath"), str):
@@ -256,15 +255,18 @@ def _change(path: str, old: _Out | None, new: _Out | None, cache: CacheReader) -
     if not change.directory:
         return change
     listings: list[dict[str, str]] = []
-    missing = []
+    problems = []
     for side, out in (("base", old), ("head", new)):
         md5 = _dir_md5(out)
-        listing = _manifest(cache.manifest(md5)) if md5 else {}  # a file or nothing: no files
-        if listing is None:
-            missing.append(side)
-        listings.append(listing or {})
-    if missing:
-        return replace(change, note=f"the file list of {' and '.join(missing)} is {NOT_CACHED}")
+        try:
+            raw = cache.manifest(md5) if md5 else b"[]"  # a file or nothing: no files inside
+            if raw is None:
+                raise ValueError(f"is {NOT_CACHED}")
+            listings.append(_manifest(raw))
+        except ValueError as exc:
+            problems.append(f"the file list of {side} {exc}")
+    if problems:
+        return replace(change, note="; ".join(problems))
     files, more = _inner(path, listings[0], listings[1], cache)
     return replace(change, files=tuple(files), more_files=more)
 
