@@ -52,6 +52,25 @@ def test_new_commits_are_fetched_into_the_existing_mirror(
     assert again.resolve("main") == newer
 
 
+def test_changed_files_between_commits_by_pathspec(make_repo: GitRepo, tmp_path: Path) -> None:
+    repo = make_repo({"a.dvc": "1", "sub/b.dvc": "1", "dvc.lock": "1", "train.py": "1"})
+    first = git(repo, "rev-parse", "HEAD")
+    second = commit_files(repo, {"sub/b.dvc": "2", "dvc.lock": "2", "train.py": "2", "n.dvc": "x"})
+    mirror = open_mirror(str(repo), tmp_path / "mirrors")
+    mirror.resolve(second)
+
+    assert mirror.changed_files(first, second, "*.dvc", "dvc.lock") == [
+        "dvc.lock",
+        "n.dvc",
+        "sub/b.dvc",
+    ]
+    assert mirror.changed_files(first, second) == ["dvc.lock", "n.dvc", "sub/b.dvc", "train.py"]
+    assert mirror.changed_files(first, second, limit=1) == ["dvc.lock"]
+    assert mirror.changed_files(second, second) == []
+    with pytest.raises(CheckoutError, match="could not compare"):
+        mirror.changed_files(first, "0" * 40)
+
+
 def test_checkout_is_removed_when_the_body_fails(make_repo: GitRepo, tmp_path: Path) -> None:
     repo = make_repo({"a.txt": "one"})
     mirror = open_mirror(str(repo), tmp_path / "mirrors")

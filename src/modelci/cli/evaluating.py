@@ -29,6 +29,7 @@ from modelci.settings import Settings
 
 def _print_result(result: EvaluationResult, fmt: str) -> int:
     from modelci.evaluate import report
+    from modelci.evaluate.report_data import review_markdown, review_rich
 
     head, base = result.head, result.base
     if fmt == "json":
@@ -43,6 +44,8 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
             click.echo(
                 report.render_markdown(result.comparison, head_sha=head.sha, base_sha=base.sha)
             )
+            if review := review_markdown(result.data):
+                click.echo(f"\n{review}")
             if result.scored_on:
                 click.echo(f"\n{report.scored_note(result.scored_on)}")
             if notes := result.repeats_markdown():
@@ -64,6 +67,8 @@ def _print_result(result: EvaluationResult, fmt: str) -> int:
             console.print(report.HEAD_ONLY_NOTE, highlight=False)
         if levels := report.gate_level_note(result.comparison):
             console.print(levels, highlight=False)
+        for part in review_rich(result.data):
+            console.print(part, highlight=False)
         if result.scored_on:
             console.print(
                 escape(report.scored_note(result.scored_on).replace("*", "")), highlight=False

@@ -56,6 +56,8 @@ from modelci.settings import Settings
 if TYPE_CHECKING:  # heavy imports (numpy, sqlalchemy) load in the background, when needed
     from sqlalchemy.orm import Session
 
+    from modelci.data.fetch import DataFetcher
+    from modelci.data.review import DataReview
     from modelci.evaluate.compare import Comparison, MetricRule, Predictions
     from modelci.evaluate.noise import SeedRun, UnstableMetric
     from modelci.scoring.plan import ScoringPlan
@@ -197,6 +199,8 @@ class EvaluationResult:
     unstable: list[UnstableMetric] = field(default_factory=list)
     # What modelci scored both sides on (scoring: in modelci.yaml), in words.
     scored_on: str | None = None
+    # Params and DVC data that differ from base to head (data.review).
+    data: DataReview | None = None
 
     @property
     def error(self) -> str | None:
@@ -401,6 +405,7 @@ class Evaluator:
             request.repo, head, base, comparison, seconds=time.monotonic() - started
         )
         result.scored_on = plan.label if plan is not None else None
+        result.data = self._review_data(mirror, base_sha, head_sha)
         if comparison is not None and not base.skipped:
             result.unstable = unstable
         from modelci.store import records as store
@@ -803,6 +808,23 @@ class Evaluator:
         side.scored = tuple(scored.metrics)
         side.timings["score_s"] = time.monotonic() - t0
 
+    def _data_fetcher(self) -> DataFetcher:
+        from modelci.data.fetch import DataFetcher
+
+        return DataFetcher(
+            sandbox=self.sandbox,
+            environments=self.environments,
+            cache_root=self.settings.dvc_cache_dir,
+            remotes_file=self.settings.dvc_remotes_path,
+        )
+
+    def _review_data(self, mirror: Mirror, base_sha: str, head_sha: str) -> DataReview:
+        """Params and data changes, read after the runs so the fetched data is cached."""
+        from modelci.data.review import review_data
+
+        cache = self._data_fetcher().cache_dir(mirror.url)
+        return review_data(mirror, base_sha, head_sha, cache=cache)
+
     def _fetch_data(
         self,
         side: SideResult,
@@ -815,14 +837,7 @@ class Evaluator:
         when the commit uses DVC (training may run `dvc repro`), else None."""
         if not ((workdir / ".dvc").exists() or (workdir / "dvc.yaml").exists()):
             return None
-        from modelci.data.fetch import DataFetcher
-
-        fetcher = DataFetcher(
-            sandbox=self.sandbox,
-            environments=self.environments,
-            cache_root=self.settings.dvc_cache_dir,
-            remotes_file=self.settings.dvc_remotes_path,
-        )
+        fetcher = self._data_fetcher()
         self.reporter.update(side.role, "fetching DVC data")
         assert side.log_path is not None
         fetched = fetcher.fetch(
@@ -896,6 +911,12 @@ def _prepare_dirs(settings: Settings) -> None:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
+def _no_review() -> DataReview:
+    from modelci.data.review import DataReview
+
+    return DataReview()
+
+
 def summary_json(result: EvaluationResult) -> dict[str, Any]:
     """Context for reports: shas, timings and errors of both sides."""
     return {
@@ -923,4 +944,5 @@ def summary_json(result: EvaluationResult) -> dict[str, Any]:
         },
         "unstable": [u.as_json() for u in result.unstable],
         "scored_on": result.scored_on,
+        **(result.data or _no_review()).as_json(),
     }

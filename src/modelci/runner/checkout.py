@@ -190,6 +190,18 @@ class Mirror:
             self._files[memo] = found
         return found
 
+    def changed_files(self, a: str, b: str, *pathspecs: str, limit: int = 10_000) -> list[str]:
+        """Paths that differ between commits ``a`` and ``b`` (those matching ``pathspecs``
+        when given), at most ``limit`` of them."""
+        try:
+            out = self._run("diff", "--name-only", "--no-renames", "-z", a, b, "--", *pathspecs)
+        except _GitFailed as exc:
+            raise CheckoutError(
+                f"could not compare {a[:7]} with {b[:7]}: {exc}",
+                hint="the commits may be corrupt; re-run to fetch again",
+            ) from None
+        return [path for path in out.split("\0") if path][:limit]
+
     def export_file(self, sha: str, path: str, dest: Path) -> bool:
         """Write a file's content at a commit to ``dest`` (streamed: it may be large);
         False when the commit has no such file."""

@@ -24,6 +24,7 @@ __all__ = ["COMMENT_LIMIT", "CheckText", "check_text", "final_comment", "status_
 COMMENT_LIMIT = 65_536 - 100
 CHECK_LIMIT = 65_535
 _TITLE = "### modelci evaluation"
+_REVIEW_LIMIT = 12_000  # the Params and Data changed tables; the metrics keep the rest
 
 
 def status_comment(*, head_sha: str, status: str, detail: str = "") -> str:
@@ -76,12 +77,16 @@ def _failure(result: EvaluationResult, logs_url: str | None) -> str:
 
 
 def _notes(result: EvaluationResult) -> str:
-    # Bounded: one line per gated metric and side at most, each a short sentence.
+    # Bounded: one line per gated metric and side at most, each a short sentence;
+    # the params and data tables within their own limit.
+    from modelci.evaluate.report_data import review_markdown
+
     text = result.repeats_markdown()
     if result.scored_on:
         from modelci.evaluate.report import scored_note
 
         text = f"{scored_note(result.scored_on[:300])}\n\n{text}".strip()
+    text = f"{review_markdown(result.data, limit=_REVIEW_LIMIT)}\n\n{text}".strip()
     return f"\n\n{text}" if text else ""
 
 
