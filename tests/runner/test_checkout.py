@@ -156,3 +156,20 @@ def test_names() -> None:
     assert not is_remote_url("/srv/repo")
     assert repository_name("https://github.com/o/r.git") == "o/r"
     assert repository_name("git@github.com:o/r.git") == "o/r"
+
+
+def test_a_local_repositorys_refs_are_read_in_the_repository_without_a_fetch(
+    make_repo: GitRepo, tmp_path: Path
+) -> None:
+    repo = make_repo({"a.txt": "one"})
+    mirror = open_mirror(str(repo), tmp_path / "mirrors")
+    first = mirror.resolve("main")
+    git(repo, "branch", "already-fetched-commit", first)  # a new ref, a known commit
+    assert mirror.resolve("already-fetched-commit") == first
+    refs = git(repo, "--git-dir", str(mirror.path), "for-each-ref", "--format=%(refname)")
+    assert "already-fetched-commit" not in refs  # resolved in the repository: no fetch
+    git(repo, "checkout", "--quiet", "-b", "work")
+    newer = commit_files(repo, {"a.txt": "two"})
+    # HEAD is the repository's checkout, and a commit the mirror lacks is fetched.
+    assert mirror.resolve_many("HEAD", "main") == [newer, first]
+    assert mirror.read_file(newer, "a.txt") == b"two"

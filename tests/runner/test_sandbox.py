@@ -462,6 +462,25 @@ def test_missing_bwrap_says_how_to_fix(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert "--unsafe-no-sandbox" in message
 
 
+def test_a_background_probe_that_fails_stops_the_first_run(
+    monkeypatch: pytest.MonkeyPatch, workdir: Path
+) -> None:
+    # Where the sandbox's uid can run it (tmp_path is private to root).
+    fake = Path(tempfile.mkdtemp(prefix="fake-bwrap-")) / "bwrap"
+    fake.parent.chmod(0o755)
+    fake.write_text(
+        "#!/bin/sh\necho 'Creating new namespace failed: Operation not permitted' >&2\nexit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    box = make_sandbox(uid_base=UID_BASE, wait=False)  # returns before the answer
+    with pytest.raises(SandboxUnavailable, match="Creating new namespace failed") as caught:
+        run(box, workdir, "echo never")
+    assert "apt-get install bubblewrap" in str(caught.value)
+    assert not (workdir.with_suffix(".log")).exists()  # nothing ran
+    shutil.rmtree(fake.parent)
+
+
 def test_unsafe_sandbox_clears_env_and_caps_log_and_time(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -209,12 +209,16 @@ class _Runner:
     def _uid(self, slot: int) -> int:
         return os.getuid()
 
+    def _ready(self) -> None:
+        """Raise SandboxUnavailable if this runner cannot start anything (a probe)."""
+
     def isolation_argv(
         self, spec: SandboxSpec, uid: int, env: dict[str, str], fds: list[int]
     ) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
 
     def run(self, spec: SandboxSpec, *, cancel: threading.Event | None = None) -> SandboxResult:
+        self._ready()
         sources = [*([spec.venv] if spec.venv else []), *spec.ro_binds]
         writable = [spec.workdir, *spec.rw_binds]
         for path in [*writable, *sources]:
@@ -325,6 +329,7 @@ class _Runner:
 
 
 def _start(runner: _Runner, spec: SandboxSpec) -> SandboxProcess:
+    runner._ready()
     sources = [*([spec.venv] if spec.venv else []), *spec.ro_binds]
     for path in [spec.workdir, *sources]:
         if not path.is_dir():
@@ -395,6 +400,7 @@ class BubblewrapSandbox(_Runner):
         self._bwrap = which("bwrap", INSTALL_HINT)
         super().__init__(cgroups=cgroups)
         self.uid_base = uid_base
+        self._probe: threading.Thread | None = None
 
     def _uid(self, slot: int) -> int:
         return self.uid_base + slot if os.getuid() == 0 else os.getuid()
@@ -406,13 +412,30 @@ class BubblewrapSandbox(_Runner):
         setpriv = [self.setpriv, *drop.split()] if os.getuid() == 0 else []
         return [*setpriv, self._bwrap, *_ISOLATION, *_root_layout()]
 
-    def probe(self) -> None:
-        """Start an empty sandbox once; raise SandboxUnavailable if that fails."""
-        error = probe_sandbox(tuple(self._prefix(self._uid(0))))
+    def probe(self, *, wait: bool = True) -> None:
+        """Start an empty sandbox once; raise SandboxUnavailable if that fails.
+
+        ``wait=False`` starts it in the background: a CLI evaluation does its git
+        work meanwhile (the probe is a process start, ~25 ms on its critical path
+        before), and the first run waits for the answer and raises instead.
+        """
+        prefix = tuple(self._prefix(self._uid(0)))
+        if not wait:
+            self._probe = threading.Thread(
+                target=probe_sandbox, args=(prefix,), name="modelci-probe", daemon=True
+            )
+            self._probe.start()
+            return
+        if self._probe is not None:
+            self._probe.join()
+        error = probe_sandbox(prefix)  # cached: the background probe's answer
         if error is not None:
             raise SandboxUnavailable(
                 f"bubblewrap cannot create a sandbox here: {error}", hint=INSTALL_HINT
             )
+
+    def _ready(self) -> None:
+        self.probe()
 
     def isolation_argv(
         self, spec: SandboxSpec, uid: int, env: dict[str, str], fds: list[int]
@@ -463,10 +486,11 @@ class UnsafeLocalSandbox(_Runner):
         return ["/bin/sh", "-c", spec.command], env
 
 
-def make_sandbox(*, unsafe: bool = False, uid_base: int = 60100) -> Sandbox:
-    """The sandbox to run repository code with; SandboxUnavailable if bwrap cannot run."""
+def make_sandbox(*, unsafe: bool = False, uid_base: int = 60100, wait: bool = True) -> Sandbox:
+    """The sandbox to run repository code with; SandboxUnavailable if bwrap cannot run
+    (at once, or with ``wait=False`` from the first run, see ``probe``)."""
     if unsafe:
         return UnsafeLocalSandbox()
     sandbox = BubblewrapSandbox(uid_base=uid_base)
-    sandbox.probe()
+    sandbox.probe(wait=wait)
     return sandbox

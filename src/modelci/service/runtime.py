@@ -57,7 +57,8 @@ def evaluator_for(
     settings: Settings, *, unsafe: bool = False, reporter: Reporter | None = None
 ) -> Iterator[Evaluator]:
     """An evaluator whose database is opened in the background and closed on exit."""
-    sandbox = make_sandbox(unsafe=unsafe, uid_base=settings.sandbox_uid_base)
+    # Checked in the background: its first run waits for the answer.
+    sandbox = make_sandbox(unsafe=unsafe, uid_base=settings.sandbox_uid_base, wait=False)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelci-db")
     wanted = threading.Event()
     future: Future[Database] = pool.submit(_open_database, settings, wanted)
