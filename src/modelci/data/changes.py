@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 
 import yaml
 
-from modelci.data.params import load_yaml
+from modelci import safeyaml
 from modelci.errors import ModelCIError
 
 __all__ = [
@@ -148,7 +148,7 @@ def _md5(value: Any) -> str | None:
 def pointer_outs(source: str, raw: bytes) -> list[_Out]:
     """The outputs a ``.dvc`` file or ``dvc.lock`` declares; ValueError when it is not one."""
     try:
-        document = load_yaml(raw)
+        document = safeyaml.load(raw)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise ValueError(f"is not valid YAML: {problem}") from None

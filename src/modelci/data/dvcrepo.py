@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from modelci import safeyaml
 from modelci.errors import DataFetchError, OutputError
 from modelci.runner.outputs import read_output_bytes
 
@@ -82,7 +83,7 @@ def _read(workdir: Path, relpath: str) -> str:
 
 def _yaml(workdir: Path, relpath: str) -> Any:
     try:
-        return yaml.safe_load(_read(workdir, relpath))
+        return safeyaml.load(_read(workdir, relpath))
     except yaml.YAMLError as exc:
         raise DataFetchError(f"{relpath} is not valid YAML: {exc}", hint="fix the file") from None
 

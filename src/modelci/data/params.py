@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
+from modelci import safeyaml
 from modelci.errors import ModelCIError
 
 __all__ = [
@@ -35,7 +36,6 @@ __all__ = [
     "ParamsDiff",
     "diff_params",
     "flatten_params",
-    "load_yaml",
     "params_files",
 ]
 
@@ -43,14 +43,11 @@ DEFAULT_PARAMS_FILE = "params.yaml"
 Read = Callable[[str], bytes | None]
 Status = Literal["added", "removed", "modified"]
 
-# libyaml when PyYAML has it: the pure-Python parser takes seconds on a hostile megabyte.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_FILE_BYTES = 1_000_000
 MAX_PARAMS = 10_000  # per file: more is not a params file a person reviews
 MAX_FILES = 50
 MAX_CHANGES = 1_000
 _MAX_DEPTH = 32
-MAX_YAML_DEPTH = 100
 _VALUE_NODES = 200  # per value: a longer list is shown by its length
 _MAX_TEXT = 500
 
@@ -163,27 +160,6 @@ def params_files(dvc_yaml: Any, *, has_default: bool) -> dict[str, tuple[str, ..
 # Reading a params file ------------------------------------------------------------------
 
 
-class _TooDeep(yaml.YAMLError):
-    problem = f"nests deeper than {MAX_YAML_DEPTH} levels"
-
-
-def load_yaml(text: str | bytes) -> Any:
-    """YAML from the repository, with a safe loader (libyaml's when installed).
-
-    libyaml's composer recurses in C: a few tens of thousands of ``[`` overflow the
-    stack and kill the process. Its event parser does not recurse, so the depth is
-    checked on the events first."""
-    depth = 0
-    for event in yaml.parse(text, Loader=_LOADER):
-        if isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
-                raise _TooDeep(_TooDeep.problem)
-        elif isinstance(event, yaml.SequenceEndEvent | yaml.MappingEndEvent):
-            depth -= 1
-    return yaml.load(text, Loader=_LOADER)  # noqa: S506 (a safe loader)
-
-
 def _plain(value: Any, budget: list[int], depth: int = 0) -> Any:
     """``value`` as JSON-ready data, bounded: YAML may hold aliases, recursion, dates."""
     budget[0] -= 1
@@ -244,7 +220,7 @@ def _parse(raw: bytes, path: str) -> Any:
             return tomllib.loads(text)
         if suffix == ".py":
             raise _Unreadable("is a Python params file, which modelci does not read")
-        return load_yaml(text)
+        return safeyaml.load(text)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
@@ -303,7 +279,7 @@ def _side(role: str, read: Read, notes: list[str]) -> _Side:
         raw = None
     if raw is not None:
         try:
-            document = load_yaml(raw[:MAX_FILE_BYTES])
+            document = safeyaml.load(raw[:MAX_FILE_BYTES])
         except (yaml.YAMLError, RecursionError, ValueError):
             notes.append(f"dvc.yaml at {role} is not valid YAML: {only}")
     try:

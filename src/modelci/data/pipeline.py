@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from modelci import safeyaml
 from modelci.errors import ConfigError
 from modelci.runner.config import RepoConfig
 
@@ -50,7 +51,7 @@ def pipeline_config(read: Callable[[str], bytes | None]) -> RepoConfig | None:
     if raw is None:
         return None
     try:
-        document = yaml.safe_load(raw)
+        document = safeyaml.load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"dvc.yaml is not valid YAML: {exc}", hint="fix dvc.yaml") from None
     metrics = [path for path in pipeline_metrics(document) if path.lower().endswith(".json")]

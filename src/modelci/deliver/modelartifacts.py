@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from modelci import safeyaml
 from modelci.deliver.modelspec import Column, ServingSpec
 from modelci.errors import ConfigError
 from modelci.evaluate.evaluation import TrainedCommit
@@ -138,7 +139,7 @@ def _logged_sklearn(model_dir: Path) -> tuple[str, str, tuple[Column, ...]]:
         "serialization_format='cloudpickle'): serving loads it without mlflow"
     )
     try:
-        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text()) or {}
+        mlmodel = safeyaml.load((model_dir / "MLmodel").read_text()) or {}
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         raise ConfigError(
             "the logged MLflow model's MLmodel file is unreadable", hint=hint

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from modelci import safeyaml
 from modelci.errors import ConfigError
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
 
 CONFIG_FILE = "modelci.yaml"
 # libyaml's parser when PyYAML was built with it: several times faster than the pure one.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_REPEATS = 20
 _MAX_CONFIG_BYTES = 256 * 1024
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -533,7 +533,7 @@ def parse_config(text: str | bytes, *, source: str = CONFIG_FILE) -> RepoConfig:
             hint="keep modelci.yaml small: it names commands and files, not data",
         )
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a safe loader)
+        data = safeyaml.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f", line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -552,7 +552,7 @@ def parse_config(text: str | bytes, *, source: str = CONFIG_FILE) -> RepoConfig:
     except ValidationError as exc:
         # The nodes, with their line numbers, only for the message: composing costs
         # as much as loading, and every run of an evaluation parses its config.
-        root = yaml.compose(text, Loader=_Loader)
+        root = yaml.compose(text, Loader=safeyaml.loader)
         problems = [_explain(dict(e), root, source) for e in exc.errors()]
         raise ConfigError(
             "invalid configuration:\n  " + "\n  ".join(problems),
