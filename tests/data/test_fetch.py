@@ -9,14 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uv
 
 from modelci.evaluate.evaluation import EvaluationRequest, EvaluationResult, Evaluator
+from modelci.runner.environments import EnvironmentManager
+from modelci.runner.sandbox import make_sandbox
 from modelci.settings import Settings
+from modelci.store.db import open_database
 from tests.conftest import commit_files, git
 from tests.data.dvcrepos import commit_data, csv_rows, damaged_cache_objects, dvc_repo
-from tests.evaluate.test_evaluation import evaluator
-
-__all__ = ["evaluator"]  # the evaluator of test_evaluation, on this module's settings
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -41,6 +42,34 @@ def settings(place: Path) -> Settings:
     made = Settings(data_dir=data, database_url=f"sqlite:///{place}/store.db", max_parallel_runs=2)
     made.prepare_data_dir()
     return made
+
+
+@pytest.fixture(scope="session")
+def shared_envs() -> Iterator[Path]:
+    # One environments dir for all these tests, as a server keeps one: modelci's DVC
+    # environment (DVC and its plugins) is built once, not once per test.
+    root = Path(tempfile.mkdtemp(prefix="modelci-dvc-envs-", dir="/var/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root / "envs"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def evaluator(settings: Settings, shared_envs: Path) -> Iterator[Evaluator]:
+    db = open_database(settings)
+    try:
+        yield Evaluator(
+            settings=settings,
+            database=lambda: db,
+            sandbox=make_sandbox(),
+            environments=EnvironmentManager(
+                envs_dir=shared_envs, python=settings.python, uv_bin=uv.find_uv_bin()
+            ),
+        )
+    finally:
+        db.close()
 
 
 def allow(settings: Settings, repo: Path, text: str) -> None:
