@@ -46,7 +46,9 @@ def _open_database(settings: Settings, wanted: threading.Event) -> Database:
 
     with database.session() as session:
         records.warm_up(session)
-    # numpy and rich, for the comparison and its report: loaded here, off the critical path.
+    # numpy and rich, for the comparison and its report, and the params/data review that
+    # follows the runs: loaded here, off the critical path.
+    import modelci.data.review
     import modelci.evaluate.report  # noqa: F401
 
     return database
