@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelci.data.versions import data_version, data_version_tag
 from modelci.deliver.gates import decide
 from modelci.deliver.history import ChampionChange, champion_changes, describe_event
 from modelci.deliver.modelartifacts import collect_model, mlflow_env
@@ -37,7 +38,6 @@ from modelci.errors import (
     ModelNotFound,
     NeedsGpuWorker,
 )
-from modelci.data.versions import data_version, data_version_tag
 from modelci.evaluate.evaluation import Evaluator, Reporter, SideResult, TrainedCommit
 from modelci.runner.checkout import Mirror, open_mirror, repository_name
 from modelci.runner.config import CONFIG_FILE, RepoConfig, parse_config
