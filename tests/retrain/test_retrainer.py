@@ -21,7 +21,7 @@ import pytest
 
 from modelci.deliver.delivery import Deliverer
 from modelci.retrain.result import RetrainResult
-from modelci.retrain.retrainer import NO_SCORING_REASON, Retrainer, repository_key
+from modelci.retrain.retrainer import NO_SCORING_REASON, Retrainer, drift_retrain, repository_key
 from modelci.settings import Settings
 from modelci.store import retrains as store
 from modelci.store.db import Database, open_database
@@ -173,9 +173,7 @@ def test_3_a_worse_model_is_kept_with_the_reason(state: State) -> None:
 
 
 def test_4_without_a_scoring_section_the_version_is_kept_unjudged(state: State) -> None:
-    commit_files(
-        state.repo, {"modelci.yaml": config(scoring=False), "params.json": '{"cut": 0.5}'}
-    )
+    commit_files(state.repo, {"modelci.yaml": config(scoring=False), "params.json": '{"cut": 0.5}'})
     result = retrain(state)
     assert result.error is None, result.error
     assert result.decision == "kept"
@@ -218,3 +216,27 @@ def test_5_the_history_lists_every_retrain_newest_first(state: State) -> None:
     versions = {v["version"]: v for v in json.loads(shown.stdout)["versions"]}
     assert versions[1]["trigger"] == "merge" and versions[2]["trigger"] == "manual"
     assert versions[2]["data_version"] == {}
+
+
+def test_6_the_cli_retrains_and_drift_has_its_entry_point(state: State) -> None:
+    env = {
+        **os.environ,
+        "MODELCI_DATA_DIR": str(state.settings.data_dir),
+        "MODELCI_DATABASE_URL": str(state.settings.database_url),
+    }
+    champion_sha = state.results[1].sha
+    assert champion_sha is not None
+    done = modelci(env, "retrain", str(state.repo), "--ref", champion_sha, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["decision"] == "skipped" and payload["champion_version"] == 2
+    assert payload["trigger"] == "manual"
+    bad = modelci(env, "retrain", str(state.repo), "--ref", "no-such-branch")
+    assert bad.returncode == 2
+    assert "'no-such-branch' is not a commit" in bad.stderr and "Traceback" not in bad.stderr
+
+    result = drift_retrain(state.retrainer, str(state.repo), reason="psi 0.4 on x")
+    assert result.error is None, result.error
+    assert result.trigger == "drift" and result.reasons[0] == "drift: psi 0.4 on x"
+    assert result.decision == "kept" and result.version == 5
+    assert state.deliverer.registry.get_version(NAME, 5).trigger == "drift"

@@ -36,6 +36,7 @@ class RetrainResult:
     new_metrics: dict[str, float] = field(default_factory=dict)
     champion_metrics: dict[str, float] = field(default_factory=dict)
     scored_on: str | None = None
+    champion_sha: str | None = None  # the commit the champion was trained from
     # What changed in the data since the champion was trained: path -> (old md5, new md5).
     data_changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
@@ -73,6 +74,7 @@ class RetrainResult:
             "model": self.model_name,
             "version": self.version,
             "champion_version": self.champion_version,
+            "champion_sha": self.champion_sha,
             "data_version": dict(self.data_version),
             "data_changed": {k: list(v) for k, v in self.data_changed.items()},
             "metrics": {"new": self.new_metrics, "champion": self.champion_metrics},

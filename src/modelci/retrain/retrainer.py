@@ -146,7 +146,7 @@ class Retrainer:
         result.data_version = data_version(mirror, sha)
         champion = deliverer.registry.champion(name)
         if champion is not None:
-            result.champion_version = champion.version
+            result.champion_version, result.champion_sha = champion.version, champion.sha
             result.data_changed = _data_changed(champion.data_version or {}, result.data_version)
             if _unchanged(champion, key, result.data_version):
                 result.decision = "skipped"
@@ -199,6 +199,7 @@ class Retrainer:
         new = registry.get_version(name, result.version)
         champion = registry.champion(name)
         result.champion_version = champion.version if champion else None
+        result.champion_sha = champion.sha if champion else None
         if champion is None:
             result.new_metrics = dict(new.metrics)
             decision = decide(new.metrics, None, {}, config.promotion.floors)
