@@ -13,12 +13,13 @@ import os
 import sys
 import threading
 
-from modelci.cli import evaluating, models, running, scoring, tokens
+from modelci.cli import evaluating, models, retraining, running, scoring, tokens
 from modelci.cli.base import Duration, VersionNumber, cli
 
 __all__ = ["Duration", "VersionNumber", "cli", "main"]
 
-_COMMANDS = (evaluating, models, running, scoring, tokens)  # imported for their commands
+# imported for their commands
+_COMMANDS = (evaluating, models, retraining, running, scoring, tokens)
 
 
 def main() -> None:

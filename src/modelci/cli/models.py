@@ -99,6 +99,15 @@ def _models_deliverer() -> Any:
     return deliverer_for(current_settings())
 
 
+def _data_text(version: dict[str, str] | None) -> str:
+    """A version's data in a cell: each DVC output's md5, shortened."""
+    if version is None:
+        return "?"  # delivered before data versions were recorded
+    if not version:
+        return "-"  # no DVC data
+    return ", ".join(f"{path}@{md5[:8]}" for path, md5 in version.items())
+
+
 def _metrics_text(metrics: dict[str, float], limit: int) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())[:limit])
 
@@ -191,6 +200,8 @@ def models_show(name: str, fmt: str) -> None:
                     "trained_at": v.trained_at.isoformat() if v.trained_at else None,
                     "metrics": v.metrics,
                     "run_id": v.run_id,
+                    "trigger": v.trigger,
+                    "data_version": v.data_version,
                 }
                 for v in reversed(versions)
             ],
@@ -198,7 +209,7 @@ def models_show(name: str, fmt: str) -> None:
         }
         click.echo(json.dumps(payload, indent=2, allow_nan=False, default=str))
         return
-    table = Table("version", "", "commit", "trained", title=name)
+    table = Table("version", "", "commit", "trained", "trigger", "data", title=name)
     table.add_column("metrics", overflow="fold")
     for v in reversed(versions):
         table.add_row(
@@ -206,6 +217,8 @@ def models_show(name: str, fmt: str) -> None:
             "champion" if "champion" in v.aliases else "",
             (v.sha or "")[:7],
             v.trained_at.strftime("%Y-%m-%d %H:%M") if v.trained_at else "",
+            v.trigger,
+            _data_text(v.data_version),
             _metrics_text(v.metrics, 6),
         )
     history = Table("when", title="history")

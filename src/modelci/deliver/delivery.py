@@ -26,10 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelci.data.versions import data_version, data_version_tag
 from modelci.deliver.gates import decide
 from modelci.deliver.history import ChampionChange, champion_changes, describe_event
 from modelci.deliver.modelartifacts import collect_model, mlflow_env
-from modelci.deliver.modelspec import ModelVersion
+from modelci.deliver.modelspec import DATA_VERSION_TAG, TRIGGER_TAG, ModelVersion
 from modelci.deliver.result import DeliveryResult
 from modelci.errors import (
     ConfigError,
@@ -37,7 +38,7 @@ from modelci.errors import (
     ModelNotFound,
     NeedsGpuWorker,
 )
-from modelci.evaluate.evaluation import Evaluator, Reporter, SideResult
+from modelci.evaluate.evaluation import Evaluator, Reporter, SideResult, TrainedCommit
 from modelci.runner.checkout import Mirror, open_mirror, repository_name
 from modelci.runner.config import CONFIG_FILE, RepoConfig, parse_config
 from modelci.runner.environments import gather_requirements
@@ -116,11 +117,20 @@ class Deliverer:
         git_env: Mapping[str, str] | None = None,
         reporter: Reporter | None = None,
         gpu_allowed: bool = True,
+        promote: bool = True,
+        reuse: bool = True,
+        trigger: str = "merge",
+        keep: Callable[[TrainedCommit], None] | None = None,
     ) -> DeliveryResult:
         """Train ``ref`` of ``repo``, register it and promote it if it passes the gates.
 
         Errors of the commit (a failed run, a bad config, a hostile artifact)
         come back in ``DeliveryResult.error``; the result is never raised.
+
+        A retrain passes ``promote=False`` (it judges the new version itself, on
+        rows it scores both models on), ``reuse=False`` (it trains even a commit
+        registered before: the data may have moved), its ``trigger``, and ``keep``,
+        called while the trained work dir still exists (for its fetched data).
         """
         result = DeliveryResult(repo=repo, ref=ref)
         evaluator = self.evaluator.with_reporter(reporter) if reporter else self.evaluator
@@ -131,9 +141,10 @@ class Deliverer:
             mirror = open_mirror(repo, self.settings.mirrors_dir, git_env=git_env)
             result.sha = mirror.resolve(ref)
             side = SideResult(ROLE, ref, result.sha, ref_repo=repo)
-            config, key = self._delivery_key(mirror, result.sha)
+            config, key = self.delivery_key(mirror, result.sha)
             result.model_name = model_name_for(repo, config)
-            existing = self.registry.find_delivered(result.model_name, key)
+            result.data_version = data_version(mirror, result.sha)
+            existing = self.registry.find_delivered(result.model_name, key) if reuse else None
             if existing is not None:
                 result.reused, result.version = True, existing.version
                 result.run_id, result.metrics = existing.run_id, dict(existing.metrics)
@@ -149,17 +160,31 @@ class Deliverer:
                     result.model_name = model_name_for(repo, trained.config)
                     say(ROLE, "collecting the model")
                     params, tags = collect_model(trained, staging / "model")
+                    if keep is not None:
+                        keep(trained)
                 result.metrics = dict(side.metrics)
                 say(ROLE, "registering in MLflow")
+                version_tags = {
+                    TRIGGER_TAG: trigger,
+                    DATA_VERSION_TAG: data_version_tag(result.data_version),
+                }
                 # One delivery of a model at a time judges against the champion and
                 # moves it: two merges in a row must not both beat the same champion.
                 with _model_lock(self.settings, result.model_name):
                     self._register(
-                        result, trained.config, staging / "model", params, tags, actor, key
+                        result,
+                        trained.config,
+                        staging / "model",
+                        params,
+                        {**tags, **version_tags},
+                        actor,
+                        key,
+                        promote=promote,
                     )
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            say(ROLE, "promoted" if result.promoted else "registered, not promoted")
+            if promote:
+                say(ROLE, "promoted" if result.promoted else "registered, not promoted")
         except NeedsGpuWorker:
             raise  # not the commit's problem: the job moves to the gpu queue
         except ModelCIError as exc:
@@ -169,7 +194,7 @@ class Deliverer:
             say(ROLE, "failed")
         return result
 
-    def _delivery_key(self, mirror: Mirror, sha: str) -> tuple[RepoConfig, str]:
+    def delivery_key(self, mirror: Mirror, sha: str) -> tuple[RepoConfig, str]:
         """The commit's configuration, refused before training when it cannot deliver, and
         the key of (commit, environment, configuration) that a registered version is for."""
 
@@ -205,16 +230,12 @@ class Deliverer:
         tags: dict[str, str],
         actor: str,
         key: str,
+        *,
+        promote: bool = True,
     ) -> None:
         registry, name, sha = self.registry, result.model_name, result.sha
         champion = registry.champion(name)
         result.champion_before = champion
-        decision = decide(
-            result.metrics,
-            None if champion is None else champion.metrics,
-            config.promotion_gates(),
-            config.promotion.floors,
-        )
         version = registry.log_training(
             name=name,
             repository=repository_name(result.repo),
@@ -225,12 +246,21 @@ class Deliverer:
             tags=tags,
             log_path=result.log_path,
             delivery_key=key,
+            version_tags={k: tags[k] for k in (TRIGGER_TAG, DATA_VERSION_TAG) if k in tags},
         )
         result.version, result.run_id = version.version, version.run_id
-        result.decision = decision
         details = {"metrics": result.metrics, "run_id": version.run_id, "repository": result.repo}
         trained_from = f"trained {sha[:12]}"
         self._event(name, version.version, "registered", actor, trained_from, sha, details)
+        if not promote:
+            return  # the caller judges it (a retrain, on rows it scores both models on)
+        decision = decide(
+            result.metrics,
+            None if champion is None else champion.metrics,
+            config.promotion_gates(),
+            config.promotion.floors,
+        )
+        result.decision = decision
         if decision.promote:
             registry.set_champion(name, version.version)
             result.promoted = True
@@ -303,6 +333,26 @@ class Deliverer:
                 {"from": current.version, "undid": last.version},
             )
             return chosen
+
+    @contextmanager
+    def model_lock(self, name: str) -> Iterator[None]:
+        """Held while the champion of ``name`` is judged and moved (across processes)."""
+        with _model_lock(self.settings, name):
+            yield
+
+    def record_event(
+        self,
+        name: str,
+        version: int | None,
+        action: str,
+        *,
+        actor: str,
+        reason: str,
+        sha: str | None,
+        details: dict[str, Any],
+    ) -> None:
+        """A model event (who and why), for callers that move the champion themselves."""
+        self._event(name, version, action, actor, reason, sha, details)
 
     def champion_history(self, name: str) -> list[int]:
         """The champions of the changes still in effect, the current last."""

@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
+    "DATA_VERSION_TAG",
+    "DELIVERY_KEY_TAG",
     "SERVING_SPEC_FILE",
+    "TRIGGER_TAG",
     "Column",
     "ModelRegistry",
     "ModelVersion",
@@ -28,6 +31,12 @@ __all__ = [
 ]
 
 SERVING_SPEC_FILE = "modelci-serving.json"
+# MLflow tags of a registered version: what triggered its training (merge, schedule,
+# manual, data, drift) and the data version (JSON: DVC output path -> md5).
+TRIGGER_TAG = "modelci.trigger"
+DATA_VERSION_TAG = "modelci.data_version"
+# (commit, environment, configuration) a version was trained for: see Registry.find_delivered.
+DELIVERY_KEY_TAG = "modelci.delivery_key"
 # MLflow's column types (mlflow.types.DataType), which signatures use.
 COLUMN_TYPES = frozenset(
     {"double", "float", "long", "integer", "boolean", "string", "binary", "datetime"}
@@ -111,6 +120,25 @@ class ModelVersion:
     metrics: dict[str, float] = field(default_factory=dict)
     trained_at: dt.datetime | None = None
     aliases: tuple[str, ...] = ()
+    # The run's and the version's MLflow tags (the version's win).
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def trigger(self) -> str:
+        """What made it: merge (a delivery), or a retrain's schedule, manual, data, drift."""
+        return self.tags.get(TRIGGER_TAG, "merge")
+
+    @property
+    def data_version(self) -> dict[str, str] | None:
+        """DVC output path -> md5 it was trained on; None when not recorded."""
+        value = self.tags.get(DATA_VERSION_TAG)
+        if value is None:
+            return None
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return None
+        return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else None
 
 
 class ModelRegistry(Protocol):

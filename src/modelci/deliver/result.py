@@ -33,6 +33,8 @@ class DeliveryResult:
     run_id: str | None = None
     # An existing version registered for the same commit, environment and configuration.
     reused: bool = False
+    # DVC output path -> md5 the commit trains on (empty without DVC data).
+    data_version: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_champion(self) -> bool:
@@ -111,5 +113,6 @@ class DeliveryResult:
             "metrics": self.metrics,
             "champion_before": self.champion_before.version if self.champion_before else None,
             "run_id": self.run_id,
+            "data_version": self.data_version,
             "error": self.error,
         }

@@ -27,7 +27,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from modelci.deliver.modelspec import SERVING_SPEC_FILE, ModelVersion, ServingSpec
+from modelci.deliver.modelspec import (
+    DELIVERY_KEY_TAG,
+    SERVING_SPEC_FILE,
+    ModelVersion,
+    ServingSpec,
+)
 from modelci.errors import StoreError
 from modelci.settings import Settings
 
@@ -52,7 +57,7 @@ def _import_mlflow() -> None:
 
 
 CHAMPION = "champion"
-_DELIVERY_KEY = "modelci.delivery_key"
+_DELIVERY_KEY = DELIVERY_KEY_TAG
 _LOADER_MODULE = "modelci_pyfunc"
 # The pyfunc loader: `mlflow models serve` and mlflow.pyfunc.load_model use it;
 # modelci's own serving reads modelci-serving.json and never imports mlflow.
@@ -280,9 +285,11 @@ class Registry:
         tags: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         delivery_key: str | None = None,
+        version_tags: Mapping[str, str] | None = None,
     ) -> ModelVersion:
         """One MLflow run for one trained commit, its model registered as a new version;
-        ``delivery_key`` (see ``find_delivered``) is kept as the version's tag."""
+        ``delivery_key`` (see ``find_delivered``) and ``version_tags`` are kept as the
+        version's tags."""
         _import_mlflow()
         from mlflow.entities import Metric, Param
 
@@ -322,9 +329,16 @@ class Registry:
                 "modelci.sha": sha,
                 "modelci.repository": repository,
                 **({_DELIVERY_KEY: delivery_key} if delivery_key else {}),
+                **(version_tags or {}),
             },
         )
         return self.get_version(name, int(version.version))
+
+    @_mlflow_errors
+    def set_version_tags(self, name: str, version: int, tags: Mapping[str, str]) -> None:
+        """Add tags to a registered version (a retrain's scores, once both are known)."""
+        for key, value in sorted(tags.items()):
+            self.client.set_model_version_tag(name, str(version), key, value)
 
     @_mlflow_errors
     def find_delivered(self, name: str, delivery_key: str) -> ModelVersion | None:
@@ -429,6 +443,7 @@ class Registry:
             metrics=metrics,
             trained_at=dt.datetime.fromtimestamp(found.creation_timestamp / 1000, dt.UTC),
             aliases=tuple(found.aliases or ()),
+            tags={str(k): str(v) for k, v in tags.items() if not str(k).startswith("mlflow.")},
         )
 
     def _download(self, name: str, version: int, source: str) -> Path:

@@ -1,0 +1,1 @@
+"""Continuous training: retrain a repository's default branch and compare it fairly."""
