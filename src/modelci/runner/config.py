@@ -45,6 +45,7 @@ __all__ = [
     "Overrides",
     "PromotionConfig",
     "RepoConfig",
+    "RetrainConfig",
     "ScoringConfig",
     "effective_config",
     "parse_config",
@@ -356,6 +357,48 @@ class ScoringConfig(_Strict):
         return self
 
 
+class RetrainConfig(_Strict):
+    """Continuous training: when the default branch is retrained, and what a retrain does.
+
+    Read from the default branch's ``modelci.yaml`` (on every delivered push to it
+    and when the server starts); a schedule set on the server wins over it.
+    """
+
+    schedule: str | None = Field(
+        default=None, description='A five-field cron schedule, e.g. "0 3 * * 1" (Mondays 03:00)'
+    )
+    timezone: str = Field(default="UTC", description="The IANA time zone of the schedule")
+    mode: Literal["promote", "pull-request"] = Field(
+        default="promote",
+        description="promote: a better model becomes the champion at once",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from modelci.retrain.schedule import check_cron
+
+        return None if value is None else check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from modelci.retrain.schedule import check_timezone
+
+        check_timezone(value)
+        return value
+
+    @field_validator("mode")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if value == "pull-request":
+            raise ValueError(
+                "mode pull-request (proposing the refreshed data as a pull request) is not "
+                "supported yet; remove mode: or use mode: promote"
+            )
+        return value
+
+
 class RepoConfig(_Strict):
     """The parsed ``modelci.yaml``."""
 
@@ -382,6 +425,9 @@ class RepoConfig(_Strict):
         default=None, description="Metrics modelci computes itself with the trained model"
     )
     promotion: PromotionConfig = PromotionConfig()
+    retrain: RetrainConfig = Field(
+        default_factory=RetrainConfig, description="Scheduled retraining of the default branch"
+    )
     repeats: int | Literal["auto"] = Field(
         default="auto",
         description="Trainings per commit with seeds 0..N-1 (MODELCI_SEED), or auto: "
@@ -446,8 +492,12 @@ class RepoConfig(_Strict):
 
     def digest(self) -> str:
         """A stable hash of everything that changes a run's result."""
-        # repeats changes how many runs there are, not what one run with a given seed gives.
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"repeats"}), sort_keys=True)
+        # repeats changes how many runs there are, not what one run with a given seed gives;
+        # retrain says when the default branch is retrained, not what a run does (and
+        # leaving it out keeps the digests, and so the reusable runs, of older configs).
+        canonical = json.dumps(
+            self.model_dump(mode="json", exclude={"repeats", "retrain"}), sort_keys=True
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -505,6 +555,7 @@ def _explain(err: dict[str, Any], root: yaml.Node | None, source: str) -> str:
             "limits": LimitsConfig,
             "model": ModelConfig,
             "promotion": PromotionConfig,
+            "retrain": RetrainConfig,
             "scoring": ScoringConfig,
         }
         if len(loc) >= 2 and loc[0] in sub:
