@@ -85,6 +85,7 @@ class StandIn(Endpoints):
             route(repo + "/check-runs", self.create_check_run, "POST", "token"),
             route(repo + "/check-runs/{rid:int}", self.update_check_run, "PATCH", "token"),
             route(repo + "/commits/{sha}/check-runs", self.list_check_runs, "GET", "token"),
+            route(repo + "/commits/{sha}/comments", self.create_commit_comment, "POST", "token"),
             route(repo + "/statuses/{sha}", self.create_status, "POST", "token"),
             route(repo + "/pulls", self.list_pulls, "GET", "token"),
             route(repo + "/pulls/{n:int}", self.get_pull, "GET", "token"),

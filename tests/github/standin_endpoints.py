@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from tests.github.standin_state import DOCS, ROLE_PERMISSION, StandInState, Token, iso
 
+COMMIT_COMMENT_KEYS = frozenset({"body", "path", "position", "line"})
 CHECK_STATUSES = ("queued", "in_progress", "completed")
 CHECK_CONCLUSIONS = (
     "action_required",
@@ -207,6 +208,61 @@ class Endpoints:
         found[0]["body"] = self._comment_body(data, doc)
         found[0]["updated_at"] = iso(self.state.clock())
         return {k: v for k, v in found[0].items() if not k.startswith("_")}
+
+    def create_commit_comment(
+        self, request: Request, data: Any, token: Token, owner: str, repo: str, sha: str
+    ) -> Response:
+        """GitHub's "create a commit comment": ``body`` required; ``path``, ``position``
+        and ``line`` (deprecated) optional; 422 for a commit the repository lacks."""
+        doc = "/commits/comments#create-a-commit-comment"
+        full_name = f"{owner}/{repo}"
+        if full_name not in self.state.repos:
+            raise Reject(404, "Not Found", doc)
+        if not isinstance(data, dict):
+            raise invalid("Body must be an object.", doc)
+        self._permitted(data, COMMIT_COMMENT_KEYS, doc)
+        body = self._comment_body({"body": data["body"]} if "body" in data else {}, doc)
+        for name in ("position", "line"):
+            if name in data and not isinstance(data[name], int):
+                raise invalid(
+                    f"For 'properties/{name}', {json.dumps(data[name])} is not an integer.", doc
+                )
+        if not self._has_commit(full_name, sha):
+            raise validation_failed(
+                "CommitComment", "commit_id", f"No commit found for SHA: {sha}", doc
+            )
+        cid = self.state.next_id()
+        now = iso(self.state.clock())
+        comment = {
+            "_repo": full_name,
+            "id": cid,
+            "node_id": f"CC_{cid}",
+            "url": f"{self.state.host_url}/repos/{full_name}/comments/{cid}",
+            "html_url": f"https://github.com/{full_name}/commit/{sha}#commitcomment-{cid}",
+            "body": body,
+            "path": data.get("path"),
+            "position": data.get("position"),
+            "line": data.get("line"),
+            "commit_id": sha,
+            "user": self.state.user(token.login),
+            "created_at": now,
+            "updated_at": now,
+            "author_association": "NONE",
+        }
+        self.state.commit_comments.append(comment)
+        public = {k: v for k, v in comment.items() if not k.startswith("_")}
+        return JSONResponse(public, status_code=201, headers={"location": comment["url"]})
+
+    def _has_commit(self, full_name: str, sha: str) -> bool:
+        if len(sha) != 40 or any(c not in "0123456789abcdef" for c in sha):
+            return False
+        git_dir = self.state.repos[full_name].git_dir
+        if git_dir is None:  # no repository served: any full sha exists
+            return True
+        found = subprocess.run(
+            ["git", "-C", str(git_dir), "cat-file", "-e", f"{sha}^{{commit}}"], capture_output=True
+        )
+        return found.returncode == 0
 
     def _check_fields(self, data: Any, doc: str, *, creating: bool) -> dict[str, Any]:
         if not isinstance(data, dict):

@@ -94,6 +94,7 @@ class StandInState:
         self.jwt_claims: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.comments: list[dict[str, Any]] = []  # each has "_repo" and "_issue"
+        self.commit_comments: list[dict[str, Any]] = []  # each has "_repo"
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.statuses: list[dict[str, Any]] = []
         self.issued_tokens: list[str] = []

@@ -257,6 +257,43 @@ def test_markers_are_validated() -> None:
         render_comment("<!-- other -->", "x")
 
 
+def test_each_commit_comment_is_a_new_one_on_that_commit(
+    github: GitHub, app_client: GitHubClient
+) -> None:
+    first = app_client.create_commit_comment(REPO, sha=SHA, body="retrained: kept")
+    second = app_client.create_commit_comment(REPO, sha=SHA, body="retrained: promoted")
+    assert first.created and second.created and first.id != second.id
+    assert f"/commit/{SHA}#commitcomment-{first.id}" in first.html_url
+    bodies = [(c["commit_id"], c["body"]) for c in github.state.commit_comments]
+    assert bodies == [(SHA, "retrained: kept"), (SHA, "retrained: promoted")]
+    assert paths(github, "POST")[-1] == f"/repos/{REPO}/commits/{SHA}/comments"
+
+
+def test_a_long_commit_comment_is_cut_to_githubs_limit(
+    github: GitHub, app_client: GitHubClient
+) -> None:
+    app_client.create_commit_comment(REPO, sha=SHA, body="x" * (COMMENT_LIMIT + 10))
+    assert len(github.state.commit_comments[0]["body"]) == COMMENT_LIMIT
+
+
+@pytest.mark.parametrize(
+    ("sha", "payload", "message"),
+    [
+        (SHA, {}, '"body" wasn\'t supplied'),
+        (SHA, {"body": 5}, "is not a string"),
+        (SHA, {"body": "x", "colour": "red"}, '"colour" is not a permitted key'),
+        (SHA, {"body": "x", "position": "3"}, "is not an integer"),
+        ("main", {"body": "x"}, "Validation Failed"),
+    ],
+)
+def test_stand_in_validates_commit_comments_like_github(
+    app_client: GitHubClient, sha: str, payload: dict[str, object], message: str
+) -> None:
+    with pytest.raises(GitHubError, match=message) as caught:
+        app_client._request("POST", f"/repos/{REPO}/commits/{sha}/comments", json=payload)
+    assert caught.value.status == 422
+
+
 # -- checks and statuses ---------------------------------------------------------------------
 
 

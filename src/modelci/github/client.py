@@ -18,6 +18,7 @@ from modelci.github.errors import GitHubError
 from modelci.github.events import PullRequest, Repository, pull_request_from_api
 from modelci.github.models import (
     CHECK_TEXT_LIMIT,
+    COMMENT_LIMIT,
     STATUS_DESCRIPTION_LIMIT,
     Branch,
     CheckOutput,
@@ -163,6 +164,22 @@ class GitHubClient(RestClient):
                 installation_id=installation_id,
             ).json()
             return CommentRef(int(data["id"]), str(data.get("html_url", "")), True)
+
+    def create_commit_comment(
+        self, repo: str, *, sha: str, body: str, installation_id: int | None = None
+    ) -> CommentRef:
+        """``POST /repos/{o}/{r}/commits/{sha}/comments``: a new comment on the commit.
+
+        One per call, never updated: a retrain reports on the commit it retrained,
+        and each retrain of it gets its own comment, as CML's commit comments do.
+        """
+        data = self._request(
+            "POST",
+            f"{repo_path(repo)}/commits/{quote(sha)}/comments",
+            json={"body": truncate(body, COMMENT_LIMIT, what="comment")},
+            installation_id=installation_id,
+        ).json()
+        return CommentRef(int(data["id"]), str(data.get("html_url", "")), True)
 
     @staticmethod
     def _output(output: CheckOutput) -> dict[str, str]:

@@ -637,3 +637,8 @@ def job_failures(session: Session, *, job_ids: list[int]) -> dict[int, JobFailur
         return {}
     rows = session.scalars(select(JobFailure).where(JobFailure.job_id.in_(job_ids)))
     return {row.job_id: row for row in rows}
+
+
+# Tables defined in modules of their own join Base's metadata when records is
+# imported, so the migrations are checked against every model.
+from modelci.store import schedules as _schedules  # noqa: E402, F401
