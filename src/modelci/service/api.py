@@ -8,6 +8,12 @@ again. Its body is read as a stream and refused past 25 MB (GitHub's own
 payload limit), and a request without a signature header is refused before
 any of its body is read.
 
+``POST /api/repositories/{owner}/{name}/retrain`` queues a retrain (202 and
+the job's id), ``/api/repositories/{owner}/{name}/retrain-schedule`` shows, sets
+or drops the schedule set on the server, and ``/plots/retrains/{token}.png`` is
+a retrain's history plot: public, as GitHub shows it in the commit comment,
+behind a random token only the comment knows.
+
 Everything under ``/api`` needs a bearer token (``modelci tokens create``),
 checked by :func:`require_token`; the serving routes use :func:`predict_auth`,
 which asks for one only when ``MODELCI_PREDICT_AUTH=token``. The webhook (its
@@ -27,15 +33,17 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelci.errors import ModelCIError, Unauthorized
 from modelci.github import BadDelivery, InvalidSignature, parse_delivery, verify_signature
 from modelci.github.sansio import SIGNATURE_HEADER
 from modelci.service.intake import submit_delivery
 from modelci.service.jobs import JobConflict, JobNotFound, ProcrastinateQueue
+from modelci.service.pullrequests import RetrainJob
+from modelci.service.retrains import plot_png
 from modelci.service.tokens import TokenVerifier
 from modelci.store import records as store
 from modelci.store.db import Database
@@ -47,6 +55,10 @@ _LOG_TAIL = 2_000_000  # bytes of a run's log the API returns
 # Procrastinate's job ids are bigint; runs.id is a 32-bit integer.
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A job id, from GET /api/jobs")]
 RunId = Annotated[int, Path(ge=1, le=2**31 - 1, description="A run id, from a job's evaluations")]
+RepoPart = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="The repository's owner or name")
+]
+PlotToken = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{16,64}$")]
 JobStatus = Literal["todo", "doing", "succeeded", "failed", "cancelled", "aborting", "aborted"]
 
 _bearer = HTTPBearer(
@@ -65,6 +77,7 @@ class ApiContext:
     webhook_secret: bytes
     predict_auth: Literal["none", "token"] = "none"
     token_cache_s: float = 5.0  # a revoked token keeps working this long at most
+    public_url: str | None = None
 
 
 class DeliveryAccepted(BaseModel):
@@ -86,6 +99,65 @@ class JobPublic(BaseModel):
 
 class JobDetail(JobPublic):
     evaluations: list[dict[str, Any]]
+
+
+class RetrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_./-]+$",
+        description="The branch, tag or commit to retrain; the default branch if left out",
+    )
+
+    @field_validator("ref")
+    @classmethod
+    def _not_an_option(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith(("-", "/")) or ".." in value):
+            raise ValueError("a ref does not start with '-' or '/' and holds no '..'")
+        return value
+
+
+class RetrainQueued(BaseModel):
+    job_id: int
+    repository: str
+    ref: str
+
+
+class ScheduleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: str | None = Field(
+        max_length=200, description='Five cron fields, e.g. "0 3 * * 1"; null: no schedule'
+    )
+    timezone: str = Field(default="UTC", max_length=100, description="An IANA time zone")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from modelci.retrain.schedule import check_cron
+
+        return None if value is None else check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from modelci.retrain.schedule import check_timezone
+
+        check_timezone(value)
+        return value
+
+
+class ScheduleView(BaseModel):
+    repository: str
+    default_branch: str
+    schedule: str | None
+    timezone: str
+    source: str  # "config" (modelci.yaml of the default branch) or "server"
+    last_slot: str
+    config_error: str | None
 
 
 async def _authorize(request: Request) -> str:
@@ -289,6 +361,105 @@ def _jobs_router(context: ApiContext) -> APIRouter:
     return router
 
 
+def _schedule_view(row: Any) -> dict[str, Any]:
+    return {
+        "repository": row.repository,
+        "default_branch": row.default_branch,
+        "schedule": row.cron,
+        "timezone": row.timezone,
+        "source": row.source,
+        "last_slot": row.last_slot.isoformat(),
+        "config_error": row.config_error,
+    }
+
+
+def _retrain_router(context: ApiContext) -> APIRouter:
+    from modelci.store import schedules
+
+    router = APIRouter(
+        prefix="/api/repositories/{owner}/{name}",
+        dependencies=[Depends(require_token)],
+        tags=["retrains"],
+    )
+    unknown = (
+        "modelci knows a repository once it delivered a push to its default branch; "
+        "install the App on it and push, or check the owner/name"
+    )
+
+    @router.post(
+        "/retrain", status_code=202, response_model=RetrainQueued, responses={404: {}, 409: {}}
+    )
+    def retrain(
+        owner: RepoPart, name: RepoPart, request: RetrainRequest | None = None
+    ) -> dict[str, Any]:
+        """Queue a retrain of the repository's default branch (or ``ref``)."""
+        repository = f"{owner}/{name}"
+        with context.database.session() as session:
+            row = schedules.get_schedule(session, repository=repository)
+            if row is None:
+                raise HTTPException(404, f"modelci does not know {repository}: {unknown}")
+            job = RetrainJob(
+                repo=repository,
+                ref=(request.ref if request else None) or row.default_branch,
+                clone_url=row.clone_url,
+                installation_id=row.installation_id,
+                trigger="manual",
+                actor="api",
+            )
+        job_id = context.queue.enqueue_retrain(job)
+        if job_id is None:
+            raise HTTPException(409, f"a retrain of {repository} at {job.ref} is queued already")
+        return {"job_id": job_id, "repository": repository, "ref": job.ref}
+
+    def found(row: Any, repository: str) -> dict[str, Any]:
+        if row is None:
+            raise HTTPException(404, f"modelci does not know {repository}: {unknown}")
+        return _schedule_view(row)
+
+    @router.get("/retrain-schedule", response_model=ScheduleView, responses={404: {}})
+    def show_schedule(owner: RepoPart, name: RepoPart) -> dict[str, Any]:
+        with context.database.session() as session:
+            row = schedules.get_schedule(session, repository=f"{owner}/{name}")
+            return found(row, f"{owner}/{name}")
+
+    @router.put("/retrain-schedule", response_model=ScheduleView, responses={404: {}})
+    def set_schedule(owner: RepoPart, name: RepoPart, request: ScheduleRequest) -> dict[str, Any]:
+        """Set the schedule on the server; it wins over modelci.yaml's until deleted."""
+        with context.database.session() as session:
+            row = schedules.set_server_schedule(
+                session,
+                repository=f"{owner}/{name}",
+                cron=request.schedule,
+                timezone=request.timezone,
+            )
+            return found(row, f"{owner}/{name}")
+
+    @router.delete("/retrain-schedule", response_model=ScheduleView, responses={404: {}})
+    def drop_schedule(owner: RepoPart, name: RepoPart) -> dict[str, Any]:
+        """Drop the server's schedule: the next delivered push sets modelci.yaml's."""
+        with context.database.session() as session:
+            row = schedules.use_config_schedule(session, repository=f"{owner}/{name}")
+            return found(row, f"{owner}/{name}")
+
+    return router
+
+
+def _plot_routes(app: FastAPI, context: ApiContext) -> None:
+    @app.get(
+        "/plots/retrains/{token}.png",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, 404: {}},
+        tags=["retrains"],
+    )
+    def retrain_plot(token: PlotToken) -> Response:
+        """A retrain's metric history (public: the token is the secret, from the comment)."""
+        png = plot_png(context.database, token)
+        if png is None:
+            raise HTTPException(404, "no retrain has this plot")
+        # The history up to that retrain never changes.
+        return Response(png, media_type="image/png", headers={"cache-control": "max-age=86400"})
+
+
 def create_app(context: ApiContext) -> FastAPI:
     app = FastAPI(
         title="modelci",
@@ -312,4 +483,6 @@ def create_app(context: ApiContext) -> FastAPI:
 
     _webhook_routes(app, context)
     app.include_router(_jobs_router(context))
+    app.include_router(_retrain_router(context))
+    _plot_routes(app, context)
     return app

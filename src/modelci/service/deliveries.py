@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from modelci.deliver.delivery import deliver_commit
 from modelci.errors import NeedsGpuWorker
@@ -40,6 +40,7 @@ class DeliveryService:
         check_name: str,
         queue: JobQueue,
         on_champion_change: Callable[[str], None] | None = None,
+        after_delivery: Callable[[DeliveryJob, Mapping[str, str]], None] | None = None,
     ) -> None:
         self.database = database
         self.queue = queue
@@ -49,6 +50,9 @@ class DeliveryService:
         # Called with the model's name after a promotion, so the serving API of
         # this process switches at once instead of at its next registry poll.
         self.on_champion_change = on_champion_change
+        # Called with the job and git's credentials once its delivery is reported
+        # (the retrain schedule is re-read from the delivered modelci.yaml).
+        self.after_delivery = after_delivery
 
     def deliver(self, job: DeliveryJob, cancel: threading.Event) -> None:
         with self.database.session() as session:
@@ -104,3 +108,8 @@ class DeliveryService:
         )
         if result.promoted and self.on_champion_change is not None:
             self.on_champion_change(result.model_name)
+        if self.after_delivery is not None:
+            try:
+                self.after_delivery(job, git_env)
+            except Exception:  # the delivery itself is done and reported
+                log.exception("after delivering %s at %s", job.repo, job.sha[:7])

@@ -9,6 +9,13 @@ The only module that imports procrastinate. Tasks:
   so two PRs can share a lock and wait while another is free), and only
   one is queued per pull request (a queueing lock), so a new head replaces
   the old one.
+- ``retrain`` (queue ``evaluations``, or ``gpu``): one retrain of a repository's
+  branch; it shares the delivery jobs' lock of the repository, so a retrain
+  waits while a delivery of the same repository runs (and the other way round),
+  and one is queued per branch at a time.
+- ``dispatch_retrains`` (periodic, every minute): queues the retrains whose
+  schedule slot is due; each slot is claimed in the database, so it fires once
+  however many workers run the dispatcher (``service.retrains.dispatch_due``).
 - ``retry_stalled`` (periodic, every 5 s): jobs whose worker stopped sending
   heartbeats (killed, machine lost) are put back in their queue, so a SIGKILL
   loses nothing; Procrastinate runs a periodic task once across all workers.
@@ -57,7 +64,7 @@ from procrastinate.retry import RetryDecision
 
 from modelci.errors import ConfigError, ModelCIError, RunFailed
 from modelci.github import BadDelivery, RateLimitExceeded
-from modelci.service.pullrequests import DeliveryJob, EvaluationJob
+from modelci.service.pullrequests import DeliveryJob, EvaluationJob, RetrainJob
 from modelci.store import records as store
 from modelci.store.db import Database
 
@@ -99,6 +106,8 @@ TASK_DELIVERY = "modelci.process_delivery"
 TASK_EVALUATE = "modelci.evaluate_pull_request"
 TASK_RETRY_STALLED = "modelci.retry_stalled"
 TASK_DELIVER = "modelci.deliver_commit"
+TASK_RETRAIN = "modelci.retrain"
+TASK_DISPATCH_RETRAINS = "modelci.dispatch_retrains"
 
 
 CANCEL_ABORTED = "aborted"  # a newer head, an unlabel, the jobs API
@@ -121,7 +130,7 @@ class JobTimedOut(RunFailed):
     """An evaluation ran past ``MODELCI_JOB_TIMEOUT_S``."""
 
 
-HOUSEKEEPING_TASKS = (TASK_RETRY_STALLED,)
+HOUSEKEEPING_TASKS = (TASK_RETRY_STALLED, TASK_DISPATCH_RETRAINS)
 JOB_STATUSES = tuple(status.value for status in Status)
 _PENDING = (Status.TODO.value, Status.DOING.value)
 # Failures that a retry would only repeat: a delivery GitHub will never send
@@ -167,6 +176,9 @@ class Services:
     evaluate: Callable[[EvaluationJob, threading.Event], None]
     job_timeout_s: float
     deliver: Callable[[DeliveryJob, threading.Event], None] | None = None
+    retrain: Callable[[RetrainJob, threading.Event], None] | None = None
+    # Queues the retrains whose schedule slot is due at the given time.
+    dispatch_retrains: Callable[[dt.datetime], object] | None = None
     # Where failures' reasons are stored; None (tests of the engine alone) keeps none.
     database: Database | None = None
 
@@ -295,6 +307,20 @@ def _deliver(context: JobContext, fields: dict[str, Any]) -> None:
     )
 
 
+def _retrain(context: JobContext, fields: dict[str, Any]) -> None:
+    services = _get_services()
+    retrain = services.retrain
+    if retrain is None:
+        raise RuntimeError("this worker cannot retrain models (no retrain service installed)")
+    job = RetrainJob(**fields)
+    _run_cancellable(
+        context,
+        f"the retrain of {job.repo} at {job.ref}",
+        lambda cancel: retrain(job, cancel),
+        services.job_timeout_s,
+    )
+
+
 _DELIVERY_RETRY = _Retry(max_attempts=5, wait=2, exponential_wait=2)
 _RUN_RETRY = _Retry(max_attempts=3, wait=5)
 
@@ -316,6 +342,19 @@ def _register_tasks(app: procrastinate.App) -> None:
     def deliver_commit(context: JobContext, /, **fields: Any) -> None:
         with _recording_failures(context, _RUN_RETRY):
             _deliver(context, fields)
+
+    @app.task(name=TASK_RETRAIN, queue=QUEUE_EVALUATIONS, pass_context=True, retry=_RUN_RETRY)
+    def retrain(context: JobContext, /, **fields: Any) -> None:
+        with _recording_failures(context, _RUN_RETRY):
+            _retrain(context, fields)
+
+    @app.periodic(cron="* * * * *")
+    @app.task(name=TASK_DISPATCH_RETRAINS, queue=QUEUE_EVENTS, queueing_lock="dispatch_retrains")
+    async def dispatch_retrains(timestamp: int) -> None:
+        dispatch = _services.dispatch_retrains if _services is not None else None
+        if dispatch is not None:
+            now = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+            await asyncio.to_thread(dispatch, now)
 
     # Six fields: croniter reads the last one as seconds ("*/5 * * * * *" would
     # mean every second of every fifth minute, leaving stalled jobs for minutes).
@@ -569,6 +608,23 @@ class ProcrastinateQueue:
                 queue=QUEUE_GPU if job.gpu else QUEUE_EVALUATIONS,
                 lock=f"deliver:{job.repo}",
                 queueing_lock=f"deliver:{job.repo}@{job.sha}",
+            ).defer(**job.to_json())
+        except AlreadyEnqueued:
+            return None
+
+    def enqueue_retrain(self, job: RetrainJob) -> int | None:
+        """Queue a retrain; None when one of the same branch is queued already.
+
+        It takes the lock of the repository's deliveries: a retrain queued while a
+        delivery runs waits for it, so each is judged against the champion the
+        other left (Procrastinate runs jobs sharing a lock one at a time, in order).
+        """
+        try:
+            return self.app.configure_task(
+                TASK_RETRAIN,
+                queue=QUEUE_GPU if job.gpu else QUEUE_EVALUATIONS,
+                lock=f"deliver:{job.repo}",
+                queueing_lock=f"retrain:{job.repo}@{job.ref}",
             ).defer(**job.to_json())
         except AlreadyEnqueued:
             return None

@@ -30,6 +30,7 @@ __all__ = [
     "GitHubActions",
     "JobQueue",
     "Outcome",
+    "RetrainJob",
     "handle_event",
 ]
 
@@ -67,6 +68,23 @@ class DeliveryJob:
     delivery_id: str
     actor: str  # who pushed or merged, recorded with the promotion
     gpu: bool = False  # on the gpu queue: its commit set limits.gpu
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RetrainJob:
+    """Everything a worker needs to retrain one branch of a repository."""
+
+    repo: str  # owner/name
+    ref: str
+    clone_url: str
+    installation_id: int | None
+    trigger: str  # "schedule", "manual", "data", "drift"
+    actor: str
+    slot: str | None = None  # the schedule's slot (ISO), for the logs
+    gpu: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -30,6 +30,7 @@ from modelci.service import jobs
 from modelci.service.deliveries import DeliveryService
 from modelci.service.evaluations import PullRequestService
 from modelci.service.intake import dispatch_delivery
+from modelci.service.retrains import RetrainingService, dispatch_due
 from modelci.settings import Settings
 from modelci.store import records as store
 from modelci.store.db import Database, open_database
@@ -52,6 +53,7 @@ class Runtime:
     queue: jobs.ProcrastinateQueue
     service: PullRequestService
     delivery: DeliveryService
+    retraining: RetrainingService
 
 
 def configure_logging() -> None:
@@ -154,12 +156,23 @@ def server_runtime(
                 check_name=settings.github_check_name,
                 public_url=settings.public_url,
             )
+            from modelci.retrain.retrainer import Retrainer
+
+            retraining = RetrainingService(
+                database=database,
+                github=github,
+                retrainer=Retrainer.from_evaluator(evaluator),
+                queue=queue,
+                settings=settings,
+            )
             delivery = DeliveryService(
                 database=database,
                 github=github,
                 evaluator=evaluator,
                 check_name=settings.github_check_name,
                 queue=queue,
+                # A delivered push to the default branch may change its retrain schedule.
+                after_delivery=retraining.refresh_after_delivery,
             )
             jobs.install_services(
                 jobs.Services(
@@ -167,10 +180,12 @@ def server_runtime(
                     evaluate=service.evaluate,
                     job_timeout_s=settings.job_timeout_s,
                     deliver=delivery.deliver,
+                    retrain=retraining.retrain,
+                    dispatch_retrains=lambda now: dispatch_due(database, queue, now=now),
                     database=database,
                 )
             )
-            yield Runtime(settings, database, job_app, queue, service, delivery)
+            yield Runtime(settings, database, job_app, queue, service, delivery, retraining)
     finally:
         github.close()
         database.close()
@@ -363,6 +378,14 @@ def run_server(
             requeued = requeue_undispatched(runtime)
             if requeued:
                 log.warning("queued %d stored deliveries that had not been queued", requeued)
+            if not github_off:
+                # Pushes missed while the server was down may have changed schedules;
+                # reading them fetches every repository, so off the start's path.
+                threading.Thread(
+                    target=runtime.retraining.refresh_known,
+                    name="modelci-retrain-schedules",
+                    daemon=True,
+                ).start()
             poller = None
             if poll:
                 from modelci.service.polling import start_poller
@@ -389,6 +412,7 @@ def run_server(
                     runtime.queue,
                     secret or b"",
                     predict_auth=settings.predict_auth,
+                    public_url=settings.public_url,
                 )
             )
             models = _serve_models(app, runtime, unsafe=unsafe)
