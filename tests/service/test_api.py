@@ -27,6 +27,7 @@ from modelci.service.api import WEBHOOK_MAX_BODY, ApiContext, create_app, predic
 from modelci.service.tokens import create_token, revoke_token
 from modelci.settings import Settings
 from modelci.store import records as store
+from modelci.store import schedules
 from modelci.store.db import Database, open_database
 from tests.github.helpers import TEST_SECRET, signed_delivery
 from tests.service.test_jobs import Engine, Recorder, wait_until, worker
@@ -318,6 +319,14 @@ def api_schema(api_parts: Any) -> Any:
     queue = api.engine.queue()
     for n in range(3):  # real ids for the generator's examples to hit now and then
         queue.defer_delivery(f"fuzz-{uuid.uuid4()}-{n}")
+    with api.database.session() as session:  # a known repository for the retrain routes
+        schedules.upsert_repository(
+            session,
+            repository="octo/model",
+            clone_url="https://example.invalid/octo/model.git",
+            default_branch="main",
+            installation_id=7,
+        )
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.app)
     schema.config.generation.update(
         modes=[

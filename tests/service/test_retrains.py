@@ -9,17 +9,19 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import psycopg
 import pytest
-from alembic.migration import MigrationContext
 from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from modelci.github import AppAuth, GitHubClient
 from modelci.retrain.result import RetrainResult
+from modelci.runner.checkout import open_mirror
 from modelci.service import jobs
 from modelci.service.api import ApiContext, create_app
 from modelci.service.pullrequests import DeliveryJob, RetrainJob
@@ -30,7 +32,16 @@ from modelci.store import records as store
 from modelci.store import retrains as retrain_store
 from modelci.store import schedules
 from modelci.store.db import Database, open_database
-from tests.github.conftest import APP_ID, INSTALLATION, REPO, GitHub, app_key, github, standin_server
+from tests.conftest import commit_files
+from tests.github.conftest import (
+    APP_ID,
+    INSTALLATION,
+    REPO,
+    GitHub,
+    app_key,
+    github,
+    standin_server,
+)
 from tests.github.helpers import TEST_SECRET
 from tests.service.test_jobs import Engine, wait_until, worker
 
@@ -135,9 +146,7 @@ def test_a_server_down_over_two_slots_catches_up_once(database: Database, engine
 
 
 def test_the_dispatcher_runs_as_a_procrastinate_periodic_task(engine: Engine) -> None:
-    periodic = {
-        task.task.name for task in engine.app.periodic_registry.periodic_tasks.values()
-    }
+    periodic = {task.task.name for task in engine.app.periodic_registry.periodic_tasks.values()}
     assert jobs.TASK_DISPATCH_RETRAINS in periodic
     assert jobs.TASK_DISPATCH_RETRAINS in jobs.HOUSEKEEPING_TASKS
 
@@ -175,7 +184,9 @@ CONFIG = "train: python train.py\nmetrics: metrics.json\n"
 
 def test_the_schedule_follows_modelci_yaml_unless_the_server_set_one(database: Database) -> None:
     retraining = service(database)
-    row = refresh(retraining, CONFIG + 'retrain:\n  schedule: "0 3 * * 1"\n  timezone: Europe/Berlin\n')
+    row = refresh(
+        retraining, CONFIG + 'retrain:\n  schedule: "0 3 * * 1"\n  timezone: Europe/Berlin\n'
+    )
     assert (row.cron, row.timezone, row.source) == ("0 3 * * 1", "Europe/Berlin", "config")
     # A broken file keeps the schedule and says why.
     row = refresh(retraining, CONFIG + 'retrain:\n  schedule: "0 3 * *"\n')
@@ -228,20 +239,35 @@ def test_a_retrain_started_while_a_delivery_of_the_repository_runs_waits_for_it(
     )
     queue = engine.queue()
     delivery = DeliveryJob(
-        repo=REPO, sha=SHA, ref="main", clone_url=CLONE_URL, installation_id=INSTALLATION,
-        delivery_id="d1", actor="maintainer",
+        repo=REPO,
+        sha=SHA,
+        ref="main",
+        clone_url=CLONE_URL,
+        installation_id=INSTALLATION,
+        delivery_id="d1",
+        actor="maintainer",
     )
     other = RetrainJob(
-        repo="octo/other", ref="main", clone_url=CLONE_URL, installation_id=1,
-        trigger="manual", actor="api",
+        repo="octo/other",
+        ref="main",
+        clone_url=CLONE_URL,
+        installation_id=1,
+        trigger="manual",
+        actor="api",
     )
     try:
         with worker(engine, concurrency=3):
             queue.enqueue_delivery(delivery)
             wait_until(lambda: started == ["deliver"])
             retrain_id = queue.enqueue_retrain(
-                RetrainJob(repo=REPO, ref="main", clone_url=CLONE_URL,
-                           installation_id=INSTALLATION, trigger="manual", actor="api")
+                RetrainJob(
+                    repo=REPO,
+                    ref="main",
+                    clone_url=CLONE_URL,
+                    installation_id=INSTALLATION,
+                    trigger="manual",
+                    actor="api",
+                )
             )
             queue.enqueue_retrain(other)
             # Another repository's retrain runs; this one's waits for the delivery.
@@ -254,3 +280,204 @@ def test_a_retrain_started_while_a_delivery_of_the_repository_runs_waits_for_it(
         jobs.install_services(None)  # type: ignore[arg-type]
     mine = [s for s in started if s != "retrain octo/other"]
     assert mine == ["deliver", "delivered", f"retrain {REPO}"]
+
+
+# -- the report on the commit ------------------------------------------------------------------
+
+
+class FakeRetrainer:
+    """Stands in for modelci.retrain.Retrainer: records a retrain as the real one
+    does (a row in the store) and returns the decision it was given."""
+
+    def __init__(self, database: Database, decisions: list[tuple[str, float, float]]) -> None:
+        self.database = database
+        self.decisions = decisions  # (decision, new accuracy, champion accuracy)
+        self.calls: list[dict[str, Any]] = []
+
+    def retrain(self, repo: str, ref: str, **options: Any) -> RetrainResult:
+        self.calls.append({"repo": repo, "ref": ref, **options})
+        decision, new, champion = self.decisions.pop(0)
+        with self.database.session() as session:
+            row = retrain_store.create_retrain(
+                session,
+                repository=REPO,
+                ref=ref,
+                trigger=options["trigger"],
+                actor=options["actor"],
+            )
+            retrain_store.finish_retrain(
+                session,
+                retrain_id=row.id,
+                sha=SHA,
+                decision=decision,
+                model_name="threshold",
+                version=row.id,
+                metrics={"new": {"accuracy": new}, "champion": {"accuracy": champion}},
+            )
+            retrain_id = row.id
+        return RetrainResult(
+            repo=repo,
+            ref=ref,
+            sha=SHA,
+            trigger=options["trigger"],
+            actor=options["actor"],
+            decision=decision,  # type: ignore[arg-type]
+            reasons=[f"accuracy {new:.2f} vs the champion's {champion:.2f} on the same rows"],
+            model_name="threshold",
+            version=retrain_id,
+            champion_version=1,
+            retrain_id=retrain_id,
+        )
+
+
+@pytest.fixture
+def gh_client(github: GitHub) -> Iterator[GitHubClient]:
+    with GitHubClient(github.url, AppAuth(APP_ID, github.key.private_pem)) as client:
+        yield client
+
+
+def run_retrains(
+    database: Database, client: GitHubClient, public_url: str | None, *decisions: Any
+) -> FakeRetrainer:
+    retrainer = FakeRetrainer(database, list(decisions))
+    retraining = service(
+        database,
+        github=client,
+        retrainer=retrainer,
+        settings=Settings(public_url=public_url, allow_loopback_http=True),
+    )
+    job = RetrainJob(
+        repo=REPO,
+        ref="main",
+        clone_url="https://github.com/octo/model.git",
+        installation_id=INSTALLATION,
+        trigger="schedule",
+        actor="schedule (0 3 * * 1, UTC)",
+    )
+    for _ in decisions:
+        retraining.retrain(job, threading.Event())
+    return retrainer
+
+
+def test_each_retrain_comments_on_the_commit_and_completes_a_check_run(
+    database: Database, github: GitHub, gh_client: GitHubClient
+) -> None:
+    retrainer = run_retrains(database, gh_client, None, ("promoted", 0.9, 0.8), ("kept", 0.7, 0.9))
+    assert [c["trigger"] for c in retrainer.calls] == ["schedule", "schedule"]
+    assert retrainer.calls[0]["git_env"]  # the installation's token for git
+    comments = github.state.commit_comments
+    assert [c["commit_id"] for c in comments] == [SHA, SHA]  # one per retrain
+    assert "accuracy 0.70 vs the champion's 0.90" in comments[1]["body"]
+    runs = [r for r in github.state.check_runs.values() if r["name"] == RETRAIN_CHECK]
+    assert [(r["head_sha"], r["status"], r["conclusion"]) for r in runs] == [
+        (SHA, "completed", "success"),
+        (SHA, "completed", "neutral"),
+    ]
+    assert runs[1]["output"]["title"] == "Retrain kept"
+    # No public URL: the history as a sparkline, new model's accuracy per retrain.
+    assert "accuracy: █▁" in comments[1]["body"]
+    assert "/plots/" not in comments[1]["body"]
+
+
+def test_with_a_public_url_the_comment_links_an_unguessable_png(
+    database: Database,
+    github: GitHub,
+    gh_client: GitHubClient,
+    database_url: str,
+    engine: Engine,
+) -> None:
+    run_retrains(
+        database, gh_client, "https://ci.example.com/", ("promoted", 0.9, 0.8), ("kept", 0.85, 0.9)
+    )
+    body = github.state.commit_comments[-1]["body"]
+    prefix = "https://ci.example.com/plots/retrains/"
+    assert prefix in body
+    token = body.split(prefix)[1].split(".png")[0]
+    assert len(token) >= 32
+    client = TestClient(create_app(ApiContext(database, engine.queue(), TEST_SECRET)))
+    png = client.get(f"/plots/retrains/{token}.png")  # no bearer token: GitHub fetches it
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert client.get(f"/plots/retrains/{'x' * 32}.png").status_code == 404
+    assert client.get("/plots/retrains/short.png").status_code == 422
+
+
+# -- the API -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(database: Database, engine: Engine) -> tuple[TestClient, dict[str, str]]:
+    app = create_app(ApiContext(database, engine.queue(), TEST_SECRET, token_cache_s=0))
+    token = create_token(database, "retrain-test")
+    return TestClient(app), {"Authorization": f"Bearer {token}"}
+
+
+def test_the_api_queues_a_retrain_and_answers_the_job_id(
+    database: Database, engine: Engine, api: tuple[TestClient, dict[str, str]]
+) -> None:
+    client, auth = api
+    url = f"/api/repositories/{REPO}/retrain"
+    assert client.post(url).status_code == 401
+    missing = client.post("/api/repositories/octo/unknown/retrain", headers=auth)
+    assert missing.status_code == 404 and "octo/unknown" in missing.json()["detail"]
+    known(database)
+    queued = client.post(url, headers=auth)
+    assert queued.status_code == 202, queued.text
+    answer = queued.json()
+    assert answer["ref"] == "main" and answer["repository"] == REPO
+    job = engine.job(answer["job_id"])
+    assert job.task_name == jobs.TASK_RETRAIN and job.task_kwargs["trigger"] == "manual"
+    again = client.post(url, headers=auth)
+    assert again.status_code == 409 and "queued already" in again.json()["detail"]
+    tagged = client.post(url, headers=auth, json={"ref": "v2"})
+    assert tagged.status_code == 202 and tagged.json()["ref"] == "v2"
+    for bad in ({"ref": "--upload-pack=x"}, {"ref": "a..b"}, {"ref": ""}, {"branch": "main"}):
+        refused = client.post(url, headers=auth, json=bad)
+        assert refused.status_code == 422, bad
+
+
+def test_the_api_sets_and_drops_the_servers_schedule(
+    database: Database, api: tuple[TestClient, dict[str, str]]
+) -> None:
+    client, auth = api
+    url = f"/api/repositories/{REPO}/retrain-schedule"
+    assert client.get(url, headers=auth).status_code == 404
+    known(database, cron="0 3 * * 1")
+    assert client.get(url, headers=auth).json()["source"] == "config"
+    bad = client.put(url, headers=auth, json={"schedule": "0 3 * *"})
+    assert bad.status_code == 422 and "has 4 fields" in bad.text
+    zone = client.put(url, headers=auth, json={"schedule": "0 3 * * *", "timezone": "Mars/X"})
+    assert zone.status_code == 422 and "IANA" in zone.text
+    put = client.put(url, headers=auth, json={"schedule": "15 2 * * *", "timezone": "Asia/Tokyo"})
+    assert put.status_code == 200
+    assert (put.json()["schedule"], put.json()["source"]) == ("15 2 * * *", "server")
+    dropped = client.delete(url, headers=auth).json()
+    assert (dropped["schedule"], dropped["source"]) == (None, "config")
+
+
+def test_a_delivered_push_re_reads_the_schedule_from_its_modelci_yaml(
+    database: Database, make_repo: Any, tmp_path: Any
+) -> None:
+    path = make_repo({"modelci.yaml": CONFIG + 'retrain:\n  schedule: "0 3 * * 1"\n'})
+    first = commit_files(path, {"x": "1"})
+    retraining = service(database, settings=Settings(data_dir=tmp_path / "data"))
+    job = DeliveryJob(
+        repo=REPO,
+        sha=first,
+        ref="main",
+        clone_url=str(path),
+        installation_id=INSTALLATION,
+        delivery_id="d",
+        actor="maintainer",
+    )
+    retraining.refresh_after_delivery(job, {})
+    second = commit_files(path, {"modelci.yaml": CONFIG + 'retrain:\n  schedule: "0 6 * * *"\n'})
+    with database.session() as session:
+        row = schedules.get_schedule(session, repository=REPO)
+        assert row is not None and row.cron == "0 3 * * 1" and row.clone_url == str(path)
+    # The delivery fetched the new commit into the mirror before it was reported.
+    open_mirror(str(path), retraining.settings.mirrors_dir).fetch()
+    retraining.refresh_after_delivery(replace(job, sha=second), {})
+    with database.session() as session:
+        row = schedules.get_schedule(session, repository=REPO)
+        assert row is not None and row.cron == "0 6 * * *"

@@ -66,7 +66,9 @@ def history_series(records: Sequence[RetrainLike]) -> dict[str, list[Point]]:
             stored = record.metrics if isinstance(record.metrics, Mapping) else {}
             label = f"#{record.id}" + (f" v{record.version}" if record.version else "")
             points.append(
-                Point(label, _number(stored.get("new"), name), _number(stored.get("champion"), name))
+                Point(
+                    label, _number(stored.get("new"), name), _number(stored.get("champion"), name)
+                )
             )
         if any(p.new is not None or p.champion is not None for p in points):
             series[name] = points

@@ -85,9 +85,7 @@ def _history(database: Database, record: Any) -> list[Any]:
         if record.model_name:
             found = retrain_store.list_retrains(session, model_name=record.model_name, limit=200)
         else:
-            found = retrain_store.list_retrains(
-                session, repository=record.repository, limit=200
-            )
+            found = retrain_store.list_retrains(session, repository=record.repository, limit=200)
         return [r for r in found if r.id <= record.id and r.metrics][:HISTORY]
 
 
@@ -166,7 +164,9 @@ class RetrainingService:
 
     def report(self, job: RetrainJob, result: RetrainResult) -> None:
         if result.sha is None:
-            log.warning("retrain of %s at %s reached no commit: %s", job.repo, job.ref, result.error)
+            log.warning(
+                "retrain of %s at %s reached no commit: %s", job.repo, job.ref, result.error
+            )
             return
         plot_url, spark = self._plot(result)
         body = retrain_markdown(result, history_plot_url=plot_url, sparkline=spark)
@@ -282,8 +282,15 @@ def dispatch_due(database: Database, queue: RetrainQueue, *, now: dt.datetime) -
     """
     with database.session() as session:
         rows = [
-            (r.repository, r.clone_url, r.default_branch, r.installation_id, r.cron, r.timezone,
-             r.last_slot)
+            (
+                r.repository,
+                r.clone_url,
+                r.default_branch,
+                r.installation_id,
+                r.cron,
+                r.timezone,
+                r.last_slot,
+            )
             for r in schedules.list_schedules(session, scheduled_only=True)
         ]
     queued = []

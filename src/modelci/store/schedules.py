@@ -44,7 +44,9 @@ class RetrainSchedule(Base):
     repository: Mapped[str] = mapped_column(String(300), primary_key=True)  # owner/name
     clone_url: Mapped[str] = mapped_column(String(2000))
     default_branch: Mapped[str] = mapped_column(String(300))
-    installation_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    installation_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite")
+    )
     cron: Mapped[str | None] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(100), default="UTC")
     source: Mapped[str] = mapped_column(String(20), default="config")
