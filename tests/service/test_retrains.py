@@ -481,3 +481,30 @@ def test_a_delivered_push_re_reads_the_schedule_from_its_modelci_yaml(
     with database.session() as session:
         row = schedules.get_schedule(session, repository=REPO)
         assert row is not None and row.cron == "0 6 * * *"
+
+
+def test_two_real_workers_dispatch_a_due_slot_once(database: Database, engine: Engine) -> None:
+    now = dt.datetime.now(dt.UTC)
+    known(database, cron="* * * * *", now=now - dt.timedelta(hours=2))  # missed 120 slots
+    ran: list[RetrainJob] = []
+    queue = engine.queue()
+    jobs.install_services(
+        jobs.Services(
+            process_delivery=lambda _: None,
+            evaluate=lambda job, cancel: None,
+            job_timeout_s=60,
+            retrain=lambda job, cancel: ran.append(job),
+            dispatch_retrains=lambda at: dispatch_due(database, queue, now=at),
+        )
+    )
+    try:
+        with worker(engine), worker(engine):
+            wait_until(lambda: len(ran) == 1, timeout=90)
+            ticks = {
+                j.task_kwargs["timestamp"]
+                for j in engine.app.job_manager.list_jobs(task=jobs.TASK_DISPATCH_RETRAINS)
+            }
+    finally:
+        jobs.install_services(None)  # type: ignore[arg-type]
+    assert ticks  # the periodic task ran (once per tick across both workers)
+    assert len(retrain_jobs(engine)) == 1 and ran[0].trigger == "schedule"
