@@ -20,7 +20,6 @@ from modelci.errors import ConfigError, StoreError
 from modelci.settings import Settings
 from modelci.store import db as dbmodule
 from modelci.store import records as store
-from modelci.store import retrains  # noqa: F401  (its table on Base.metadata)
 from modelci.store.db import Database, masked_url, normalise_url, open_database
 
 SHA_A, SHA_B = "a" * 40, "b" * 40

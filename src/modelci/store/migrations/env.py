@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from alembic import context
 
-from modelci.store import retrains  # noqa: F401  (its table on Base.metadata)
 from modelci.store.records import Base
 
 connection = context.config.attributes.get("connection")
