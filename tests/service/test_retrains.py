@@ -373,7 +373,10 @@ def test_each_retrain_comments_on_the_commit_and_completes_a_check_run(
         (SHA, "completed", "success"),
         (SHA, "completed", "neutral"),
     ]
-    assert runs[1]["output"]["title"] == "Retrain kept"
+    assert (
+        runs[1]["output"]["title"]
+        == "retrain of ddddddd: threshold v2 registered, champion stays v1"
+    )
     # No public URL: the history as a sparkline, new model's accuracy per retrain.
     assert "accuracy: █▁" in comments[1]["body"]
     assert "/plots/" not in comments[1]["body"]
