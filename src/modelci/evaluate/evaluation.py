@@ -38,7 +38,7 @@ from modelci.errors import (
 )
 from modelci.evaluate.cache import load_outputs, save_outputs
 from modelci.evaluate.logtail import log_tail
-from modelci.evaluate.metrics import flatten_metrics
+from modelci.evaluate.metricfiles import read_metrics
 from modelci.runner.checkout import Mirror, open_mirror, repository_name
 from modelci.runner.config import CONFIG_FILE, Overrides, RepoConfig, effective_config
 from modelci.runner.environments import _COMPLETE as _ENV_COMPLETE
@@ -757,13 +757,18 @@ class Evaluator:
                     log_path=str(side.log_path),
                 )
             self.reporter.update(role, "reading outputs")
-            raw = read_json_output(workdir, config.metrics, max_bytes=_MAX_METRICS_BYTES)
-            side.metrics = flatten_metrics(raw, source=config.metrics)
+            files = config.metrics_files()
+            read = read_metrics(workdir, files, max_bytes=_MAX_METRICS_BYTES)
+            side.metrics = read.metrics
             if not side.metrics:
                 raise OutputError(
-                    f"{config.metrics} holds no numeric metric",
+                    f"{' and '.join(files)} hold{'s' if len(files) == 1 else ''} no numeric metric",
                     hint='write a JSON object such as {"accuracy": 0.93}',
                 )
+            if read.notes:  # said where the run's own lines are, and as it happens
+                with side.log_path.open("a") as run_log:
+                    run_log.writelines(f"[modelci: {note}]\n" for note in read.notes)
+                self.reporter.update(role, read.notes[0])
             if config.predictions:
                 from modelci.evaluate.compare import predictions_from_json
 
