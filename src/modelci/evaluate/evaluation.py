@@ -56,7 +56,7 @@ from modelci.settings import Settings
 if TYPE_CHECKING:  # heavy imports (numpy, sqlalchemy) load in the background, when needed
     from sqlalchemy.orm import Session
 
-    from modelci.evaluate.compare import Comparison, MetricRule, Predictions
+    from modelci.evaluate.compare import Comparison, MetricRule, Predictions, ScoredRows
     from modelci.evaluate.noise import SeedRun, UnstableMetric
     from modelci.scoring.plan import ScoringPlan
     from modelci.serving.launcher import Launcher
@@ -74,7 +74,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Bump when the meaning of a stored result changes, so old results are not reused.
-RESULT_VERSION = "2"  # 2: runs are seeded (MODELCI_SEED), the seed is in the key
+# 2: runs are seeded (MODELCI_SEED), the seed is in the key; 3: a scored run keeps its
+# own predictions and the scored rows apart (predictions.json held the scored rows).
+RESULT_VERSION = "3"
 _MAX_METRICS_BYTES = 10_000_000
 _MAX_PREDICTIONS_BYTES = 200_000_000
 
@@ -139,10 +141,12 @@ class SideResult:
     repeats: list[SideResult] = field(default_factory=list)
     # Why this commit was trained more than once, for the report.
     repeats_reason: str | None = None
-    # What modelci scores the trained model on (scoring: in modelci.yaml), and the
-    # metrics it computed itself; they replace the run's own of the same name.
+    # What modelci scores the trained model on (scoring: in modelci.yaml), the metrics
+    # it computed itself (they replace the run's own of the same name) and the rows it
+    # computed them from; ``predictions`` stay the run's own, for its other metrics.
     scoring: ScoringPlan | None = None
     scored: tuple[str, ...] = ()
+    scored_predictions: Predictions | None = None
 
     def again(self, seed: int) -> SideResult:
         """A run of the same commit with another seed, kept in ``repeats``."""
@@ -154,7 +158,19 @@ class SideResult:
     def seed_runs(self) -> list[SeedRun]:
         from modelci.evaluate.noise import SeedRun
 
-        return [SeedRun(s.seed, s.metrics, s.predictions) for s in (self, *self.repeats)]
+        return [
+            SeedRun(s.seed, s.metrics, s.predictions, s.scored_predictions, frozenset(s.scored))
+            for s in (self, *self.repeats)
+        ]
+
+    def scored_rows(self, other: SideResult) -> ScoredRows | None:
+        """The rows modelci scored this side and ``other`` on, for ``compare``."""
+        from modelci.evaluate.compare import ScoredRows
+
+        if self.scored_predictions is None or other.scored_predictions is None:
+            return None
+        names = frozenset(self.scored) & frozenset(other.scored)
+        return ScoredRows(names, self.scored_predictions, other.scored_predictions)
 
     @property
     def ok(self) -> bool:
@@ -385,6 +401,7 @@ class Evaluator:
                         head_predictions=head.predictions,
                         base_predictions=base.predictions,
                         default_gate=gate,
+                        scored=head.scored_rows(base),
                     )
                 unstable = [
                     u
@@ -580,7 +597,9 @@ class Evaluator:
         """Store the outputs for reuse, whole, before the run is marked finished; a run
         whose outputs could not be stored is still a result, just not a reusable one."""
         try:
-            save_outputs(self._outputs_dir(run_id), side.metrics, side.predictions)
+            save_outputs(
+                self._outputs_dir(run_id), side.metrics, side.predictions, side.scored_predictions
+            )
         except OSError as exc:
             log.warning("run %s: outputs not kept for reuse: %s", run_id, exc)
             return False
@@ -605,7 +624,7 @@ class Evaluator:
                 previous = store.find_reusable_run(session, cache_key=side.cache_key or "")
             if previous is not None and previous.outputs_dir:
                 try:
-                    side.metrics, side.predictions = load_outputs(Path(previous.outputs_dir))
+                    stored = load_outputs(Path(previous.outputs_dir))
                 except OutputError as exc:
                     # A stored result is a shortcut, never a reason to fail: train again.
                     side.cache_miss = (
@@ -616,6 +635,11 @@ class Evaluator:
                         side.role, f"stored result of run {previous.id} unreadable: training again"
                     )
                 else:
+                    side.metrics, side.predictions = stored.metrics, stored.predictions
+                    if side.scoring is not None and stored.scored is not None:
+                        # The cache key holds the plan's digest: the same scored metrics.
+                        side.scored_predictions = stored.scored
+                        side.scored = tuple(sorted(side.scoring.metric_names))
                     side.run_id = side.reused_from = previous.id
                     side.log_path = Path(previous.log_path) if previous.log_path else None
                     side.timings = {"reused": 1.0}
@@ -794,9 +818,8 @@ class Evaluator:
     def _score(self, trained: TrainedCommit, plan: ScoringPlan) -> None:
         """modelci's own metrics of the trained model; they take precedence over the run's.
 
-        The scored rows' predictions replace the run's own: the intervals of the
-        scored metrics come from them (a self-reported metric they do not
-        reproduce gets none)."""
+        The scored rows are kept beside the run's own predictions: the scored
+        metrics' intervals come from them, the run's other metrics keep theirs."""
         from modelci.scoring.plan import score_trained
 
         side = trained.side
@@ -804,7 +827,7 @@ class Evaluator:
         t0 = time.monotonic()
         scored = score_trained(trained, plan, self.scoring_launcher(), self.settings)
         side.metrics = {**side.metrics, **scored.metrics}
-        side.predictions = scored.predictions
+        side.scored_predictions = scored.predictions
         side.scored = tuple(scored.metrics)
         side.timings["score_s"] = time.monotonic() - t0
 
