@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,7 +40,13 @@ from modelci.evaluate.cache import load_outputs, save_outputs
 from modelci.evaluate.logtail import log_tail
 from modelci.evaluate.metricfiles import read_metrics
 from modelci.runner.checkout import Mirror, open_mirror, repository_name
-from modelci.runner.config import CONFIG_FILE, Overrides, RepoConfig, effective_config
+from modelci.runner.config import (
+    CONFIG_FILE,
+    Overrides,
+    RepoConfig,
+    ScoringConfig,
+    effective_config,
+)
 from modelci.runner.environments import _COMPLETE as _ENV_COMPLETE
 from modelci.runner.environments import (
     Environment,
@@ -56,6 +62,8 @@ from modelci.settings import Settings
 if TYPE_CHECKING:  # heavy imports (numpy, sqlalchemy) load in the background, when needed
     from sqlalchemy.orm import Session
 
+    from modelci.data.fetch import DataFetcher
+    from modelci.data.pointers import TrackedFile
     from modelci.evaluate.compare import Comparison, MetricRule, Predictions, ScoredRows
     from modelci.evaluate.noise import SeedRun, UnstableMetric
     from modelci.scoring.plan import ScoringPlan
@@ -462,12 +470,36 @@ class Evaluator:
                 continue
             config = _config_or_none(mirror, side.sha, request.overrides)
             if config is not None and config.scoring is not None:
-                from modelci.scoring.plan import open_plan
-
+                self.reporter.update(side.role, "reading the scoring data")
                 return stack.enter_context(
-                    open_plan(config.scoring, mirror=mirror, sha=side.sha, settings=self.settings)
+                    self.scoring_plan(config.scoring, mirror, side.sha, repo=request.repo)
                 )
         return None
+
+    def scoring_plan(
+        self, config: ScoringConfig, mirror: Mirror, sha: str, *, repo: str
+    ) -> AbstractContextManager[ScoringPlan]:
+        """``config`` resolved at commit ``sha`` of ``repo`` (scoring.plan.open_plan): a
+        DVC-tracked file comes out of the repository's DVC cache, fetched if need be."""
+        from modelci.data.cache import read_tracked
+        from modelci.scoring.plan import MAX_TRACKED_BYTES, open_plan
+
+        def tracked(sha: str, file: TrackedFile, dest: Path) -> str:
+            return read_tracked(
+                self._data_fetcher(),
+                mirror,
+                sha,
+                file,
+                dest,
+                repository=repository_name(repo),
+                aliases=(repo, mirror.url),
+                settings=self.settings,
+                max_bytes=MAX_TRACKED_BYTES,
+            )
+
+        return open_plan(
+            config, mirror=mirror, sha=sha, settings=self.settings, read_tracked=tracked
+        )
 
     def scoring_launcher(self) -> Launcher:
         """The launcher of scoring's model workers (made once, on first use)."""
@@ -691,12 +723,8 @@ class Evaluator:
             if side.scoring is None:
                 config = _config_or_none(mirror, side.sha, overrides)
                 if config is not None and config.scoring is not None:
-                    from modelci.scoring.plan import open_plan
-
                     side.scoring = stack.enter_context(
-                        open_plan(
-                            config.scoring, mirror=mirror, sha=side.sha, settings=self.settings
-                        )
+                        self.scoring_plan(config.scoring, mirror, side.sha, repo=side.ref_repo)
                     )
             requirements = self._prepare(side, mirror, overrides)
             if not gpu_allowed:
@@ -843,14 +871,7 @@ class Evaluator:
         when the commit uses DVC (training may run `dvc repro`), else None."""
         if not ((workdir / ".dvc").exists() or (workdir / "dvc.yaml").exists()):
             return None
-        from modelci.data.fetch import DataFetcher
-
-        fetcher = DataFetcher(
-            sandbox=self.sandbox,
-            environments=self.environments,
-            cache_root=self.settings.dvc_cache_dir,
-            remotes_file=self.settings.dvc_remotes_path,
-        )
+        fetcher = self._data_fetcher()
         self.reporter.update(side.role, "fetching DVC data")
         assert side.log_path is not None
         fetched = fetcher.fetch(
@@ -866,6 +887,16 @@ class Evaluator:
             side.timings["data_s"] = fetched.seconds
             side.timings["data_bytes"] = float(fetched.bytes_fetched)
         return fetcher.dvc_environment()
+
+    def _data_fetcher(self) -> DataFetcher:
+        from modelci.data.fetch import DataFetcher
+
+        return DataFetcher(
+            sandbox=self.sandbox,
+            environments=self.environments,
+            cache_root=self.settings.dvc_cache_dir,
+            remotes_file=self.settings.dvc_remotes_path,
+        )
 
     def _gpu_devices(self, config: RepoConfig) -> tuple[Path, ...]:
         if not config.limits.gpu:
