@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import difflib
 import fcntl
-import hashlib
 import re
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelci.deliver.deliverykey import delivery_config, delivery_key
 from modelci.deliver.gates import decide
 from modelci.deliver.history import ChampionChange, champion_changes, describe_event
 from modelci.deliver.modelartifacts import collect_model, mlflow_env
@@ -38,9 +38,8 @@ from modelci.errors import (
     NeedsGpuWorker,
 )
 from modelci.evaluate.evaluation import Evaluator, Reporter, SideResult
-from modelci.runner.checkout import Mirror, open_mirror, repository_name
-from modelci.runner.config import CONFIG_FILE, RepoConfig, parse_config
-from modelci.runner.environments import gather_requirements
+from modelci.runner.checkout import open_mirror, repository_name
+from modelci.runner.config import RepoConfig
 from modelci.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,13 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["Deliverer", "DeliveryResult", "deliver_commit", "deliverer_for", "model_name_for"]
 
 ROLE = "deliver"
-# Bumped when what a delivery registers changes, so older versions are not reused.
-_DELIVERY_KEY_VERSION = "1"
-_MODEL_SECTION_HINT = (
-    "add a model: section that says where the trained model is: artifact: model.pkl (a "
-    "pickle or joblib file the training writes), mlflow: true, or interface: module:Class "
-    "(see 'The model: section of modelci.yaml' in the README)"
-)
 
 
 def model_name_for(repo: str, config: RepoConfig) -> str:
@@ -127,39 +119,9 @@ class Deliverer:
         say = evaluator.reporter.update
         side: SideResult | None = None
         try:
-            say(ROLE, "fetching")
-            mirror = open_mirror(repo, self.settings.mirrors_dir, git_env=git_env)
-            result.sha = mirror.resolve(ref)
-            side = SideResult(ROLE, ref, result.sha, ref_repo=repo)
-            config, key = self._delivery_key(mirror, result.sha)
-            result.model_name = model_name_for(repo, config)
-            existing = self.registry.find_delivered(result.model_name, key)
-            if existing is not None:
-                result.reused, result.version = True, existing.version
-                result.run_id, result.metrics = existing.run_id, dict(existing.metrics)
-                result.champion_before = self.registry.champion(result.model_name)
-                say(ROLE, f"reused version {existing.version}: this commit is already registered")
-                return result
-            staging = Path(tempfile.mkdtemp(prefix="delivery-", dir=self.settings.data_dir))
-            try:
-                with evaluator.train_commit(
-                    side, mirror, cancel=cancel, extra_env=mlflow_env, gpu_allowed=gpu_allowed
-                ) as trained:
-                    result.log_path = side.log_path
-                    result.model_name = model_name_for(repo, trained.config)
-                    say(ROLE, "collecting the model")
-                    params, tags = collect_model(trained, staging / "model")
-                result.metrics = dict(side.metrics)
-                say(ROLE, "registering in MLflow")
-                # One delivery of a model at a time judges against the champion and
-                # moves it: two merges in a row must not both beat the same champion.
-                with _model_lock(self.settings, result.model_name):
-                    self._register(
-                        result, trained.config, staging / "model", params, tags, actor, key
-                    )
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            say(ROLE, "promoted" if result.promoted else "registered, not promoted")
+            with ExitStack() as stack:  # the scoring dataset's private copy, until the end
+                side = SideResult(ROLE, ref, ref_repo=repo)
+                self._deliver(result, side, evaluator, stack, actor, cancel, git_env, gpu_allowed)
         except NeedsGpuWorker:
             raise  # not the commit's problem: the job moves to the gpu queue
         except ModelCIError as exc:
@@ -169,32 +131,55 @@ class Deliverer:
             say(ROLE, "failed")
         return result
 
-    def _delivery_key(self, mirror: Mirror, sha: str) -> tuple[RepoConfig, str]:
-        """The commit's configuration, refused before training when it cannot deliver, and
-        the key of (commit, environment, configuration) that a registered version is for."""
-
-        def read(path: str) -> bytes | None:
-            return mirror.read_file(sha, path)
-
-        text = read(CONFIG_FILE)
-        if text is None:
-            raise ConfigError(
-                f"commit {sha[:7]} has no {CONFIG_FILE}: delivery needs one with a model: section",
-                hint=f"add {CONFIG_FILE} with train:, metrics: and a model: section (see "
-                "'Writing modelci.yaml' and 'The model: section of modelci.yaml' in the README)",
+    def _deliver(
+        self,
+        result: DeliveryResult,
+        side: SideResult,
+        evaluator: Evaluator,
+        stack: ExitStack,
+        actor: str,
+        cancel: threading.Event | None,
+        git_env: Mapping[str, str] | None,
+        gpu_allowed: bool,
+    ) -> None:
+        repo, say = result.repo, evaluator.reporter.update
+        say(ROLE, "fetching")
+        mirror = open_mirror(repo, self.settings.mirrors_dir, git_env=git_env)
+        result.sha = side.sha = mirror.resolve(result.ref)
+        config = delivery_config(mirror, result.sha)
+        if config.scoring is not None:
+            # Opened before the key: the scored rows' checksum is part of it.
+            say(ROLE, "reading the scoring data")
+            side.scoring = stack.enter_context(
+                evaluator.scoring_plan(config.scoring, mirror, result.sha, repo=repo)
             )
-        config = parse_config(text)
-        if config.model.source is None:
-            raise ConfigError(
-                f"{CONFIG_FILE} at {sha[:7]} has no model: section saying where the trained "
-                "model is, so there is nothing to register (refused before training)",
-                hint=_MODEL_SECTION_HINT,
-            )
-        environments = self.evaluator.environments
-        requirements = gather_requirements(config.install, read, uv_bin=environments.uv_bin)
-        env_key = environments.key_for(requirements)
-        parts = [_DELIVERY_KEY_VERSION, sha, env_key, config.digest()]
-        return config, hashlib.sha256("\0".join(parts).encode()).hexdigest()
+        key = delivery_key(mirror, result.sha, config, self.evaluator.environments, side.scoring)
+        result.model_name = model_name_for(repo, config)
+        existing = self.registry.find_delivered(result.model_name, key)
+        if existing is not None:
+            result.reused, result.version = True, existing.version
+            result.run_id, result.metrics = existing.run_id, dict(existing.metrics)
+            result.champion_before = self.registry.champion(result.model_name)
+            say(ROLE, f"reused version {existing.version}: this commit is already registered")
+            return
+        staging = Path(tempfile.mkdtemp(prefix="delivery-", dir=self.settings.data_dir))
+        try:
+            with evaluator.train_commit(
+                side, mirror, cancel=cancel, extra_env=mlflow_env, gpu_allowed=gpu_allowed
+            ) as trained:
+                result.log_path = side.log_path
+                result.model_name = model_name_for(repo, trained.config)
+                say(ROLE, "collecting the model")
+                params, tags = collect_model(trained, staging / "model")
+            result.metrics, result.timings = dict(side.metrics), dict(side.timings)
+            say(ROLE, "registering in MLflow")
+            # One delivery of a model at a time judges against the champion and
+            # moves it: two merges in a row must not both beat the same champion.
+            with _model_lock(self.settings, result.model_name):
+                self._register(result, trained.config, staging / "model", params, tags, actor, key)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        say(ROLE, "promoted" if result.promoted else "registered, not promoted")
 
     def _register(
         self,

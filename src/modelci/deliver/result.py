@@ -33,6 +33,8 @@ class DeliveryResult:
     run_id: str | None = None
     # An existing version registered for the same commit, environment and configuration.
     reused: bool = False
+    # The training's timings (data_s and data_bytes: its DVC fetch), as an evaluation's.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def is_champion(self) -> bool:
@@ -112,4 +114,5 @@ class DeliveryResult:
             "champion_before": self.champion_before.version if self.champion_before else None,
             "run_id": self.run_id,
             "error": self.error,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }

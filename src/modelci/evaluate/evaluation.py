@@ -63,7 +63,6 @@ if TYPE_CHECKING:  # heavy imports (numpy, sqlalchemy) load in the background, w
     from sqlalchemy.orm import Session
 
     from modelci.data.fetch import DataFetcher
-    from modelci.data.pointers import TrackedFile
     from modelci.evaluate.compare import Comparison, MetricRule, Predictions, ScoredRows
     from modelci.evaluate.noise import SeedRun, UnstableMetric
     from modelci.scoring.plan import ScoringPlan
@@ -479,26 +478,16 @@ class Evaluator:
     def scoring_plan(
         self, config: ScoringConfig, mirror: Mirror, sha: str, *, repo: str
     ) -> AbstractContextManager[ScoringPlan]:
-        """``config`` resolved at commit ``sha`` of ``repo`` (scoring.plan.open_plan): a
-        DVC-tracked file comes out of the repository's DVC cache, fetched if need be."""
-        from modelci.data.cache import read_tracked
-        from modelci.scoring.plan import MAX_TRACKED_BYTES, open_plan
+        """``config`` resolved at commit ``sha`` of ``repo`` (scoring.plan.commit_plan)."""
+        from modelci.scoring.plan import commit_plan
 
-        def tracked(sha: str, file: TrackedFile, dest: Path) -> str:
-            return read_tracked(
-                self._data_fetcher(),
-                mirror,
-                sha,
-                file,
-                dest,
-                repository=repository_name(repo),
-                aliases=(repo, mirror.url),
-                settings=self.settings,
-                max_bytes=MAX_TRACKED_BYTES,
-            )
-
-        return open_plan(
-            config, mirror=mirror, sha=sha, settings=self.settings, read_tracked=tracked
+        return commit_plan(
+            config,
+            mirror=mirror,
+            sha=sha,
+            repo=repo,
+            settings=self.settings,
+            fetcher=self._data_fetcher(),
         )
 
     def scoring_launcher(self) -> Launcher:

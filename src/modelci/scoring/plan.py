@@ -19,7 +19,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,12 +31,20 @@ from modelci.scoring.datasets import DatasetStore
 from modelci.settings import Settings
 
 if TYPE_CHECKING:
+    from modelci.data.fetch import DataFetcher
     from modelci.evaluate.evaluation import TrainedCommit
     from modelci.runner.checkout import Mirror
     from modelci.scoring.scorer import Scored
     from modelci.serving.launcher import Launcher
 
-__all__ = ["MAX_TRACKED_BYTES", "ScoringPlan", "TrackedReader", "open_plan", "score_trained"]
+__all__ = [
+    "MAX_TRACKED_BYTES",
+    "ScoringPlan",
+    "TrackedReader",
+    "commit_plan",
+    "open_plan",
+    "score_trained",
+]
 
 MAX_TRACKED_BYTES = 2 * 1024**3  # a DVC-tracked scoring file, copied out of the cache
 
@@ -112,6 +120,36 @@ def open_plan(
         yield ScoringPlan(config, label, f"md5:{md5}", dest)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def commit_plan(
+    config: ScoringConfig,
+    *,
+    mirror: Mirror,
+    sha: str,
+    repo: str,
+    settings: Settings,
+    fetcher: DataFetcher,
+) -> AbstractContextManager[ScoringPlan]:
+    """``open_plan`` for commit ``sha`` of ``repo``: a DVC-tracked file comes out of the
+    repository's DVC cache (the one its runs' fetches fill), fetched if need be."""
+    from modelci.data.cache import read_tracked
+    from modelci.runner.checkout import repository_name
+
+    def tracked(sha: str, file: TrackedFile, dest: Path) -> str:
+        return read_tracked(
+            fetcher,
+            mirror,
+            sha,
+            file,
+            dest,
+            repository=repository_name(repo),
+            aliases=(repo, mirror.url),
+            settings=settings,
+            max_bytes=MAX_TRACKED_BYTES,
+        )
+
+    return open_plan(config, mirror=mirror, sha=sha, settings=settings, read_tracked=tracked)
 
 
 def score_trained(
