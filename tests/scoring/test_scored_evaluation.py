@@ -253,3 +253,18 @@ def test_the_repositorys_own_metrics_keep_their_intervals_beside_the_scored_ones
     again = evaluate(evaluator, repo)  # the base's stored result keeps both sets of rows
     assert again.base.reused_from == result.base.run_id, again.error
     assert by_name(again) == metrics
+
+
+def test_a_scoring_file_neither_committed_nor_tracked_fails_before_training(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    scoring = "  file: data/elsewhere.csv\n  target: label\n  metrics: [accuracy]\n"
+    repo, _ = scored_repo(make_repo, cut=0.5, scoring=scoring)
+    commit_files(repo, {"params.json": json.dumps({"cut": 0.6})})
+    result = evaluate(evaluator, repo)
+    assert result.comparison is None
+    for side in (result.head, result.base):
+        assert "scoring.file data/elsewhere.csv is neither in commit" in (side.error or "")
+        assert "dvc add" in (side.error or "")
+        assert side.run_id is None and side.log_path is None  # nothing trained
+    assert "data/elsewhere.csv is neither in commit" in final_comment(result)

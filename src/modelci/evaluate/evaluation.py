@@ -362,19 +362,8 @@ class Evaluator:
             sides = [head]
         plan = self._scoring_plan(stack, mirror, base if base in sides else None, head, request)
         head.scoring = base.scoring = plan
-        repeats = self._planned_repeats(mirror, base if base in sides else head, request)
-        runs = [*sides, *(s.again(k) for s in sides for k in range(1, repeats or 1))]
-        if repeats is not None and repeats > 1:
-            for side in sides:
-                side.repeats_reason = f"repeats: {repeats} in {CONFIG_FILE}"
-        if repeats is None and base in sides:
-            runs.append(base.again(1))  # auto: does a second seed give the same base?
-        # Repeats wait for a slot (acquire_slot) like any run: MODELCI_MAX_PARALLEL_RUNS.
-        workers = max(1, min(self.settings.max_parallel_runs, len(runs)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelci-run") as pool:
-            self._run_all(pool, runs, mirror, request.overrides, cancel)
-            if repeats is None and base in sides:
-                self._auto_repeats(pool, base, head, mirror, request.overrides, cancel)
+        if all(side.ok for side in sides):  # else the scoring data failed: nothing to train for
+            self._train_sides(sides, base, head, mirror, request, cancel)
         for side in sides:
             for other in side.repeats:
                 if side.ok and not other.ok:
@@ -454,6 +443,29 @@ class Evaluator:
             result.evaluation_id = evaluation.id
         return result
 
+    def _train_sides(
+        self,
+        sides: list[SideResult],
+        base: SideResult,
+        head: SideResult,
+        mirror: Mirror,
+        request: EvaluationRequest,
+        cancel: threading.Event | None,
+    ) -> None:
+        repeats = self._planned_repeats(mirror, base if base in sides else head, request)
+        runs = [*sides, *(s.again(k) for s in sides for k in range(1, repeats or 1))]
+        if repeats is not None and repeats > 1:
+            for side in sides:
+                side.repeats_reason = f"repeats: {repeats} in {CONFIG_FILE}"
+        if repeats is None and base in sides:
+            runs.append(base.again(1))  # auto: does a second seed give the same base?
+        # Repeats wait for a slot (acquire_slot) like any run: MODELCI_MAX_PARALLEL_RUNS.
+        workers = max(1, min(self.settings.max_parallel_runs, len(runs)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelci-run") as pool:
+            self._run_all(pool, runs, mirror, request.overrides, cancel)
+            if repeats is None and base in sides:
+                self._auto_repeats(pool, base, head, mirror, request.overrides, cancel)
+
     def _scoring_plan(
         self,
         stack: ExitStack,
@@ -463,16 +475,24 @@ class Evaluator:
         request: EvaluationRequest,
     ) -> ScoringPlan | None:
         """The base's scoring section (head's when the base has none), its dataset
-        resolved at that commit: the change cannot pick the rows it is judged on."""
+        resolved at that commit: the change cannot pick the rows it is judged on.
+        Data that cannot be read fails both sides (they would be scored on it)."""
         for side in (base, head):
             if side is None:
                 continue
             config = _config_or_none(mirror, side.sha, request.overrides)
             if config is not None and config.scoring is not None:
                 self.reporter.update(side.role, "reading the scoring data")
-                return stack.enter_context(
-                    self.scoring_plan(config.scoring, mirror, side.sha, repo=request.repo)
-                )
+                try:
+                    return stack.enter_context(
+                        self.scoring_plan(config.scoring, mirror, side.sha, repo=request.repo)
+                    )
+                except ModelCIError as exc:
+                    for failed in (base, head):
+                        if failed is not None:
+                            failed.fail(exc, data_dir=self.settings.data_dir)
+                            self.reporter.update(failed.role, f"failed: {exc.message}")
+                    return None
         return None
 
     def scoring_plan(
