@@ -88,3 +88,12 @@ def test_a_tracked_directory_is_not_a_scoring_file(tmp_path: Path) -> None:
     (tmp_path / "cache").mkdir()
     with pytest.raises(DatasetError, match="is a directory DVC tracks"):
         copy_tracked(tmp_path / "cache", found, tmp_path / "out", max_bytes=1000)
+
+
+def test_a_manifest_naming_a_path_instead_of_an_md5_is_refused(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    manifest = json.dumps([{"md5": "../../../../../../../etc/passwd", "relpath": "h.csv"}])
+    directory = put(cache, manifest.encode(), name=md5(manifest.encode()) + ".dir")
+    found = TrackedFile("data/h.csv", "data.dvc", "data", directory, False)
+    with pytest.raises(DatasetError, match="a directory manifest DVC does not write"):
+        copy_tracked(cache, found, tmp_path / "out.csv", max_bytes=1000)

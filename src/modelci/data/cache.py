@@ -17,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
+import re
 import shutil
 import tempfile
 import threading
@@ -35,6 +37,8 @@ from modelci.settings import Settings
 __all__ = ["copy_tracked", "object_relpath", "read_tracked"]
 
 _MAX_MANIFEST_BYTES = 256 * 1024**2
+_HEX_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_NOT_A_MANIFEST = "a directory manifest DVC does not write"
 _CHUNK = 1 << 20
 POINTER = "modelci-scoring.dvc"  # the one output to fetch, in a work dir of its own
 
@@ -64,10 +68,12 @@ def _matches(path: Path, md5: str, *, legacy: bool) -> bool:
     return digest.hexdigest() == md5 or (legacy and _dos2unix_md5(path) == md5)
 
 
-def _bad_object(tracked: TrackedFile, relpath: str) -> DatasetError:
+def _bad_object(
+    tracked: TrackedFile, relpath: str, what: str = "other bytes than its md5 says"
+) -> DatasetError:
     return DatasetError(
         f"the repository's DVC cache holds {tracked.output} (md5 {tracked.md5}, named by "
-        f"{tracked.pointer}) with other bytes than its md5 says",
+        f"{tracked.pointer}) with {what}",
         hint=f"remove {relpath} from the repository's DVC cache on the server: the next run "
         "fetches it again (and check what the remote serves)",
     )
@@ -79,19 +85,27 @@ def _inner_md5(cache: Path, tracked: TrackedFile, inner: str) -> str | None:
     relpath = object_relpath(tracked.md5, legacy=tracked.legacy)
     try:
         raw = read_output_bytes(cache, relpath, max_bytes=_MAX_MANIFEST_BYTES)
-    except OutputError:
-        return None
+    except OutputError as exc:
+        if not os.path.lexists(cache / relpath):
+            return None
+        raise DatasetError(
+            f"cannot read the manifest of {tracked.output} out of the repository's DVC "
+            f"cache: {exc.message}",
+            hint=f"remove {relpath} from the repository's DVC cache on the server: the next "
+            "run fetches it again",
+        ) from None
     if hashlib.md5(raw, usedforsecurity=False).hexdigest() != tracked.md5.removesuffix(".dir"):
         raise _bad_object(tracked, relpath)
     try:
         entries = json.loads(raw)
     except ValueError:
-        raise _bad_object(tracked, relpath) from None
+        raise _bad_object(tracked, relpath, _NOT_A_MANIFEST) from None
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and entry.get("relpath") == inner:
             md5 = entry.get("md5")
-            if isinstance(md5, str) and len(md5) == 32:
+            if isinstance(md5, str) and _HEX_MD5.match(md5):  # it becomes a path
                 return md5
+            raise _bad_object(tracked, relpath, _NOT_A_MANIFEST)
     raise DatasetError(
         f"{tracked.path} is not in the directory {tracked.output} as {tracked.pointer} "
         f"tracks it (md5 {tracked.md5})",
@@ -117,7 +131,7 @@ def copy_tracked(cache: Path, tracked: TrackedFile, dest: Path, *, max_bytes: in
     try:
         copy_output_file(cache, relpath, dest, max_bytes=max_bytes)
     except OutputError as exc:
-        if not (cache / relpath).exists():
+        if not os.path.lexists(cache / relpath):
             return None
         raise DatasetError(
             f"cannot read {tracked.path} out of the repository's DVC cache: {exc.message}",
