@@ -83,3 +83,38 @@ def postgres_url() -> Iterator[str]:
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_store() -> Iterator[Path]:
+    """An MLflow SQLite store with its tables made, to copy into a test's data dir.
+
+    Making them runs MLflow's whole migration history, about 10 s: once a session,
+    not in every delivery test. It is made by the Registry itself, as a data dir's
+    ``store-mlflow.db`` beside a SQLite ``store.db``."""
+    from modelci.deliver.tracking import Registry
+    from modelci.settings import Settings
+
+    directory = Path(tempfile.mkdtemp(prefix="modelci-mlflow-", dir="/var/tmp"))
+    try:
+        settings = Settings(data_dir=directory, database_url=f"sqlite:///{directory}/store.db")
+        Registry.from_settings(settings, settings.database_url or "").model_names()
+        yield directory / MLFLOW_STORE
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+MLFLOW_STORE = "store-mlflow.db"  # MLflow's store beside sqlite:///<data dir>/store.db
+
+
+@pytest.fixture(scope="session")
+def shared_envs() -> Iterator[Path]:
+    """An environments dir for the tests of one session that share environments (modelci's
+    DVC takes ~8 s to install): the server shares its envs dir between jobs the same way.
+    Reachable by the sandbox's uids (0755, not under pytest's 0700 tmp_path)."""
+    directory = Path(tempfile.mkdtemp(prefix="modelci-envs-", dir="/var/tmp"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

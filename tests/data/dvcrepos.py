@@ -84,13 +84,17 @@ def damaged_cache_objects(cache: Path) -> list[str]:
     return bad
 
 
-# A two-stage pipeline: prepare filters the tracked data, train writes metrics.json.
+# A two-stage pipeline: prepare filters the tracked data (and says how many rows it
+# kept, in YAML), train writes metrics.json.
 PIPELINE = """\
 stages:
   prepare:
     cmd: python prepare.py
     deps: [prepare.py, data/data.csv]
     outs: [data/prepared.csv]
+    metrics:
+      - prepared.yaml:
+          cache: false
   train:
     cmd: python train.py
     deps: [train.py, data/prepared.csv]
@@ -101,5 +105,6 @@ stages:
 PREPARE = """\
 rows = open("data/data.csv").read().splitlines()
 open("data/prepared.csv", "w").write("\\n".join(rows) + "\\n")
+open("prepared.yaml", "w").write(f"prepared:\\n  rows: {len(rows) - 1}\\n")
 """
 PIPELINE_TRAIN = TRAIN.replace("data/data.csv", "data/prepared.csv")

@@ -44,20 +44,10 @@ def settings(place: Path) -> Settings:
     return made
 
 
-@pytest.fixture(scope="session")
-def shared_envs() -> Iterator[Path]:
-    # One environments dir for all these tests, as a server keeps one: modelci's DVC
-    # environment (DVC and its plugins) is built once, not once per test.
-    root = Path(tempfile.mkdtemp(prefix="modelci-dvc-envs-", dir="/var/tmp"))
-    root.chmod(0o755)
-    try:
-        yield root / "envs"
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
 def evaluator(settings: Settings, shared_envs: Path) -> Iterator[Evaluator]:
+    # One environments dir for the session (tests/conftest.py): modelci's DVC
+    # environment is built once, not once per test.
     db = open_database(settings)
     try:
         yield Evaluator(

@@ -15,10 +15,10 @@ from modelci.evaluate.evaluation import Evaluator
 from modelci.service.comments import final_comment
 from modelci.settings import Settings
 from tests.data.dvcrepos import commit_data, csv_rows, dvc_repo
-from tests.data.test_fetch import allow, evaluate, evaluator, place, settings, shared_envs
+from tests.data.test_fetch import allow, evaluate, evaluator, place, settings
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
-__all__ = ["evaluator", "place", "settings", "shared_envs"]  # fixtures shared with test_fetch
+__all__ = ["evaluator", "place", "settings"]  # fixtures shared with test_fetch
 
 if shutil.which("bwrap") is None or os.geteuid() != 0:
     pytest.skip("needs bubblewrap and root (scripts/setup installs it)", allow_module_level=True)

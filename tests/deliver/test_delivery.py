@@ -22,7 +22,7 @@ from modelci.runner.environments import EnvironmentManager
 from modelci.runner.sandbox import make_sandbox
 from modelci.settings import Settings
 from modelci.store.db import Database, open_database
-from tests.conftest import GitRepo, commit_files
+from tests.conftest import MLFLOW_STORE, GitRepo, commit_files
 
 pytestmark = pytest.mark.sandbox
 
@@ -69,21 +69,25 @@ promotion:
 
 
 @pytest.fixture
-def data_dir() -> Iterator[Path]:
+def data_dir(mlflow_store: Path) -> Iterator[Path]:
+    """A data dir whose SQLite store (sqlite:///<it>/store.db) has MLflow's tables made."""
     data = Path(tempfile.mkdtemp(prefix="modelci-test-", dir="/var/tmp"))
+    shutil.copyfile(mlflow_store, data / MLFLOW_STORE)
     try:
         yield data
     finally:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def _deliverer(settings: Settings, db: Database) -> Deliverer:
+def _deliverer(settings: Settings, db: Database, envs_dir: Path | None = None) -> Deliverer:
     evaluator = Evaluator(
         settings=settings,
         database=lambda: db,
         sandbox=make_sandbox(),
         environments=EnvironmentManager(
-            envs_dir=settings.envs_dir, python=settings.python, uv_bin=uv.find_uv_bin()
+            envs_dir=envs_dir or settings.envs_dir,
+            python=settings.python,
+            uv_bin=uv.find_uv_bin(),
         ),
     )
     registry = Registry.from_settings(settings, db.url)

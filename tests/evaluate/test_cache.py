@@ -17,9 +17,10 @@ from modelci.evaluate.compare import Predictions
 def test_round_trip_keeps_predictions_and_nan(tmp_path: Path) -> None:
     predictions = Predictions(np.array([0, 1, 1]), np.array([0, 1, 0]), np.array([0.1, 0.9, 0.4]))
     save_outputs(tmp_path / "7", {"accuracy": 0.5, "loss": float("nan")}, predictions)
-    metrics, loaded = load_outputs(tmp_path / "7")
+    metrics, loaded, scored = load_outputs(tmp_path / "7")
     assert metrics["accuracy"] == 0.5 and math.isnan(metrics["loss"])
     assert loaded is not None and loaded.to_json() == predictions.to_json()
+    assert scored is None
     assert sorted(p.name for p in (tmp_path / "7").iterdir()) == [
         "metrics.json",
         "predictions.json",
@@ -28,7 +29,18 @@ def test_round_trip_keeps_predictions_and_nan(tmp_path: Path) -> None:
 
 def test_without_predictions(tmp_path: Path) -> None:
     save_outputs(tmp_path, {"accuracy": 0.5}, None)
-    assert load_outputs(tmp_path) == ({"accuracy": 0.5}, None)
+    assert load_outputs(tmp_path) == ({"accuracy": 0.5}, None, None)
+
+
+def test_the_rows_modelci_scored_are_kept_beside_the_runs_own(tmp_path: Path) -> None:
+    own = Predictions(np.array([0, 1, 1]), np.array([0, 1, 0]))
+    scored = Predictions(
+        np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]), np.array([0.8, 0.4, 0.1, 0.2])
+    )
+    save_outputs(tmp_path, {"f1": 0.67, "accuracy": 0.75}, own, scored)
+    stored = load_outputs(tmp_path)
+    assert stored.predictions is not None and stored.predictions.to_json() == own.to_json()
+    assert stored.scored is not None and stored.scored.to_json() == scored.to_json()
 
 
 @pytest.mark.parametrize(
@@ -37,6 +49,7 @@ def test_without_predictions(tmp_path: Path) -> None:
         ("predictions.json", "", "predictions.json is empty"),
         ("predictions.json", '{"y_true": [1, 0], "y_pr', "predictions.json is not valid JSON"),
         ("predictions.json", '{"y_true": [1]}', "predictions.json must be an object"),
+        ("scored-predictions.json", "[1", "scored-predictions.json is not valid JSON"),
         ("metrics.json", "", "metrics.json is empty"),
         ("metrics.json", "[]", "metrics.json holds no metrics"),
         ("metrics.json", '{"accuracy": "high"}', "metrics.json: accuracy is not a number"),
@@ -47,7 +60,7 @@ def test_an_unreadable_entry_is_an_output_error(
     tmp_path: Path, name: str, content: str | None, reason: str
 ) -> None:
     predictions = Predictions(np.array([0, 1]), np.array([0, 1]))
-    save_outputs(tmp_path, {"accuracy": 1.0}, predictions)
+    save_outputs(tmp_path, {"accuracy": 1.0}, predictions, predictions)
     if content is None:
         (tmp_path / name).unlink()
     else:

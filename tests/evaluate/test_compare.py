@@ -7,6 +7,7 @@ from modelci.errors import OutputError
 from modelci.evaluate.compare import (
     MetricRule,
     Predictions,
+    ScoredRows,
     compare,
     head_only,
     predictions_from_json,
@@ -84,6 +85,51 @@ def test_interval_only_when_predictions_reproduce_the_metric() -> None:
         base_predictions=Predictions(y, pred),
     )
     assert result.metrics[0].interval is None
+
+
+def _f1(y: np.ndarray, p: np.ndarray) -> float:  # type: ignore[type-arg]
+    tp = float(((p == 1) & (y == 1)).sum())
+    return 2 * tp / (float((p == 1).sum()) + float((y == 1).sum()))
+
+
+def test_scored_metrics_and_the_runs_own_each_take_intervals_from_their_rows() -> None:
+    # The repository reports f1 on its own split; modelci scores accuracy on its holdout.
+    rng = np.random.default_rng(3)
+    y_own, y_held = rng.integers(0, 2, 300), rng.integers(0, 2, 200)
+    own = {s: np.where(rng.random(300) < q, y_own, 1 - y_own) for s, q in (("h", 0.8), ("b", 0.9))}
+    held = {
+        s: np.where(rng.random(200) < q, y_held, 1 - y_held) for s, q in (("h", 0.7), ("b", 0.9))
+    }
+    metrics = {
+        s: {"f1": _f1(y_own, own[s]), "accuracy": float((held[s] == y_held).mean())}
+        for s in ("h", "b")
+    }
+    scored = ScoredRows(
+        frozenset({"accuracy"}), Predictions(y_held, held["h"]), Predictions(y_held, held["b"])
+    )
+    result = compare(
+        metrics["h"],
+        metrics["b"],
+        [],
+        head_predictions=Predictions(y_own, own["h"]),
+        base_predictions=Predictions(y_own, own["b"]),
+        scored=scored,
+    )
+    rows = {m.name: m for m in result.metrics}
+    assert rows["f1"].interval is not None and rows["accuracy"].interval is not None
+    assert rows["accuracy"].verdict == rows["f1"].verdict == "regressed"
+    # One set of rows for both (what a scored run kept before) leaves f1 without one.
+    only_scored = compare(
+        metrics["h"],
+        metrics["b"],
+        [],
+        head_predictions=scored.head,
+        base_predictions=scored.base,
+    )
+    assert {m.name: m.interval is None for m in only_scored.metrics} == {
+        "accuracy": False,
+        "f1": True,
+    }
 
 
 def test_predictions_on_other_rows_are_refused() -> None:

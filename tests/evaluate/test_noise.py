@@ -129,3 +129,33 @@ def test_the_report_shows_both_parts_and_the_runs() -> None:
     assert row["ci"]["training_randomness"] > 0 and row["ci"]["evaluation_sample"] is None
     text = render_markdown(comparison, head_sha="a" * 40, base_sha="b" * 40)
     assert "from training randomness; 3/3 runs" in text
+
+
+def test_repeated_runs_take_each_metrics_interval_from_the_rows_it_came_from() -> None:
+    # Three seeds a side; each reports f1 on its own rows, modelci scores accuracy on
+    # others. Both metrics get their row part from their own rows.
+    rng = np.random.default_rng(5)
+    y_own, own_margin = population(rng, rows=400)
+    y_held, held_margin = population(rng, rows=300)
+
+    def side(seeds: list[int], salt: int) -> list[SeedRun]:
+        own = runs(y_own, own_margin, seeds, salt=salt, auc=False)
+        held = runs(y_held, held_margin, seeds, salt=salt + 50, auc=False)
+        out = []
+        for o, h in zip(own, held, strict=True):
+            assert o.predictions is not None and h.predictions is not None
+            metrics = {"f1": o.metrics["f1"], "accuracy": h.metrics["accuracy"]}
+            out.append(
+                SeedRun(o.seed, metrics, o.predictions, h.predictions, frozenset({"accuracy"}))
+            )
+        return out
+
+    by_name = {
+        m.name: m
+        for m in compare_repeated(
+            side([0, 1, 2], 20), side([0, 1, 2], 30), [], n_resamples=200
+        ).metrics
+    }
+    for name in ("f1", "accuracy"):
+        interval = by_name[name].interval
+        assert isinstance(interval, NoiseInterval) and interval.sample is not None, name

@@ -42,6 +42,9 @@ def test_full_config_with_units_and_shorthand() -> None:
         (MINIMAL + "gates:\n  acc: {direction: up}\n", "line 4: field 'gates.acc.direction'"),
         (MINIMAL + "limits:\n  memroy_mb: 1\n", "did you mean 'memory_mb'"),
         ("metrics: m.json\n", "required field 'train' is missing"),
+        ("train: x\nmetrics: [a.json, ../b.json]\n", "line 2: field 'metrics'"),
+        ("train: x\nmetrics: []\n", "name at least one metrics file"),
+        ("train: x\nmetrics: 5\n", "give a metrics file (metrics: metrics.json) or a list"),
         ("", "expected a mapping"),
     ],
 )
@@ -89,3 +92,11 @@ def test_repeats_defaults_to_auto_and_does_not_change_a_runs_cache_key() -> None
     assert parse_config(text).repeats == "auto"
     assert parse_config(text + "repeats: 3\n").repeats == 3
     assert parse_config(text + "repeats: 3\n").digest() == parse_config(text).digest()
+
+
+def test_several_metrics_files_are_a_list() -> None:
+    config = parse_config("train: python train.py\nmetrics: [metrics.json, eval/scores.yaml]\n")
+    assert config.metrics_files() == ("metrics.json", "eval/scores.yaml")
+    assert parse_config(MINIMAL).metrics_files() == ("metrics.json",)
+    # One file keeps the digest it had: stored results stay reusable.
+    assert parse_config(MINIMAL).model_dump(mode="json")["metrics"] == "metrics.json"

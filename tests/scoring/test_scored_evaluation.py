@@ -213,3 +213,58 @@ def test_a_server_held_dataset_scores_and_is_not_visible_to_training(
     assert accuracy.scored  # type: ignore[attr-defined]
     assert accuracy.head == pytest.approx(honest_accuracy(rows, 0.8))  # type: ignore[attr-defined]
     assert result.scored_on == "dataset 'holdout'"
+
+
+# Reports f1 itself, with the per-row predictions it computed it from.
+TRAIN_WITH_F1 = """\
+import csv, json, pickle
+from model_lib import Threshold
+cut = json.load(open("params.json"))["cut"]
+rows = list(csv.DictReader(open("data/train.csv")))
+y = [int(r["label"]) for r in rows]
+p = [int(float(r["x"]) > cut) for r in rows]
+tp = sum(a == b == 1 for a, b in zip(y, p))
+json.dump({"f1": 2 * tp / (sum(p) + sum(y))}, open("metrics.json", "w"))
+json.dump({"y_true": y, "y_pred": p}, open("predictions.json", "w"))
+pickle.dump(Threshold(cut), open("model.pkl", "wb"))
+"""
+
+
+def test_the_repositorys_own_metrics_keep_their_intervals_beside_the_scored_ones(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    scoring = "  file: data/holdout.csv\n  target: label\n  metrics: [accuracy]\n"
+    text = config(scoring).replace(
+        "metrics: metrics.json\n", "metrics: metrics.json\npredictions: predictions.json\n"
+    )
+    repo, rows = scored_repo(make_repo, cut=0.5, scoring=scoring)
+    commit_files(repo, {"modelci.yaml": text, "train.py": TRAIN_WITH_F1}, "own f1")
+    commit_files(repo, {"params.json": json.dumps({"cut": 0.65})})
+    result = evaluate(evaluator, repo)
+    assert result.error is None, result.error
+    metrics = by_name(result)
+    f1, accuracy = metrics["f1"], metrics["accuracy"]
+    assert accuracy.scored and not f1.scored  # type: ignore[attr-defined]
+    assert accuracy.head == pytest.approx(honest_accuracy(rows, 0.65))  # type: ignore[attr-defined]
+    # Each interval from its own rows: 400 scored rows, 200 of the repository's.
+    assert accuracy.interval is not None  # type: ignore[attr-defined]
+    assert f1.interval is not None  # type: ignore[attr-defined]
+
+    again = evaluate(evaluator, repo)  # the base's stored result keeps both sets of rows
+    assert again.base.reused_from == result.base.run_id, again.error
+    assert by_name(again) == metrics
+
+
+def test_a_scoring_file_neither_committed_nor_tracked_fails_before_training(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    scoring = "  file: data/elsewhere.csv\n  target: label\n  metrics: [accuracy]\n"
+    repo, _ = scored_repo(make_repo, cut=0.5, scoring=scoring)
+    commit_files(repo, {"params.json": json.dumps({"cut": 0.6})})
+    result = evaluate(evaluator, repo)
+    assert result.comparison is None
+    for side in (result.head, result.base):
+        assert "scoring.file data/elsewhere.csv is neither in commit" in (side.error or "")
+        assert "dvc add" in (side.error or "")
+        assert side.run_id is None and side.log_path is None  # nothing trained
+    assert "data/elsewhere.csv is neither in commit" in final_comment(result)

@@ -2,18 +2,22 @@
 
 ``dvc repro --force`` runs every stage of ``dvc.yaml`` (forced: a pull request
 that commits its own ``dvc.lock`` must not skip the training it is judged by;
-a stage marked ``frozen: true`` still does not run), and the metrics are the
-first JSON metrics file ``dvc.yaml`` declares (top-level ``metrics:`` or a
-stage's ``metrics:`` outputs). The pipeline runs in the training sandbox,
-without network, on the data the fetch checked out.
+a stage marked ``frozen: true`` still does not run), and the metrics are those
+of every metrics file ``dvc.yaml`` declares (top-level ``metrics:`` and each
+stage's ``metrics:`` outputs; JSON or YAML, as DVC reads them), merged by
+``evaluate.metricfiles`` (a name in two files is kept from each, prefixed with
+its file). The pipeline runs in the training sandbox, without network, on the
+data the fetch checked out.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from modelci import safeyaml
 from modelci.errors import ConfigError
@@ -41,7 +45,11 @@ def pipeline_metrics(document: Any) -> list[str]:
     paths = _paths(document.get("metrics"))
     for stage in (document.get("stages") or {}).values():
         if isinstance(stage, dict):
-            paths += _paths(stage.get("metrics"))
+            # A stage's paths are relative to its wdir (the root unless it says otherwise).
+            wdir = str(stage.get("wdir") or ".")
+            paths += [
+                posixpath.normpath(posixpath.join(wdir, p)) for p in _paths(stage.get("metrics"))
+            ]
     return list(dict.fromkeys(paths))
 
 
@@ -54,11 +62,17 @@ def pipeline_config(read: Callable[[str], bytes | None]) -> RepoConfig | None:
         document = safeyaml.load(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"dvc.yaml is not valid YAML: {exc}", hint="fix dvc.yaml") from None
-    metrics = [path for path in pipeline_metrics(document) if path.lower().endswith(".json")]
+    metrics = pipeline_metrics(document)
     if not metrics:
         raise ConfigError(
-            "dvc.yaml declares no JSON metrics file, and the commit has no modelci.yaml",
+            "dvc.yaml declares no metrics file, and the commit has no modelci.yaml",
             hint="declare one under a stage's metrics: (e.g. - metrics.json: {cache: false}), "
             "or add a modelci.yaml naming the metrics file",
         )
-    return RepoConfig(train=PIPELINE_COMMAND, metrics=metrics[0], repeats=1)
+    try:
+        return RepoConfig(train=PIPELINE_COMMAND, metrics=metrics, repeats=1)
+    except ValidationError:
+        raise ConfigError(
+            f"dvc.yaml declares metrics files outside the repository ({', '.join(metrics)})",
+            hint="declare metrics files by paths inside the repository, relative to dvc.yaml",
+        ) from None

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import difflib
 import fcntl
-import hashlib
 import re
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelci.data.versions import data_version, data_version_tag
+from modelci.deliver.deliverykey import delivery_config, delivery_key
 from modelci.deliver.gates import decide
 from modelci.deliver.history import ChampionChange, champion_changes, describe_event
 from modelci.deliver.modelartifacts import collect_model, mlflow_env
@@ -39,9 +40,8 @@ from modelci.errors import (
     NeedsGpuWorker,
 )
 from modelci.evaluate.evaluation import Evaluator, Reporter, SideResult, TrainedCommit
-from modelci.runner.checkout import Mirror, open_mirror, repository_name
-from modelci.runner.config import CONFIG_FILE, RepoConfig, parse_config
-from modelci.runner.environments import gather_requirements
+from modelci.runner.checkout import open_mirror, repository_name
+from modelci.runner.config import RepoConfig
 from modelci.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,13 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["Deliverer", "DeliveryResult", "deliver_commit", "deliverer_for", "model_name_for"]
 
 ROLE = "deliver"
-# Bumped when what a delivery registers changes, so older versions are not reused.
-_DELIVERY_KEY_VERSION = "1"
-_MODEL_SECTION_HINT = (
-    "add a model: section that says where the trained model is: artifact: model.pkl (a "
-    "pickle or joblib file the training writes), mlflow: true, or interface: module:Class "
-    "(see 'The model: section of modelci.yaml' in the README)"
-)
 
 
 def model_name_for(repo: str, config: RepoConfig) -> str:
@@ -65,6 +58,16 @@ def model_name_for(repo: str, config: RepoConfig) -> str:
     if config.model.name:
         return config.model.name
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", repository_name(repo)).strip("-") or "model"
+
+
+@dataclass(frozen=True)
+class _How:
+    """How a delivery registers: a merge promotes and reuses; a retrain does neither."""
+
+    promote: bool
+    reuse: bool
+    trigger: str
+    keep: Callable[[TrainedCommit], None] | None
 
 
 class Deliverer:
@@ -130,61 +133,19 @@ class Deliverer:
         A retrain passes ``promote=False`` (it judges the new version itself, on
         rows it scores both models on), ``reuse=False`` (it trains even a commit
         registered before: the data may have moved), its ``trigger``, and ``keep``,
-        called while the trained work dir still exists (for its fetched data).
+        called while the trained work dir still exists.
         """
+        how = _How(promote=promote, reuse=reuse, trigger=trigger, keep=keep)
         result = DeliveryResult(repo=repo, ref=ref)
         evaluator = self.evaluator.with_reporter(reporter) if reporter else self.evaluator
         say = evaluator.reporter.update
         side: SideResult | None = None
         try:
-            say(ROLE, "fetching")
-            mirror = open_mirror(repo, self.settings.mirrors_dir, git_env=git_env)
-            result.sha = mirror.resolve(ref)
-            side = SideResult(ROLE, ref, result.sha, ref_repo=repo)
-            config, key = self.delivery_key(mirror, result.sha)
-            result.model_name = model_name_for(repo, config)
-            result.data_version = data_version(mirror, result.sha)
-            existing = self.registry.find_delivered(result.model_name, key) if reuse else None
-            if existing is not None:
-                result.reused, result.version = True, existing.version
-                result.run_id, result.metrics = existing.run_id, dict(existing.metrics)
-                result.champion_before = self.registry.champion(result.model_name)
-                say(ROLE, f"reused version {existing.version}: this commit is already registered")
-                return result
-            staging = Path(tempfile.mkdtemp(prefix="delivery-", dir=self.settings.data_dir))
-            try:
-                with evaluator.train_commit(
-                    side, mirror, cancel=cancel, extra_env=mlflow_env, gpu_allowed=gpu_allowed
-                ) as trained:
-                    result.log_path = side.log_path
-                    result.model_name = model_name_for(repo, trained.config)
-                    say(ROLE, "collecting the model")
-                    params, tags = collect_model(trained, staging / "model")
-                    if keep is not None:
-                        keep(trained)
-                result.metrics = dict(side.metrics)
-                say(ROLE, "registering in MLflow")
-                version_tags = {
-                    TRIGGER_TAG: trigger,
-                    DATA_VERSION_TAG: data_version_tag(result.data_version),
-                }
-                # One delivery of a model at a time judges against the champion and
-                # moves it: two merges in a row must not both beat the same champion.
-                with _model_lock(self.settings, result.model_name):
-                    self._register(
-                        result,
-                        trained.config,
-                        staging / "model",
-                        params,
-                        {**tags, **version_tags},
-                        actor,
-                        key,
-                        promote=promote,
-                    )
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-            if promote:
-                say(ROLE, "promoted" if result.promoted else "registered, not promoted")
+            with ExitStack() as stack:  # the scoring dataset's private copy, until the end
+                side = SideResult(ROLE, ref, ref_repo=repo)
+                self._deliver(
+                    result, side, evaluator, stack, actor, cancel, git_env, gpu_allowed, how
+                )
         except NeedsGpuWorker:
             raise  # not the commit's problem: the job moves to the gpu queue
         except ModelCIError as exc:
@@ -194,32 +155,71 @@ class Deliverer:
             say(ROLE, "failed")
         return result
 
-    def delivery_key(self, mirror: Mirror, sha: str) -> tuple[RepoConfig, str]:
-        """The commit's configuration, refused before training when it cannot deliver, and
-        the key of (commit, environment, configuration) that a registered version is for."""
-
-        def read(path: str) -> bytes | None:
-            return mirror.read_file(sha, path)
-
-        text = read(CONFIG_FILE)
-        if text is None:
-            raise ConfigError(
-                f"commit {sha[:7]} has no {CONFIG_FILE}: delivery needs one with a model: section",
-                hint=f"add {CONFIG_FILE} with train:, metrics: and a model: section (see "
-                "'Writing modelci.yaml' and 'The model: section of modelci.yaml' in the README)",
+    def _deliver(
+        self,
+        result: DeliveryResult,
+        side: SideResult,
+        evaluator: Evaluator,
+        stack: ExitStack,
+        actor: str,
+        cancel: threading.Event | None,
+        git_env: Mapping[str, str] | None,
+        gpu_allowed: bool,
+        how: _How,
+    ) -> None:
+        repo, say = result.repo, evaluator.reporter.update
+        say(ROLE, "fetching")
+        mirror = open_mirror(repo, self.settings.mirrors_dir, git_env=git_env)
+        result.sha = side.sha = mirror.resolve(result.ref)
+        config = delivery_config(mirror, result.sha)
+        if config.scoring is not None:
+            # Opened before the key: the scored rows' checksum is part of it.
+            say(ROLE, "reading the scoring data")
+            side.scoring = stack.enter_context(
+                evaluator.scoring_plan(config.scoring, mirror, result.sha, repo=repo)
             )
-        config = parse_config(text)
-        if config.model.source is None:
-            raise ConfigError(
-                f"{CONFIG_FILE} at {sha[:7]} has no model: section saying where the trained "
-                "model is, so there is nothing to register (refused before training)",
-                hint=_MODEL_SECTION_HINT,
-            )
-        environments = self.evaluator.environments
-        requirements = gather_requirements(config.install, read, uv_bin=environments.uv_bin)
-        env_key = environments.key_for(requirements)
-        parts = [_DELIVERY_KEY_VERSION, sha, env_key, config.digest()]
-        return config, hashlib.sha256("\0".join(parts).encode()).hexdigest()
+        key = delivery_key(mirror, result.sha, config, self.evaluator.environments, side.scoring)
+        result.model_name = model_name_for(repo, config)
+        result.data_version = data_version(mirror, result.sha)
+        existing = self.registry.find_delivered(result.model_name, key) if how.reuse else None
+        if existing is not None:
+            result.reused, result.version = True, existing.version
+            result.run_id, result.metrics = existing.run_id, dict(existing.metrics)
+            result.champion_before = self.registry.champion(result.model_name)
+            say(ROLE, f"reused version {existing.version}: this commit is already registered")
+            return
+        staging = Path(tempfile.mkdtemp(prefix="delivery-", dir=self.settings.data_dir))
+        try:
+            with evaluator.train_commit(
+                side, mirror, cancel=cancel, extra_env=mlflow_env, gpu_allowed=gpu_allowed
+            ) as trained:
+                result.log_path = side.log_path
+                result.model_name = model_name_for(repo, trained.config)
+                say(ROLE, "collecting the model")
+                params, tags = collect_model(trained, staging / "model")
+                if how.keep is not None:
+                    how.keep(trained)
+            result.metrics, result.timings = dict(side.metrics), dict(side.timings)
+            say(ROLE, "registering in MLflow")
+            tags[TRIGGER_TAG] = how.trigger
+            tags[DATA_VERSION_TAG] = data_version_tag(result.data_version)
+            # One delivery of a model at a time judges against the champion and
+            # moves it: two merges in a row must not both beat the same champion.
+            with _model_lock(self.settings, result.model_name):
+                self._register(
+                    result,
+                    trained.config,
+                    staging / "model",
+                    params,
+                    tags,
+                    actor,
+                    key,
+                    promote=how.promote,
+                )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if how.promote:
+            say(ROLE, "promoted" if result.promoted else "registered, not promoted")
 
     def _register(
         self,
@@ -334,26 +334,6 @@ class Deliverer:
             )
             return chosen
 
-    @contextmanager
-    def model_lock(self, name: str) -> Iterator[None]:
-        """Held while the champion of ``name`` is judged and moved (across processes)."""
-        with _model_lock(self.settings, name):
-            yield
-
-    def record_event(
-        self,
-        name: str,
-        version: int | None,
-        action: str,
-        *,
-        actor: str,
-        reason: str,
-        sha: str | None,
-        details: dict[str, Any],
-    ) -> None:
-        """A model event (who and why), for callers that move the champion themselves."""
-        self._event(name, version, action, actor, reason, sha, details)
-
     def champion_history(self, name: str) -> list[int]:
         """The champions of the changes still in effect, the current last."""
         return [change.version for change in self.champion_changes(name)]
@@ -391,6 +371,26 @@ class Deliverer:
                 for e in store.list_model_events(session, model_name=name, limit=limit)
             ]
         return [{**e, "description": describe_event(e)} for e in events]
+
+    @contextmanager
+    def model_lock(self, name: str) -> Iterator[None]:
+        """Held while the champion of ``name`` is judged and moved (across processes)."""
+        with _model_lock(self.settings, name):
+            yield
+
+    def record_event(
+        self,
+        name: str,
+        version: int | None,
+        action: str,
+        *,
+        actor: str,
+        reason: str,
+        sha: str | None,
+        details: dict[str, Any],
+    ) -> None:
+        """A model event (who and why), for callers that move the champion themselves."""
+        self._event(name, version, action, actor, reason, sha, details)
 
     def _event(
         self,

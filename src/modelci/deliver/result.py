@@ -35,6 +35,8 @@ class DeliveryResult:
     reused: bool = False
     # DVC output path -> md5 the commit trains on (empty without DVC data).
     data_version: dict[str, str] = field(default_factory=dict)
+    # The training's timings (data_s and data_bytes: its DVC fetch), as an evaluation's.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def is_champion(self) -> bool:
@@ -115,4 +117,5 @@ class DeliveryResult:
             "run_id": self.run_id,
             "data_version": self.data_version,
             "error": self.error,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }

@@ -25,7 +25,10 @@ at 1 - 10%/k (Bonferroni; 97.5% for four), never below 95% (see
 
 An interval is only computed when the per-example predictions reproduce the
 reported metric; otherwise the predictions describe something else (another
-threshold, another split) and an interval from them would mislead.
+threshold, another split) and an interval from them would mislead. With
+``scoring:`` a run has two sets of rows: the metrics modelci computed take
+their intervals from the rows it scored (``ScoredRows``), the repository's own
+metrics from the predictions it wrote.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ __all__ = [
     "MetricComparison",
     "MetricRule",
     "Predictions",
+    "ScoredRows",
     "Verdict",
     "applied_rule",
     "compare",
@@ -145,6 +149,15 @@ class Predictions:
         return out
 
 
+@dataclass(frozen=True)
+class ScoredRows:
+    """The rows modelci scored both sides' models on, and the metrics computed from them."""
+
+    names: frozenset[str]
+    head: Predictions
+    base: Predictions
+
+
 def _array(value: Any, name: str, source: str) -> npt.NDArray[Any]:
     if not isinstance(value, list):
         raise OutputError(
@@ -211,6 +224,17 @@ def _paired(head: Predictions, base: Predictions) -> PairedData:
     return PairedData(head.y_true, head.y_pred, base.y_pred, head.scores, base.scores)
 
 
+_Rows = tuple[PairedData, Resamples] | None
+
+
+def _rows(head: Predictions | None, base: Predictions | None, seed: int) -> _Rows:
+    if head is None or base is None:
+        return None
+    data = _paired(head, base)
+    # One draw for every metric on these rows: drawing the weights costs as much as a metric.
+    return data, Resamples(len(data.y_true), seed=seed)
+
+
 def gate_confidence(gated: int) -> float:
     """The level of each gated metric's interval when ``gated`` metrics gate a change.
 
@@ -251,16 +275,12 @@ def gated_count(
 
 
 def _interval(
-    name: str,
-    head: float,
-    base: float,
-    data: PairedData | None,
-    resamples: Resamples | None,
-    confidence: float,
+    name: str, head: float, base: float, rows: _Rows, confidence: float
 ) -> Interval | None:
     kind = metric_kind(name)
-    if data is None or resamples is None or kind is None:
+    if rows is None or kind is None:
         return None
+    data, resamples = rows
     try:
         reproduced = (metric_value(kind, data, head=True), metric_value(kind, data, head=False))
         if any(
@@ -295,15 +315,16 @@ def compare(
     base_predictions: Predictions | None = None,
     default_gate: bool = True,
     seed: int = 0,
+    scored: ScoredRows | None = None,
 ) -> Comparison:
-    """Compare head's metrics with base's under the rules (named metrics) and defaults."""
+    """Compare head's metrics with base's under the rules (named metrics) and defaults.
+
+    ``head_predictions``/``base_predictions``: the repository's own rows; ``scored``:
+    those modelci scored, for the metrics it computed (``scored.names``)."""
     by_name = {rule.name: rule for rule in rules}
-    data = None
-    resamples = None
-    if head_predictions is not None and base_predictions is not None:
-        data = _paired(head_predictions, base_predictions)
-        # One draw for every metric: drawing the weights costs as much as a metric.
-        resamples = Resamples(len(data.y_true), seed=seed)
+    own = _rows(head_predictions, base_predictions, seed)
+    modelcis = _rows(scored.head, scored.base, seed) if scored is not None else None
+    scored_names = scored.names if scored is not None else frozenset()
     level = gate_confidence(gated_count(head, base, rules, default_gate=default_gate))
     out: list[MetricComparison] = []
     for name in sorted(set(head) | set(base) | set(by_name)):
@@ -338,7 +359,8 @@ def compare(
         delta = h - b
         rel = delta / abs(b) if b != 0 else None
         confidence = level if gated else GATE_CONFIDENCE
-        interval = _interval(name, h, b, data, resamples, confidence) if direction else None
+        rows = modelcis if name in scored_names else own
+        interval = _interval(name, h, b, rows, confidence) if direction else None
         verdict = _verdict(delta, direction, tolerance, interval) if direction else "informational"
         out.append(
             MetricComparison(name, h, b, delta, rel, direction, tolerance, gated, verdict, interval)

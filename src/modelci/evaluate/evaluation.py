@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,9 +38,15 @@ from modelci.errors import (
 )
 from modelci.evaluate.cache import load_outputs, save_outputs
 from modelci.evaluate.logtail import log_tail
-from modelci.evaluate.metrics import flatten_metrics
+from modelci.evaluate.metricfiles import read_metrics
 from modelci.runner.checkout import Mirror, open_mirror, repository_name
-from modelci.runner.config import CONFIG_FILE, Overrides, RepoConfig, effective_config
+from modelci.runner.config import (
+    CONFIG_FILE,
+    Overrides,
+    RepoConfig,
+    ScoringConfig,
+    effective_config,
+)
 from modelci.runner.environments import _COMPLETE as _ENV_COMPLETE
 from modelci.runner.environments import (
     Environment,
@@ -58,7 +64,7 @@ if TYPE_CHECKING:  # heavy imports (numpy, sqlalchemy) load in the background, w
 
     from modelci.data.fetch import DataFetcher
     from modelci.data.review import DataReview
-    from modelci.evaluate.compare import Comparison, MetricRule, Predictions
+    from modelci.evaluate.compare import Comparison, MetricRule, Predictions, ScoredRows
     from modelci.evaluate.noise import SeedRun, UnstableMetric
     from modelci.scoring.plan import ScoringPlan
     from modelci.serving.launcher import Launcher
@@ -76,7 +82,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Bump when the meaning of a stored result changes, so old results are not reused.
-RESULT_VERSION = "2"  # 2: runs are seeded (MODELCI_SEED), the seed is in the key
+# 2: runs are seeded (MODELCI_SEED), the seed is in the key; 3: a scored run keeps its
+# own predictions and the scored rows apart (predictions.json held the scored rows).
+RESULT_VERSION = "3"
 _MAX_METRICS_BYTES = 10_000_000
 _MAX_PREDICTIONS_BYTES = 200_000_000
 
@@ -141,10 +149,12 @@ class SideResult:
     repeats: list[SideResult] = field(default_factory=list)
     # Why this commit was trained more than once, for the report.
     repeats_reason: str | None = None
-    # What modelci scores the trained model on (scoring: in modelci.yaml), and the
-    # metrics it computed itself; they replace the run's own of the same name.
+    # What modelci scores the trained model on (scoring: in modelci.yaml), the metrics
+    # it computed itself (they replace the run's own of the same name) and the rows it
+    # computed them from; ``predictions`` stay the run's own, for its other metrics.
     scoring: ScoringPlan | None = None
     scored: tuple[str, ...] = ()
+    scored_predictions: Predictions | None = None
 
     def again(self, seed: int) -> SideResult:
         """A run of the same commit with another seed, kept in ``repeats``."""
@@ -156,7 +166,19 @@ class SideResult:
     def seed_runs(self) -> list[SeedRun]:
         from modelci.evaluate.noise import SeedRun
 
-        return [SeedRun(s.seed, s.metrics, s.predictions) for s in (self, *self.repeats)]
+        return [
+            SeedRun(s.seed, s.metrics, s.predictions, s.scored_predictions, frozenset(s.scored))
+            for s in (self, *self.repeats)
+        ]
+
+    def scored_rows(self, other: SideResult) -> ScoredRows | None:
+        """The rows modelci scored this side and ``other`` on, for ``compare``."""
+        from modelci.evaluate.compare import ScoredRows
+
+        if self.scored_predictions is None or other.scored_predictions is None:
+            return None
+        names = frozenset(self.scored) & frozenset(other.scored)
+        return ScoredRows(names, self.scored_predictions, other.scored_predictions)
 
     @property
     def ok(self) -> bool:
@@ -343,19 +365,8 @@ class Evaluator:
             sides = [head]
         plan = self._scoring_plan(stack, mirror, base if base in sides else None, head, request)
         head.scoring = base.scoring = plan
-        repeats = self._planned_repeats(mirror, base if base in sides else head, request)
-        runs = [*sides, *(s.again(k) for s in sides for k in range(1, repeats or 1))]
-        if repeats is not None and repeats > 1:
-            for side in sides:
-                side.repeats_reason = f"repeats: {repeats} in {CONFIG_FILE}"
-        if repeats is None and base in sides:
-            runs.append(base.again(1))  # auto: does a second seed give the same base?
-        # Repeats wait for a slot (acquire_slot) like any run: MODELCI_MAX_PARALLEL_RUNS.
-        workers = max(1, min(self.settings.max_parallel_runs, len(runs)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelci-run") as pool:
-            self._run_all(pool, runs, mirror, request.overrides, cancel)
-            if repeats is None and base in sides:
-                self._auto_repeats(pool, base, head, mirror, request.overrides, cancel)
+        if all(side.ok for side in sides):  # else the scoring data failed: nothing to train for
+            self._train_sides(sides, base, head, mirror, request, cancel)
         for side in sides:
             for other in side.repeats:
                 if side.ok and not other.ok:
@@ -389,6 +400,7 @@ class Evaluator:
                         head_predictions=head.predictions,
                         base_predictions=base.predictions,
                         default_gate=gate,
+                        scored=head.scored_rows(base),
                     )
                 unstable = [
                     u
@@ -435,6 +447,29 @@ class Evaluator:
             result.evaluation_id = evaluation.id
         return result
 
+    def _train_sides(
+        self,
+        sides: list[SideResult],
+        base: SideResult,
+        head: SideResult,
+        mirror: Mirror,
+        request: EvaluationRequest,
+        cancel: threading.Event | None,
+    ) -> None:
+        repeats = self._planned_repeats(mirror, base if base in sides else head, request)
+        runs = [*sides, *(s.again(k) for s in sides for k in range(1, repeats or 1))]
+        if repeats is not None and repeats > 1:
+            for side in sides:
+                side.repeats_reason = f"repeats: {repeats} in {CONFIG_FILE}"
+        if repeats is None and base in sides:
+            runs.append(base.again(1))  # auto: does a second seed give the same base?
+        # Repeats wait for a slot (acquire_slot) like any run: MODELCI_MAX_PARALLEL_RUNS.
+        workers = max(1, min(self.settings.max_parallel_runs, len(runs)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelci-run") as pool:
+            self._run_all(pool, runs, mirror, request.overrides, cancel)
+            if repeats is None and base in sides:
+                self._auto_repeats(pool, base, head, mirror, request.overrides, cancel)
+
     def _scoring_plan(
         self,
         stack: ExitStack,
@@ -444,18 +479,40 @@ class Evaluator:
         request: EvaluationRequest,
     ) -> ScoringPlan | None:
         """The base's scoring section (head's when the base has none), its dataset
-        resolved at that commit: the change cannot pick the rows it is judged on."""
+        resolved at that commit: the change cannot pick the rows it is judged on.
+        Data that cannot be read fails both sides (they would be scored on it)."""
         for side in (base, head):
             if side is None:
                 continue
             config = _config_or_none(mirror, side.sha, request.overrides)
             if config is not None and config.scoring is not None:
-                from modelci.scoring.plan import open_plan
-
-                return stack.enter_context(
-                    open_plan(config.scoring, mirror=mirror, sha=side.sha, settings=self.settings)
-                )
+                self.reporter.update(side.role, "reading the scoring data")
+                try:
+                    return stack.enter_context(
+                        self.scoring_plan(config.scoring, mirror, side.sha, repo=request.repo)
+                    )
+                except ModelCIError as exc:
+                    for failed in (base, head):
+                        if failed is not None:
+                            failed.fail(exc, data_dir=self.settings.data_dir)
+                            self.reporter.update(failed.role, f"failed: {exc.message}")
+                    return None
         return None
+
+    def scoring_plan(
+        self, config: ScoringConfig, mirror: Mirror, sha: str, *, repo: str
+    ) -> AbstractContextManager[ScoringPlan]:
+        """``config`` resolved at commit ``sha`` of ``repo`` (scoring.plan.commit_plan)."""
+        from modelci.scoring.plan import commit_plan
+
+        return commit_plan(
+            config,
+            mirror=mirror,
+            sha=sha,
+            repo=repo,
+            settings=self.settings,
+            fetcher=self._data_fetcher(),
+        )
 
     def scoring_launcher(self) -> Launcher:
         """The launcher of scoring's model workers (made once, on first use)."""
@@ -585,7 +642,9 @@ class Evaluator:
         """Store the outputs for reuse, whole, before the run is marked finished; a run
         whose outputs could not be stored is still a result, just not a reusable one."""
         try:
-            save_outputs(self._outputs_dir(run_id), side.metrics, side.predictions)
+            save_outputs(
+                self._outputs_dir(run_id), side.metrics, side.predictions, side.scored_predictions
+            )
         except OSError as exc:
             log.warning("run %s: outputs not kept for reuse: %s", run_id, exc)
             return False
@@ -610,7 +669,7 @@ class Evaluator:
                 previous = store.find_reusable_run(session, cache_key=side.cache_key or "")
             if previous is not None and previous.outputs_dir:
                 try:
-                    side.metrics, side.predictions = load_outputs(Path(previous.outputs_dir))
+                    stored = load_outputs(Path(previous.outputs_dir))
                 except OutputError as exc:
                     # A stored result is a shortcut, never a reason to fail: train again.
                     side.cache_miss = (
@@ -621,6 +680,11 @@ class Evaluator:
                         side.role, f"stored result of run {previous.id} unreadable: training again"
                     )
                 else:
+                    side.metrics, side.predictions = stored.metrics, stored.predictions
+                    if side.scoring is not None and stored.scored is not None:
+                        # The cache key holds the plan's digest: the same scored metrics.
+                        side.scored_predictions = stored.scored
+                        side.scored = tuple(sorted(side.scoring.metric_names))
                     side.run_id = side.reused_from = previous.id
                     side.log_path = Path(previous.log_path) if previous.log_path else None
                     side.timings = {"reused": 1.0}
@@ -672,12 +736,8 @@ class Evaluator:
             if side.scoring is None:
                 config = _config_or_none(mirror, side.sha, overrides)
                 if config is not None and config.scoring is not None:
-                    from modelci.scoring.plan import open_plan
-
                     side.scoring = stack.enter_context(
-                        open_plan(
-                            config.scoring, mirror=mirror, sha=side.sha, settings=self.settings
-                        )
+                        self.scoring_plan(config.scoring, mirror, side.sha, repo=side.ref_repo)
                     )
             requirements = self._prepare(side, mirror, overrides)
             if not gpu_allowed:
@@ -762,13 +822,18 @@ class Evaluator:
                     log_path=str(side.log_path),
                 )
             self.reporter.update(role, "reading outputs")
-            raw = read_json_output(workdir, config.metrics, max_bytes=_MAX_METRICS_BYTES)
-            side.metrics = flatten_metrics(raw, source=config.metrics)
+            files = config.metrics_files()
+            read = read_metrics(workdir, files, max_bytes=_MAX_METRICS_BYTES)
+            side.metrics = read.metrics
             if not side.metrics:
                 raise OutputError(
-                    f"{config.metrics} holds no numeric metric",
+                    f"{' and '.join(files)} hold{'s' if len(files) == 1 else ''} no numeric metric",
                     hint='write a JSON object such as {"accuracy": 0.93}',
                 )
+            if read.notes:  # said where the run's own lines are, and as it happens
+                with side.log_path.open("a") as run_log:
+                    run_log.writelines(f"[modelci: {note}]\n" for note in read.notes)
+                self.reporter.update(role, read.notes[0])
             if config.predictions:
                 from modelci.evaluate.compare import predictions_from_json
 
@@ -794,9 +859,8 @@ class Evaluator:
     def _score(self, trained: TrainedCommit, plan: ScoringPlan) -> None:
         """modelci's own metrics of the trained model; they take precedence over the run's.
 
-        The scored rows' predictions replace the run's own: the intervals of the
-        scored metrics come from them (a self-reported metric they do not
-        reproduce gets none)."""
+        The scored rows are kept beside the run's own predictions: the scored
+        metrics' intervals come from them, the run's other metrics keep theirs."""
         from modelci.scoring.plan import score_trained
 
         side = trained.side
@@ -804,7 +868,7 @@ class Evaluator:
         t0 = time.monotonic()
         scored = score_trained(trained, plan, self.scoring_launcher(), self.settings)
         side.metrics = {**side.metrics, **scored.metrics}
-        side.predictions = scored.predictions
+        side.scored_predictions = scored.predictions
         side.scored = tuple(scored.metrics)
         side.timings["score_s"] = time.monotonic() - t0
 

@@ -44,6 +44,7 @@ from modelci.evaluate.compare import (
     MetricComparison,
     MetricRule,
     Predictions,
+    ScoredRows,
     _verdict,
     applied_rule,
     compare,
@@ -75,11 +76,18 @@ _REPRODUCE_TOLERANCE = 1e-6
 
 @dataclass(frozen=True)
 class SeedRun:
-    """One training of a commit: its seed, metrics and (optional) predictions."""
+    """One training of a commit: its seed, metrics and (optional) predictions: its own,
+    and the rows modelci scored its model on for the metrics named in ``scored_names``."""
 
     seed: int
     metrics: Mapping[str, float]
     predictions: Predictions | None = None
+    scored: Predictions | None = None
+    scored_names: frozenset[str] = frozenset()
+
+    def predictions_for(self, name: str) -> Predictions | None:
+        """The rows ``name`` was computed from."""
+        return self.scored if name in self.scored_names else self.predictions
 
 
 @dataclass(frozen=True)
@@ -160,7 +168,7 @@ def t_quantile(p: float, df: float) -> float:
 
 
 def _reproduces(kind: str, run: SeedRun, name: str) -> bool:
-    p = run.predictions
+    p = run.predictions_for(name)
     if p is None:
         return False
     data = PairedData(p.y_true, p.y_pred, p.y_pred, p.scores, p.scores)
@@ -184,12 +192,13 @@ def _row_perturbations(
     runs = [*head, *base]
     if kind is None or not all(_reproduces(kind, r, name) for r in runs):
         return None
-    first = runs[0].predictions
+    chosen = [run.predictions_for(name) for run in runs]
+    first = chosen[0]
     assert first is not None
     y = first.y_true
-    for run in runs:
-        assert run.predictions is not None
-        if run.predictions.y_true.shape != y.shape or not np.array_equal(run.predictions.y_true, y):
+    for p in chosen:
+        assert p is not None
+        if p.y_true.shape != y.shape or not np.array_equal(p.y_true, y):
             return None  # not the same rows: pairing would mislead
     n = len(y)
     if n < 10:
@@ -197,8 +206,7 @@ def _row_perturbations(
     # One draw of Poisson row weights shared by every model of both sides: paired.
     weights = bootstrap_weights(n, n_resamples, seed=rng)
     parts = []
-    for run in runs:
-        p = run.predictions
+    for run, p in zip(runs, chosen, strict=True):
         assert p is not None
         data = PairedData(p.y_true, p.y_pred, p.y_pred, p.scores, p.scores)
         parts.append(resampled_values(kind, data, weights) - run.metrics[name])
@@ -298,14 +306,19 @@ def compare_repeated(
     With one run per side this is ``compare`` itself (the paired row bootstrap).
     """
     if len(head) == 1 and len(base) == 1:
+        h, b = head[0], base[0]
+        scored = None
+        if h.scored is not None and b.scored is not None:
+            scored = ScoredRows(h.scored_names & b.scored_names, h.scored, b.scored)
         return compare(
-            head[0].metrics,
-            base[0].metrics,
+            h.metrics,
+            b.metrics,
             rules,
-            head_predictions=head[0].predictions,
-            base_predictions=base[0].predictions,
+            head_predictions=h.predictions,
+            base_predictions=b.predictions,
             default_gate=default_gate,
             seed=seed,
+            scored=scored,
         )
     head_means, base_means = _mean_metrics(head), _mean_metrics(base)
     plain = compare(head_means, base_means, rules, default_gate=default_gate)

@@ -20,26 +20,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelci.data.versions import data_version
 from modelci.deliver.delivery import Deliverer, model_name_for
+from modelci.deliver.deliverykey import delivery_config, delivery_key
 from modelci.deliver.gates import decide
 from modelci.deliver.modelspec import DELIVERY_KEY_TAG, ModelVersion
-from modelci.errors import ConfigError, DatasetError, ModelCIError, NeedsGpuWorker, OutputError
+from modelci.errors import ConfigError, ModelCIError, NeedsGpuWorker
 from modelci.evaluate.compare import Comparison, MetricRule, compare, mark_scored
-from modelci.evaluate.evaluation import Evaluator, Reporter, TrainedCommit
+from modelci.evaluate.evaluation import Evaluator, Reporter
 from modelci.retrain.result import RetrainResult, Trigger
 from modelci.runner.checkout import Mirror, is_remote_url, open_mirror
 from modelci.runner.config import CONFIG_FILE, RepoConfig, parse_config
-from modelci.runner.outputs import copy_output_file
 
 if TYPE_CHECKING:
     from modelci.scoring.plan import ScoringPlan
@@ -51,7 +50,6 @@ ROLE = "retrain"
 NO_SCORING_REASON = (
     "add a scoring: section so modelci can compare the new model and the champion on the same rows"
 )
-_MAX_DATASET_BYTES = 2 * 1024**3
 _SCORE_TAG = "modelci.retrain.score"
 _Say = Callable[[str, str], None]
 
@@ -141,38 +139,38 @@ class Retrainer:
         say(ROLE, "fetching")
         mirror = open_mirror(result.repo, settings.mirrors_dir, git_env=git_env)
         result.sha = sha = mirror.resolve(result.ref)
-        config, key = deliverer.delivery_key(mirror, sha)
-        name = result.model_name = model_name_for(result.repo, config)
-        result.data_version = data_version(mirror, sha)
-        champion = deliverer.registry.champion(name)
-        if champion is not None:
-            result.champion_version, result.champion_sha = champion.version, champion.sha
-            result.data_changed = _data_changed(champion.data_version or {}, result.data_version)
-            if _unchanged(champion, key, result.data_version):
-                result.decision = "skipped"
-                result.reasons.append(
-                    f"nothing changed since v{champion.version} was trained: the same commit "
-                    f"{sha[:7]}, the same data and the same environment and {CONFIG_FILE}"
+        config = delivery_config(mirror, sha)
+        with ExitStack() as stack:
+            # The scored rows, read clean before anything trains (a DVC-tracked file out
+            # of the repository's cache, md5 checked): the training cannot touch them.
+            plan = None
+            if config.scoring is not None:
+                say(ROLE, "reading the scoring data")
+                plan = stack.enter_context(
+                    deliverer.evaluator.scoring_plan(config.scoring, mirror, sha, repo=result.repo)
                 )
-                say(ROLE, "skipped: nothing changed")
-                return
-        with _scratch(settings.data_dir) as scratch:
-            fetched = scratch / "scoring-data"
-
-            def keep(trained: TrainedCommit) -> None:
-                # A DVC-tracked scoring file exists only in the trained work dir: the
-                # fetch of this commit put it there. Copied out before it is removed.
-                file = config.scoring.file if config.scoring else None
-                if file and mirror.read_file(sha, file) is None:
-                    with contextlib.suppress(OutputError):  # said when scoring needs it
-                        copy_output_file(
-                            trained.workdir, file, fetched, max_bytes=_MAX_DATASET_BYTES
-                        )
-
+            key = delivery_key(mirror, sha, config, deliverer.evaluator.environments, plan)
+            name = result.model_name = model_name_for(result.repo, config)
+            result.data_version = data_version(mirror, sha)
+            champion = deliverer.registry.champion(name)
+            if champion is not None:
+                result.champion_version, result.champion_sha = champion.version, champion.sha
+                result.data_changed = _data_changed(
+                    champion.data_version or {}, result.data_version
+                )
+                if _unchanged(champion, key, result.data_version):
+                    result.decision = "skipped"
+                    result.reasons.append(
+                        f"nothing changed since v{champion.version} was trained: the same "
+                        f"commit {sha[:7]}, the same data and scored rows, and the same "
+                        f"environment and {CONFIG_FILE}"
+                    )
+                    say(ROLE, "skipped: nothing changed")
+                    return
             delivered = deliverer.deliver(
                 result.repo, sha, actor=result.actor, cancel=cancel, git_env=git_env,
                 reporter=reporter, gpu_allowed=gpu_allowed, promote=False, reuse=False,
-                trigger=result.trigger, keep=keep,
+                trigger=result.trigger,
             )  # fmt: skip
             if delivered.error is not None:
                 result.decision, result.error = "failed", delivered.error
@@ -181,19 +179,19 @@ class Retrainer:
             assert delivered.version is not None
             result.version = delivered.version
             with deliverer.model_lock(name):
-                self._judge(result, mirror, config, fetched if fetched.is_file() else None, say)
+                self._judge(result, mirror, config, plan, say)
 
     def _judge(
         self,
         result: RetrainResult,
         mirror: Mirror,
         config: RepoConfig,
-        fetched: Path | None,
+        plan: ScoringPlan | None,
         say: _Say,
     ) -> None:
         """Score, decide and promote, under the model's lock (the champion is read again:
         a delivery may have moved it while this retrain trained)."""
-        deliverer, name, sha = self.deliverer, result.model_name or "", result.sha or ""
+        deliverer, name = self.deliverer, result.model_name or ""
         registry = deliverer.registry
         assert result.version is not None
         new = registry.get_version(name, result.version)
@@ -203,7 +201,7 @@ class Retrainer:
         if champion is None:
             result.new_metrics = dict(new.metrics)
             decision = decide(new.metrics, None, {}, config.promotion.floors)
-        elif config.scoring is None:
+        elif plan is None:
             result.new_metrics = dict(new.metrics)
             result.decision = "kept"
             result.reasons.append(NO_SCORING_REASON)
@@ -214,10 +212,8 @@ class Retrainer:
         else:
             rules_config = _champion_config(mirror, champion, config, result.reasons)
             say(ROLE, "scoring the new model and the champion on the same rows")
-            scored_new, scored_champion, label = self._score_both(
-                mirror, sha, config, fetched, new, champion
-            )
-            result.scored_on = label
+            scored_new, scored_champion = self._score(new, plan), self._score(champion, plan)
+            result.scored_on = plan.label
             result.new_metrics, result.champion_metrics = (
                 scored_new.metrics,
                 scored_champion.metrics,
@@ -247,35 +243,7 @@ class Retrainer:
         registry.set_version_tags(name, result.version, _score_tags(result))
         say(ROLE, "promoted" if decision.promote else "registered, not promoted")
 
-    def _score_both(
-        self,
-        mirror: Mirror,
-        sha: str,
-        config: RepoConfig,
-        fetched: Path | None,
-        new: ModelVersion,
-        champion: ModelVersion,
-    ) -> tuple[Scored, Scored, str]:
-        from modelci.scoring.plan import open_plan
-
-        assert config.scoring is not None
-        settings = self.deliverer.settings
-        with open_plan(config.scoring, mirror=mirror, sha=sha, settings=settings) as plan:
-            dataset = plan.dataset or fetched
-            if dataset is None:
-                raise DatasetError(
-                    f"scoring.file {config.scoring.file} is neither in commit {sha[:7]} nor "
-                    "in its fetched DVC data",
-                    hint="commit the file, track it with DVC, or hold it on the server "
-                    "(modelci datasets add) and name it with scoring.dataset",
-                )
-            return (
-                self._score(new, plan, dataset),
-                self._score(champion, plan, dataset),
-                plan.label,
-            )
-
-    def _score(self, version: ModelVersion, plan: ScoringPlan, dataset: Path) -> Scored:
+    def _score(self, version: ModelVersion, plan: ScoringPlan) -> Scored:
         from modelci.scoring.scorer import score_model
 
         settings = self.deliverer.settings
@@ -283,7 +251,7 @@ class Retrainer:
             self.deliverer.evaluator.scoring_launcher(),
             version.model_dir,
             plan.config.metrics,
-            dataset=dataset,
+            dataset=plan.dataset,
             dataset_label=plan.label,
             target=plan.config.target,
             batch_rows=settings.scoring_batch_rows,

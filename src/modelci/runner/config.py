@@ -408,7 +408,10 @@ class RepoConfig(_Strict):
     evaluate: str | list[str] | None = Field(
         default=None, description="Command(s) run after training that write the metrics"
     )
-    metrics: str = Field(description="JSON file of metrics, relative to the repository root")
+    metrics: str | list[str] = Field(
+        description="Metrics file (JSON, or YAML by its suffix) relative to the repository "
+        "root, or a list of them, merged"
+    )
     predictions: str | None = Field(
         default=None,
         description="Optional JSON file with per-example y_true/y_pred(/scores) on the "
@@ -457,10 +460,35 @@ class RepoConfig(_Strict):
             data.setdefault("metrics", INTERFACE_METRICS)
         return data
 
-    @field_validator("metrics", "predictions")
+    @field_validator("predictions")
     @classmethod
     def _relative(cls, value: str | None) -> str | None:
         return _relative_path(value)
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metrics_shape(cls, value: Any) -> Any:
+        # One message for both shapes, not pydantic's one per member of the union.
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            return value
+        raise ValueError(
+            f"give a metrics file (metrics: metrics.json) or a list of them, not {value!r}"
+        )
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_files(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("name at least one metrics file")
+            return list(dict.fromkeys(_relative_path(path) or "" for path in value))
+        return _relative_path(value) or ""
+
+    def metrics_files(self) -> tuple[str, ...]:
+        """The metrics files, in the order their metrics are merged."""
+        return (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
 
     @model_validator(mode="after")
     def _scoring_needs_model(self) -> RepoConfig:
@@ -483,7 +511,7 @@ class RepoConfig(_Strict):
     def commands(self) -> list[str]:
         out: list[str] = []
         if self.model.interface:
-            out.append(interface_command(self.model, self.metrics))
+            out.append(interface_command(self.model, self.metrics_files()[0]))
         for part in (self.train, self.evaluate):
             if part is None:
                 continue

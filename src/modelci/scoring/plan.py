@@ -3,9 +3,13 @@
 An evaluation takes ``scoring:`` from the *base* commit when it has one (as it
 does the gates): a pull request can neither loosen how it is scored nor swap
 the rows, and head and base are scored on the same rows, so their predictions
-pair for the bootstrap. A dataset file in the repository is read from git at
-that commit (never from a work dir, which the training could have rewritten)
-into a private file; a server-held dataset is used where it is.
+pair for the bootstrap. The rows are resolved once, before anything trains,
+into a private file, never read from a work dir (which the training could have
+rewritten): a file committed to the repository is read from git at that
+commit; a DVC-tracked file is taken from the repository's DVC cache by the md5
+that commit's pointer gives (``data.pointers``, ``data.cache``; fetched on its
+own when the cache lacks it), and that md5 is its checksum; a server-held
+dataset is used where it is.
 """
 
 from __future__ import annotations
@@ -14,27 +18,39 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelci.errors import DatasetError, OutputError
+from modelci.data.pointers import TrackedFile, find_tracked
+from modelci.errors import DatasetError
 from modelci.runner.config import ScoringConfig
-from modelci.runner.outputs import copy_output_file
 from modelci.scoring.datasets import DatasetStore
 from modelci.settings import Settings
 
 if TYPE_CHECKING:
+    from modelci.data.fetch import DataFetcher
     from modelci.evaluate.evaluation import TrainedCommit
     from modelci.runner.checkout import Mirror
     from modelci.scoring.scorer import Scored
     from modelci.serving.launcher import Launcher
 
-__all__ = ["ScoringPlan", "open_plan", "score_trained"]
+__all__ = [
+    "MAX_TRACKED_BYTES",
+    "ScoringPlan",
+    "TrackedReader",
+    "commit_plan",
+    "open_plan",
+    "score_trained",
+]
 
-_MAX_WORKDIR_DATASET_BYTES = 2 * 1024**3
+MAX_TRACKED_BYTES = 2 * 1024**3  # a DVC-tracked scoring file, copied out of the cache
+
+# Copies the DVC-tracked file of a commit (sha) into a private file (fetching it when
+# the repository's DVC cache lacks it) and returns its md5.
+TrackedReader = Callable[[str, TrackedFile, Path], str]
 
 
 @dataclass(frozen=True)
@@ -43,8 +59,8 @@ class ScoringPlan:
 
     config: ScoringConfig
     label: str  # the dataset, in words: "data/holdout.csv at 1a2b3c4", "dataset 'holdout'"
-    checksum: str  # SHA-256 of the rows: part of the cache key
-    dataset: Path | None  # None: read from each run's work dir (DVC-tracked data)
+    checksum: str  # of the rows (SHA-256; md5:<md5> for DVC's): part of the cache key
+    dataset: Path
 
     def digest(self) -> str:
         canonical = json.dumps(
@@ -68,9 +84,15 @@ def _sha256(path: Path) -> str:
 
 @contextmanager
 def open_plan(
-    config: ScoringConfig, *, mirror: Mirror, sha: str, settings: Settings
+    config: ScoringConfig,
+    *,
+    mirror: Mirror,
+    sha: str,
+    settings: Settings,
+    read_tracked: TrackedReader | None = None,
 ) -> Iterator[ScoringPlan]:
-    """The plan for ``config`` as the commit ``sha`` gives it; private files removed on exit."""
+    """The plan for ``config`` as the commit ``sha`` gives it; private files removed on exit.
+    ``read_tracked`` reads a file the commit tracks with DVC (None: such a file is an error)."""
     if config.dataset is not None:
         info = DatasetStore(settings.datasets_dir).get(config.dataset)
         yield ScoringPlan(config, f"dataset '{config.dataset}'", info.sha256, info.path)
@@ -82,12 +104,52 @@ def open_plan(
         dest = private / Path(config.file).name
         if mirror.export_file(sha, config.file, dest):
             yield ScoringPlan(config, f"{config.file} at {sha[:7]}", _sha256(dest), dest)
-        else:
-            # Not committed: a DVC-tracked file, which the fetch puts in each run's work
-            # dir before training. Read from there after training (see score_trained).
-            yield ScoringPlan(config, f"{config.file} (fetched data)", f"workdir:{sha}", None)
+            return
+        tracked = find_tracked(lambda path: mirror.read_file(sha, path), config.file, sha=sha)
+        if tracked is None or read_tracked is None:
+            raise DatasetError(
+                f"scoring.file {config.file} is neither in commit {sha[:7]} nor tracked by "
+                f"DVC there (no {config.file}.dvc, .dvc file of a directory above it, or "
+                "dvc.lock output)",
+                hint="commit the file, track it with DVC (dvc add, then commit the .dvc "
+                "file), or hold it on the server (modelci datasets add) and name it with "
+                "scoring.dataset",
+            )
+        md5 = read_tracked(sha, tracked, dest)
+        label = f"{config.file} at {sha[:7]} (DVC)"
+        yield ScoringPlan(config, label, f"md5:{md5}", dest)
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def commit_plan(
+    config: ScoringConfig,
+    *,
+    mirror: Mirror,
+    sha: str,
+    repo: str,
+    settings: Settings,
+    fetcher: DataFetcher,
+) -> AbstractContextManager[ScoringPlan]:
+    """``open_plan`` for commit ``sha`` of ``repo``: a DVC-tracked file comes out of the
+    repository's DVC cache (the one its runs' fetches fill), fetched if need be."""
+    from modelci.data.cache import read_tracked
+    from modelci.runner.checkout import repository_name
+
+    def tracked(sha: str, file: TrackedFile, dest: Path) -> str:
+        return read_tracked(
+            fetcher,
+            mirror,
+            sha,
+            file,
+            dest,
+            repository=repository_name(repo),
+            aliases=(repo, mirror.url),
+            settings=settings,
+            max_bytes=MAX_TRACKED_BYTES,
+        )
+
+    return open_plan(config, mirror=mirror, sha=sha, settings=settings, read_tracked=tracked)
 
 
 def score_trained(
@@ -105,28 +167,11 @@ def score_trained(
     try:
         model_dir = scratch / "model"
         collect_model(trained, model_dir)
-        dataset = plan.dataset
-        if dataset is None:
-            # The hook for data that is not in git (DVC): the work dir's copy, read with
-            # the link-refusing reader into a private file.
-            file = plan.config.file or ""
-            dataset = scratch / Path(file).name
-            try:
-                copy_output_file(
-                    trained.workdir, file, dataset, max_bytes=_MAX_WORKDIR_DATASET_BYTES
-                )
-            except OutputError as exc:
-                raise DatasetError(
-                    f"scoring.file {file} is neither in commit {side.sha[:7]} nor in its "
-                    f"fetched data ({exc})",
-                    hint="commit the file, track it with DVC, or hold it on the server "
-                    "(modelci datasets add) and name it with scoring.dataset",
-                ) from None
         return score_model(
             launcher,
             model_dir,
             plan.config.metrics,
-            dataset=dataset,
+            dataset=plan.dataset,
             dataset_label=plan.label,
             target=plan.config.target,
             batch_rows=settings.scoring_batch_rows,
