@@ -14,13 +14,14 @@ compresses), pushed to the remote. Then, in one run, side by side:
   with the cache warm (0 bytes fetched; the data copied or reflinked from the
   cache into the work dir).
 
-Each is run ``--repeat`` times (medians; cold on a fresh cache each time). The
-remote's files are in the page cache for all three. modelci's DVC environment
+Each is run ``--repeat`` times (medians; cold on a fresh cache each time), after
+a ``sync`` so that no run pays for the writes of the one before. The remote's
+files are in the page cache for all three. modelci's DVC environment
 is built once before timing (once per server, not per repository) and kept in
 ``/var/tmp/modelci-bench-envs``. Needs root and bubblewrap (the fetch's sandbox).
 
     python bench/data_fetch.py [--small-mb 200] [--files 1000] [--big-mb 500]
-                               [--repeat 3] [--quick]
+                               [--repeat 3] [--quick] [--dir /var/tmp]
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ def measure(label: str, repeat: int, once: Callable[[], Timing]) -> list[Timing]
     with console.status(label) as status:
         for index in range(repeat):
             status.update(f"{label} ({index + 1}/{repeat})")
+            # The previous run's writes are flushed first (untimed): each run starts with
+            # the disk idle rather than paying for the one before.
+            os.sync()
             timings.append(once())
     return timings
 
@@ -162,13 +166,20 @@ def main() -> None:
     parser.add_argument("--big-mb", type=float, default=500, help="the one big file's size")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 4 MB, 20 files, 4 MB")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("/var/tmp"),
+        help="where the repository, its remote and modelci's data dir go (its file system "
+        "decides whether copies can be reflinks)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.small_mb, args.files, args.big_mb, args.repeat = 4, 20, 4, 1
     if os.geteuid() != 0 or shutil.which("bwrap") is None:
         raise SystemExit("needs root and bubblewrap (the fetch's sandbox): see scripts/setup")
     # Not under a 0700 temporary dir: the sandbox's uid reaches the remote and data dir.
-    place = Path(tempfile.mkdtemp(prefix="modelci-bench-dvc-", dir="/var/tmp"))
+    place = Path(tempfile.mkdtemp(prefix="modelci-bench-dvc-", dir=args.dir))
     place.chmod(0o755)
     try:
         report(place, args)

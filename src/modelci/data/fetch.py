@@ -29,7 +29,7 @@ from pathlib import Path
 
 from modelci.data.cachecopy import copyable, plan_cache_copy
 from modelci.data.dvcrepo import DvcLayout, find_dvc
-from modelci.data.fetchcap import CacheWatch, cache_usage, over_cap
+from modelci.data.fetchcap import CacheWatch, cache_usage, over_cap, remove_partial
 from modelci.data.remotes import (
     RepositoryData,
     check_url,
@@ -47,6 +47,7 @@ from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec
 __all__ = ["DataFetcher", "FetchResult", "cache_usage", "workdir_config"]
 
 MB = 1024 * 1024
+DVC_OWN_FILES_MB = 1024
 _MISSING = re.compile(r"name: (?P<path>[^,\n]+), (?:md5|hash)")
 _FAILED_TARGETS = re.compile(r"Checkout failed for following targets:\n(?P<paths>(?:.+\n?)+)")
 
@@ -224,10 +225,6 @@ class DataFetcher:
         plan, cache = run.plan, run.cache
         _check_plugins(plan)
         tool = self.dvc_environment()
-        config = (
-            f"{plan.sections}\n[cache]\n    dir = {dvc_value(str(cache), 'the cache path')}\n"
-            '    type = "reflink,copy"\n'
-        )
         dvc = [str(tool.python), "-m", "dvc"]
         cap = plan.data.max_fetch_mb
         spec = SandboxSpec(
@@ -237,12 +234,14 @@ class DataFetcher:
             ro_binds=(tool.path, *plan.local_remotes),
             rw_binds=(cache,),
             network=True,
-            home_files={".config/dvc/config": config},
+            home_files={".config/dvc/config": plan.dvc_config(cache)},
             env={"DVC_NO_ANALYTICS": "1", "PATH": f"{tool.path}/bin:{SYSTEM_PATH}", **plan.env},
             limits=Limits(
                 timeout_s=plan.data.fetch_timeout_s,
-                max_disk_mb=cap,
-                max_file_mb=cap,
+                # The cap itself is held by the cache watch; DVC's own databases (sqlite,
+                # in the work dir's .dvc/tmp) need room beside the data even under a small one.
+                max_disk_mb=cap + DVC_OWN_FILES_MB,
+                max_file_mb=cap + DVC_OWN_FILES_MB,
                 timeout_origin=f"fetch_timeout in {plan.data.source}",
             ),
             slot=run.slot,
@@ -251,6 +250,11 @@ class DataFetcher:
             run.before = cache_usage(cache)
         with CacheWatch(cache, run.before, cap * MB, run.cancel) as watch:
             outcome = self.sandbox.run(spec, cancel=watch.stop)
+        if not outcome.ok:
+            remove_partial(cache)
+        if watch.exceeded:
+            with run.log_path.open("a") as log:
+                log.write(f"[modelci: stopped: the DVC cache grew past max_fetch_mb ({cap} MB)]\n")
         run.fetched = max(0, cache_usage(cache) - run.before)
         # The work dir's watchdog (max_disk_mb) is the same cap, seen from the other side.
         if watch.exceeded or outcome.disk_exceeded or run.fetched > cap * MB:
@@ -300,8 +304,13 @@ class _Plan:
     remotes: tuple[str, ...]
     urls: Mapping[str, str]  # each remote's, as checked (a local path made absolute)
     sections: str  # the fetch's DVC config without the cache (it has secrets)
-    env: Mapping[str, str]
+    env: Mapping[str, str]  # for DVC in the sandbox: a Google Drive service account's key
     local_remotes: tuple[Path, ...]
+
+    def dvc_config(self, cache: Path) -> str:
+        """DVC's global config for the fetch (secrets included): the remotes, the cache."""
+        where = dvc_value(str(cache), "the cache path")
+        return f'{self.sections}\n[cache]\n    dir = {where}\n    type = "reflink,copy"\n'
 
 
 @dataclass

@@ -11,6 +11,7 @@ sandboxed fetch past the cap, and the error names the setting to raise.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -18,10 +19,11 @@ from pathlib import Path
 from modelci.data.remotes import REMOTES_SETTING, RepositoryData
 from modelci.errors import DataFetchError
 
-__all__ = ["CAP_POLL_S", "CacheWatch", "cache_usage", "over_cap"]
+__all__ = ["CAP_POLL_S", "CacheWatch", "cache_usage", "over_cap", "remove_partial"]
 
 MB = 1024 * 1024
 CAP_POLL_S = 0.2  # how often a running fetch's cache growth is checked against the cap
+_PARTIAL = re.compile(r"\.[A-Za-z0-9_-]+\.tmp")  # dvc_objects' tmp_fname: a download under way
 
 
 def cache_usage(cache: Path) -> int:
@@ -35,6 +37,18 @@ def cache_usage(cache: Path) -> int:
                 continue
             total += info.st_size
     return total
+
+
+def remove_partial(cache: Path) -> None:
+    """Remove the downloads a stopped fetch left half-written in the cache. Only with
+    the cache's lock held: a running DVC's are not partial yet."""
+    for root, _dirs, files in os.walk(cache / "files"):
+        for name in files:
+            if _PARTIAL.fullmatch(name):
+                try:
+                    os.unlink(os.path.join(root, name))
+                except FileNotFoundError:
+                    continue
 
 
 def over_cap(data: RepositoryData, size: int, *, stopped: bool) -> DataFetchError:
