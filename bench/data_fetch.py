@@ -14,8 +14,9 @@ compresses), pushed to the remote. Then, in one run, side by side:
   with the cache warm (0 bytes fetched; the data copied or reflinked from the
   cache into the work dir).
 
-Each is run ``--repeat`` times (medians; cold on a fresh cache each time), after
-a ``sync`` so that no run pays for the writes of the one before. The remote's
+Each is run ``--repeat`` times, the three taking turns (medians; cold on a
+fresh cache each time), after a ``sync`` so that no run pays for the writes of
+the one before. The remote's
 files are in the page cache for all three. modelci's DVC environment
 is built once before timing (once per server, not per repository) and kept in
 ``/var/tmp/modelci-bench-envs``. Needs root and bubblewrap (the fetch's sandbox).
@@ -43,7 +44,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from modelci.data.fetch import DataFetcher, cache_usage
+from modelci.data.fetch import DataFetcher
+from modelci.data.fetchcap import cache_usage
 from modelci.runner.cgroups import acquire_slot
 from modelci.runner.checkout import Mirror, open_mirror
 from modelci.runner.environments import EnvironmentManager
@@ -143,15 +145,20 @@ def modelci_way(fetcher: DataFetcher, mirror: Mirror, sha: str, settings: Settin
     return Timing(seconds, result.bytes_fetched, seconds - (checked_out - started))
 
 
-def measure(label: str, repeat: int, once: Callable[[], Timing]) -> list[Timing]:
-    timings = []
-    with console.status(label) as status:
-        for index in range(repeat):
-            status.update(f"{label} ({index + 1}/{repeat})")
-            # The previous run's writes are flushed first (untimed): each run starts with
-            # the disk idle rather than paying for the one before.
-            os.sync()
-            timings.append(once())
+def measure(ways: dict[str, Callable[[], Timing]], repeat: int) -> dict[str, list[Timing]]:
+    """Each way ``repeat`` times, taking turns, so that a change in the machine's load
+    falls on all of them rather than on whichever ran then."""
+    timings: dict[str, list[Timing]] = {name: [] for name in ways}
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("measuring", total=repeat * len(ways))
+        for _ in range(repeat):
+            for name, once in ways.items():
+                progress.update(task, description=name)
+                # The previous run's writes are flushed first (untimed): each run starts
+                # with the disk idle rather than paying for the one before.
+                os.sync()
+                timings[name].append(once())
+                progress.advance(task)
     return timings
 
 
@@ -219,9 +226,9 @@ def report(place: Path, args: argparse.Namespace) -> None:
         env_s = time.perf_counter() - started
     work = place / "tutorial"
     work.mkdir()
-    tutorial = measure(
-        "tutorial's way: git clone + dvc pull", args.repeat, lambda: tutorial_way(repo, work)
-    )
+    warm = fetcher(settings.dvc_cache_dir)
+    with console.status("filling the cache of the cached way: the repository's first commit"):
+        modelci_way(warm, mirror, sha, settings)
 
     def cold() -> Timing:
         root = place / f"cold-cache-{time.monotonic_ns()}"
@@ -230,31 +237,29 @@ def report(place: Path, args: argparse.Namespace) -> None:
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
-    cold_runs = measure("modelci cold: checkout + fetch, empty cache", args.repeat, cold)
-    warm = fetcher(settings.dvc_cache_dir)
-    modelci_way(warm, mirror, sha, settings)  # fills the cache: the first commit
-    cached = measure(
-        "modelci cached: checkout + fetch, cache warm",
+    runs = measure(
+        {
+            "tutorial: git clone + dvc pull": lambda: tutorial_way(repo, work),
+            "modelci cold (empty cache)": cold,
+            "modelci cached (second checkout)": lambda: modelci_way(warm, mirror, sha, settings),
+        },
         args.repeat,
-        lambda: modelci_way(warm, mirror, sha, settings),
     )
-
+    tutorial, cold_runs, cached = runs.values()
     base = median(tutorial)
     table = Table(
         title=f"A commit's DVC data: {args.files} files / {args.small_mb:g} MB + one "
-        f"{args.big_mb:g} MB file (medians of {args.repeat})"
+        f"{args.big_mb:g} MB file (medians of {args.repeat}; best: the fastest run)"
     )
-    for column in ("way", "seconds", "of which data", "MB fetched", "tutorial / this"):
+    columns = ("way", "seconds", "best", "of which data", "MB fetched", "tutorial / this")
+    for column in columns:
         table.add_column(column, justify="left" if column == "way" else "right")
-    for name, timings in (
-        ("tutorial: git clone + dvc pull", tutorial),
-        ("modelci cold (empty cache)", cold_runs),
-        ("modelci cached (second checkout)", cached),
-    ):
+    for name, timings in runs.items():
         seconds = median(timings)
         table.add_row(
             name,
             f"{seconds:.2f}",
+            f"{min(t.seconds for t in timings):.2f}",
             f"{median(timings, 'fetch_seconds'):.2f}",
             f"{median(timings, 'bytes_fetched') / MB:.1f}",
             f"{base / seconds:.1f}x",

@@ -4,15 +4,20 @@ Before anything runs, modelci reads the commit's remotes (``data.dvcrepo``),
 checks each URL against the server's allow-list and finds its credentials
 (``data.remotes``): a refusal happens before any request. The repository's
 ``.dvc/config`` is then replaced by one modelci writes (no other option of the
-repository's reaches DVC: not an endpoint, not a cache path), and ``dvc pull``
-runs under bubblewrap with network, from modelci's DVC environment
-(``data.tool``), with only the work dir and the repository's DVC cache
-writable. The remotes, the cache path and the credentials are in DVC's global
-config, a file that exists only in that sandbox's private /tmp (bwrap copies it
-from a pipe); the training that follows never sees it.
+repository's reaches DVC: not an endpoint, not a cache path).
 
 One cache per repository (``<data dir>/dvc-cache/<repo>``), shared by its
-commits, so data is fetched once; checked out into the work dir by copy or
+commits, so data is fetched once. When the cache already holds everything the
+commit's ``.dvc`` files point to, modelci copies it into the work dir itself
+(``data.cachecopy``: no sandbox, no DVC, 0 bytes fetched). Otherwise DVC runs
+under bubblewrap with network, from modelci's DVC environment (``data.tool``),
+with only the work dir and the cache writable: ``dvc fetch`` fills the cache
+and modelci copies from it, or, for what modelci leaves to DVC (pipelines'
+``dvc.lock``, DVC 2 hashes, odd paths), ``dvc pull``. The remotes, the cache
+path and the credentials are in DVC's global config, a file that exists only in
+that sandbox's private /tmp (bwrap copies it from a pipe); the training that
+follows never sees it. The cache's growth is watched against ``max_fetch_mb``
+while DVC runs (``data.fetchcap``). Data reaches the work dir by copy or
 reflink, never a link, so training cannot change the cache.
 """
 
@@ -44,10 +49,10 @@ from modelci.runner.locks import locked
 from modelci.runner.process import SYSTEM_PATH
 from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec
 
-__all__ = ["DataFetcher", "FetchResult", "cache_usage", "workdir_config"]
+__all__ = ["DataFetcher", "FetchResult", "workdir_config"]
 
 MB = 1024 * 1024
-DVC_OWN_FILES_MB = 1024
+DVC_OWN_FILES_MB = 1024  # room for DVC's own databases beside the data (see _dvc)
 _MISSING = re.compile(r"name: (?P<path>[^,\n]+), (?:md5|hash)")
 _FAILED_TARGETS = re.compile(r"Checkout failed for following targets:\n(?P<paths>(?:.+\n?)+)")
 
