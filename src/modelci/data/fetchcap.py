@@ -106,6 +106,6 @@ class CacheWatch:
                 self.exceeded = True
                 self.stop.set()
                 return
-            # Walking a large cache costs: spend at most a tenth of the time on it.
+            # Walking a large cache costs: spend at most a fifth of the time on it.
             now = time.monotonic()
-            due = now + max(CAP_POLL_S, 10 * (now - walk))
+            due = now + max(CAP_POLL_S, 4 * (now - walk))
