@@ -73,22 +73,24 @@ class CacheCopy:
         return sum(file.size for file in self.files)
 
     def copy(self, workdir: Path, cache: Path) -> bool:
-        """Write the files into workdir; True when they were reflinked, not copied."""
-        clone = True
-        with _Objects(cache) as objects, _Tree(workdir) as tree:
-            for folder in self.folders:
-                tree.folder(folder)
-            for file in sorted(self.files, key=lambda f: f.target):
-                where = "/".join(file.target)
-                try:
-                    clone = _copy_one(objects, tree, file, clone)
-                except OSError as exc:
-                    raise DataFetchError(
-                        f"could not copy {where} from the repository's DVC cache into the "
-                        f"work dir: {exc.strerror or exc}",
-                        hint="check the free space under modelci's data dir (df -h)",
-                    ) from None
-        return clone and bool(self.files)
+        """Write the files into workdir; True when every one was reflinked, not copied."""
+        clone, copied, where = True, 0, "the DVC data"
+        try:
+            with _Objects(cache) as objects, _Tree(workdir) as tree:
+                for folder in self.folders:
+                    where = "/".join(folder)
+                    tree.folder(folder)
+                for file in sorted(self.files, key=lambda f: f.target):
+                    where = "/".join(file.target)
+                    if not _copy_one(objects, tree, file, clone) and file.size:
+                        clone, copied = False, copied + 1  # no reflinks here: stop trying
+        except OSError as exc:
+            raise DataFetchError(
+                f"could not copy {where} from the repository's DVC cache into the work dir: "
+                f"{exc.strerror or exc}",
+                hint="check the free space under modelci's data dir (df -h)",
+            ) from None
+        return not copied and self.bytes > 0
 
 
 def _parts(path: str) -> tuple[str, ...] | None:
@@ -309,7 +311,7 @@ class _Tree:
 
 
 def _copy_one(objects: _Objects, tree: _Tree, file: CachedFile, clone: bool) -> bool:
-    """Copy one object to its target; whether reflinks still look possible."""
+    """Copy one object to its target (a reflink when ``clone``); whether it was one."""
     folder = tree.folder(file.target[:-1])
     source = objects.open(file.digest)
     try:
