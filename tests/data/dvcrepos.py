@@ -6,8 +6,16 @@ import contextlib
 import hashlib
 import io
 import os
+import threading
 from pathlib import Path
 
+import uv
+
+from modelci.data.fetch import DataFetcher, FetchResult
+from modelci.runner.cgroups import acquire_slot
+from modelci.runner.environments import EnvironmentManager
+from modelci.runner.sandbox import Sandbox, SandboxProcess, SandboxResult, SandboxSpec, make_sandbox
+from modelci.settings import Settings
 from tests.conftest import git
 
 # Trains on the DVC-tracked data.csv: the metric is the share of rows labelled 1.
@@ -108,3 +116,48 @@ open("data/prepared.csv", "w").write("\\n".join(rows) + "\\n")
 open("prepared.yaml", "w").write(f"prepared:\\n  rows: {len(rows) - 1}\\n")
 """
 PIPELINE_TRAIN = TRAIN.replace("data/data.csv", "data/prepared.csv")
+
+
+class CountingSandbox:
+    """The real sandbox, counting the commands it runs."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.commands: list[str] = []
+
+    def run(self, spec: SandboxSpec, *, cancel: threading.Event | None = None) -> SandboxResult:
+        self.commands.append(spec.command)
+        return self.sandbox.run(spec, cancel=cancel)
+
+    def start(self, spec: SandboxSpec) -> SandboxProcess:
+        raise AssertionError("a fetch starts no long-running process")
+
+
+def data_fetcher(settings: Settings) -> tuple[DataFetcher, CountingSandbox]:
+    """A DataFetcher as an evaluation builds it, and the sandbox it runs DVC in."""
+    sandbox = CountingSandbox(make_sandbox())
+    environments = EnvironmentManager(
+        envs_dir=settings.envs_dir, python=settings.python, uv_bin=uv.find_uv_bin()
+    )
+    fetcher = DataFetcher(
+        sandbox=sandbox,
+        environments=environments,
+        cache_root=settings.dvc_cache_dir,
+        remotes_file=settings.dvc_remotes_path,
+    )
+    return fetcher, sandbox
+
+
+def fetch_clone(
+    fetcher: DataFetcher, settings: Settings, repo: Path, workdir: Path
+) -> FetchResult | None:
+    """A fresh clone of repo at workdir, and its DVC data fetched into it (a slot held)."""
+    git(repo.parent, "clone", "--quiet", str(repo), str(workdir))
+    with acquire_slot(settings.slots_dir, settings.max_parallel_runs) as slot:
+        return fetcher.fetch(
+            workdir,
+            repository=repo.name,
+            cache_key=str(repo),
+            slot=slot,
+            log_path=settings.logs_dir / f"{workdir.name}.fetch.log",
+        )

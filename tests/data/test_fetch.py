@@ -17,7 +17,15 @@ from modelci.runner.sandbox import make_sandbox
 from modelci.settings import Settings
 from modelci.store.db import open_database
 from tests.conftest import commit_files, git
-from tests.data.dvcrepos import commit_data, csv_rows, damaged_cache_objects, dvc_repo
+from tests.data.dvcrepos import (
+    commit_data,
+    csv_rows,
+    damaged_cache_objects,
+    data_fetcher,
+    dvc,
+    dvc_repo,
+    fetch_clone,
+)
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -213,3 +221,32 @@ def test_data_missing_from_the_remote_names_the_file(
     assert "could not fetch data/data.csv from the DVC remote 'storage'" in (
         result.head.error or ""
     )
+
+
+def test_data_the_cache_holds_is_copied_from_it_without_running_dvc(
+    settings: Settings, place: Path
+) -> None:
+    remote = place / "remote"
+    repo = dvc_repo(place / "churn", str(remote), csv_rows(ones=3, zeros=1))
+    (repo / "data" / "images" / "sub").mkdir(parents=True)
+    for index in range(20):
+        (repo / "data" / "images" / "sub" / f"{index}.bin").write_bytes(os.urandom(1000))
+    dvc(repo, "add", "--quiet", "data/images")
+    dvc(repo, "push", "--quiet")
+    commit_files(repo, {}, "images")
+    allow(settings, repo, f'allowed_urls = ["{remote}"]\n')
+    fetcher, sandbox = data_fetcher(settings)
+
+    first = fetch_clone(fetcher, settings, repo, place / "first")
+    assert first is not None and first.bytes_fetched > 20_000
+    assert [command.split()[-3:] for command in sandbox.commands] == [
+        ["fetch", "data/data.csv.dvc", "data/images.dvc"]  # DVC downloads, modelci copies
+    ]
+    second = fetch_clone(fetcher, settings, repo, place / "second")
+
+    assert second is not None and second.bytes_fetched == 0
+    assert len(sandbox.commands) == 1  # no sandbox, no DVC the second time
+    assert "copied from the repository's DVC cache" in second.log_path.read_text()
+    for name in ("data/data.csv", *(f"data/images/sub/{i}.bin" for i in range(20))):
+        assert (place / "second" / name).read_bytes() == (repo / name).read_bytes()
+    assert (place / "second" / "data" / "data.csv").stat().st_nlink == 1

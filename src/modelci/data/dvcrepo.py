@@ -21,7 +21,7 @@ from modelci import safeyaml
 from modelci.errors import DataFetchError, OutputError
 from modelci.runner.outputs import read_output_bytes
 
-__all__ = ["DvcLayout", "find_dvc", "parse_dvc_config"]
+__all__ = ["DvcLayout", "dvc_file_outs", "find_dvc", "parse_dvc_config"]
 
 _MAX_FILE = 5_000_000
 _MAX_DVC_FILES = 10_000
@@ -123,6 +123,11 @@ def _outs(document: Any, relpath: str) -> list[dict[str, Any]]:
                 )
         outs += [out for out in holder.get("outs") or [] if isinstance(out, dict)]
     return outs
+
+
+def dvc_file_outs(workdir: Path, relpath: str) -> list[dict[str, Any]]:
+    """The outputs one ``.dvc`` file declares, as written (read safely, imports refused)."""
+    return _outs(_yaml(workdir, relpath), relpath)
 
 
 def find_dvc(workdir: Path) -> DvcLayout | None:

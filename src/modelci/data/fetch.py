@@ -4,22 +4,26 @@ Before anything runs, modelci reads the commit's remotes (``data.dvcrepo``),
 checks each URL against the server's allow-list and finds its credentials
 (``data.remotes``): a refusal happens before any request. The repository's
 ``.dvc/config`` is then replaced by one modelci writes (no other option of the
-repository's reaches DVC: not an endpoint, not a cache path), and ``dvc pull``
-runs under bubblewrap with network, from modelci's DVC environment
-(``data.tool``), with only the work dir and the repository's DVC cache
-writable. The remotes, the cache path and the credentials are in DVC's global
-config, a file that exists only in that sandbox's private /tmp (bwrap copies it
-from a pipe); the training that follows never sees it.
+repository's reaches DVC: not an endpoint, not a cache path).
 
 One cache per repository (``<data dir>/dvc-cache/<repo>``), shared by its
-commits, so data is fetched once; checked out into the work dir by copy or
+commits, so data is fetched once. When the cache already holds everything the
+commit's ``.dvc`` files point to, modelci copies it into the work dir itself
+(``data.cachecopy``: no sandbox, no DVC, 0 bytes fetched). Otherwise DVC runs
+under bubblewrap with network, from modelci's DVC environment (``data.tool``),
+with only the work dir and the cache writable: ``dvc fetch`` fills the cache
+and modelci copies from it, or, for what modelci leaves to DVC (pipelines'
+``dvc.lock``, DVC 2 hashes, odd paths), ``dvc pull``. The remotes, the cache
+path and the credentials are in DVC's global config, a file that exists only in
+that sandbox's private /tmp (bwrap copies it from a pipe); the training that
+follows never sees it. The cache's growth is watched against ``max_fetch_mb``
+while DVC runs (``data.fetchcap``). Data reaches the work dir by copy or
 reflink, never a link, so training cannot change the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shlex
 import threading
@@ -28,18 +32,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelci.data.cachecopy import copyable, plan_cache_copy
 from modelci.data.dvcrepo import DvcLayout, find_dvc
-from modelci.data.remotes import REMOTES_SETTING, RepositoryData, check_url, load_remotes
-from modelci.data.tool import dvc_environment
+from modelci.data.fetchcap import CacheWatch, cache_usage, over_cap, remove_partial
+from modelci.data.remotes import (
+    RepositoryData,
+    check_url,
+    dvc_value,
+    load_remotes,
+    remote_section,
+)
+from modelci.data.tool import dvc_environment, missing_plugin, plugin_hint
 from modelci.errors import DataFetchError
 from modelci.runner.environments import Environment, EnvironmentManager
 from modelci.runner.locks import locked
 from modelci.runner.process import SYSTEM_PATH
 from modelci.runner.sandbox import Limits, Sandbox, SandboxSpec
 
-__all__ = ["DataFetcher", "FetchResult", "cache_usage", "workdir_config"]
+__all__ = ["DataFetcher", "FetchResult", "workdir_config"]
 
 MB = 1024 * 1024
+DVC_OWN_FILES_MB = 1024  # room for DVC's own databases beside the data (see _dvc)
 _MISSING = re.compile(r"name: (?P<path>[^,\n]+), (?:md5|hash)")
 _FAILED_TARGETS = re.compile(r"Checkout failed for following targets:\n(?P<paths>(?:.+\n?)+)")
 
@@ -52,22 +65,13 @@ class FetchResult:
     log_path: Path
 
 
-def _quote(value: str, what: str) -> str:
-    if "\n" in value or "\r" in value or '"' in value:
-        raise DataFetchError(
-            f"{what} holds a newline or a double quote, which DVC's config cannot carry",
-            hint="check the value in the server's DVC remotes file",
-        )
-    return f'"{value}"'
-
-
 def workdir_config(workdir: Path) -> str:
     """The work dir's ``.dvc/config``: no git (a checkout has none), no telemetry,
     the cache inside the work dir unless the fetch's global config says otherwise."""
     site = workdir / ".dvc" / "tmp" / "site-cache"
     return (
         "[core]\n    no_scm = true\n    analytics = false\n    check_update = false\n"
-        f"    site_cache_dir = {_quote(str(site), 'the work dir')}\n"
+        f"    site_cache_dir = {dvc_value(str(site), 'the work dir')}\n"
         '[cache]\n    type = "reflink,copy"\n'
     )
 
@@ -83,57 +87,6 @@ def prepare_workdir(workdir: Path) -> None:
         if path.is_symlink() or path.exists():
             path.unlink()
     (dvc_dir / "config").write_text(workdir_config(workdir))
-
-
-def cache_usage(cache: Path) -> int:
-    """Bytes of the objects in a DVC cache."""
-    total = 0
-    for root, _dirs, files in os.walk(cache):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            total += info.st_size
-    return total
-
-
-def _remote_section(name: str, url: str, data: RepositoryData) -> tuple[str, dict[str, str]]:
-    """The remote's lines in the fetch's DVC config, and environment variables it needs."""
-    where = f"remote {name!r} of {data.key}"
-    lines = [f"['remote \"{name}\"']", f"    url = {_quote(url, where + ' url')}"]
-    env: dict[str, str] = {}
-    creds = data.remotes.get(name)
-    if creds is None:
-        if not url.startswith("/"):
-            raise DataFetchError(
-                f"the DVC remote {name!r} ({url}) of {data.key} has no credentials on this server",
-                hint=f'add a [repositories."{data.key}".remotes.{name}] table to {data.source} '
-                f"({REMOTES_SETTING}): access_key_id_env and secret_access_key_env for S3, "
-                "service_account_json_path for Google Drive (an empty table for a public "
-                "remote)",
-            )
-        return "\n".join(lines), env
-    options = {
-        "endpoint_url": "endpointurl",
-        "region": "region",
-        "access_key_id": "access_key_id",
-        "secret_access_key": "secret_access_key",
-        "session_token": "session_token",
-    }
-    for key, option in options.items():
-        if (value := creds.get(key)) is not None:
-            lines.append(f"    {option} = {_quote(value, f'{key} of the {where}')}")
-    if (path := creds.get("service_account_json_path")) is not None:
-        try:
-            env["GDRIVE_CREDENTIALS_DATA"] = Path(path).read_text()
-        except OSError as exc:
-            raise DataFetchError(
-                f"cannot read the service account file of the {where}: {exc.strerror}",
-                hint=f"check service_account_json_path in {data.source}",
-            ) from None
-        lines.append("    gdrive_use_service_account = true")
-    return "\n".join(lines), env
 
 
 def _failure(log_path: Path, remotes: tuple[str, ...]) -> str:
@@ -188,9 +141,12 @@ class DataFetcher:
                 "the commit tracks data with DVC but its .dvc/config names no default remote",
                 hint="set one with `dvc remote add -d NAME URL` and commit .dvc/config",
             )
-        sections, env, local = [f"[core]\n    remote = {_quote(names[0], 'remote')}"], {}, []
+        sections = [f"[core]\n    remote = {dvc_value(names[0], 'remote')}"]
+        env: dict[str, str] = {}
+        urls: dict[str, str] = {}
+        local = []
         if layout.default_remote:
-            sections = [f"[core]\n    remote = {_quote(layout.default_remote, 'remote')}"]
+            sections = [f"[core]\n    remote = {dvc_value(layout.default_remote, 'remote')}"]
         for name in names:
             url = layout.remote_urls.get(name)
             if url is None:
@@ -199,25 +155,28 @@ class DataFetcher:
                     hint=f"add it with `dvc remote add {name} URL` and commit .dvc/config",
                 )
             checked = check_url(url, data, remote=name, config_dir=workdir / ".dvc")
-            section, more = _remote_section(name, checked, data)
+            section, more = remote_section(name, checked, data)
             sections.append(section)
+            if any(env.get(key, value) != value for key, value in more.items()):
+                raise DataFetchError(
+                    f"the commit's DVC remotes {', '.join(map(repr, names))} need different "
+                    "Google Drive service accounts, and DVC takes one per fetch",
+                    hint=f"give them one service account in {data.source} (share each "
+                    "folder with it)",
+                )
             env.update(more)
+            urls[name] = checked
             if checked.startswith("/"):
                 local.append(Path(checked))
-        cap = data.max_fetch_mb * MB
-        if layout.declared_bytes > cap:
-            raise DataFetchError(
-                f"the commit's DVC data declares {layout.declared_bytes / MB:.0f} MB, more than "
-                f"the {data.max_fetch_mb} MB this server fetches for {data.key}",
-                hint=f"raise max_fetch_mb for it in {data.source} ({REMOTES_SETTING})",
-            )
+        if layout.declared_bytes > data.max_fetch_mb * MB:
+            raise over_cap(data, layout.declared_bytes, stopped=False)
         for path in local:
             if not path.is_dir():
                 raise DataFetchError(
                     f"the local DVC remote {path} does not exist on this server",
                     hint="create it (dvc push to it) or fix the remote's url",
                 )
-        return _Plan(layout, data, tuple(names), "\n".join(sections), env, tuple(local))
+        return _Plan(layout, data, tuple(names), urls, "\n".join(sections), env, tuple(local))
 
     def fetch(
         self,
@@ -240,62 +199,107 @@ class DataFetcher:
         if plan is None:
             return None
         started = time.monotonic()
-        tool = self.dvc_environment()
         cache = self.cache_dir(cache_key or repository)
         self.cache_root.mkdir(parents=True, exist_ok=True)
         self.cache_root.chmod(0o711)  # the sandbox's uid must reach its repository's cache
         cache.mkdir(exist_ok=True, mode=0o700)
-        config = (
-            f"{plan.sections}\n[cache]\n    dir = {_quote(str(cache), 'the cache path')}\n"
-            '    type = "reflink,copy"\n'
-        )
-        dvc = f"{shlex.quote(str(tool.python))} -m dvc"
-        commands = ["set -e"]
-        if plan.layout.dvc_files:
-            commands.append(f"{dvc} pull {shlex.join(plan.layout.dvc_files)}")
-        if plan.layout.has_lock:
-            # Stage outputs may never have been pushed: the pipeline rebuilds those.
-            commands.append(f"{dvc} pull --allow-missing")
-        limits = Limits(
-            timeout_s=plan.data.fetch_timeout_s,
-            max_disk_mb=plan.data.max_fetch_mb,
-            max_file_mb=plan.data.max_fetch_mb,
-            timeout_origin=f"fetch_timeout in {plan.data.source}",
-        )
+        run = _Run(plan, workdir, cache, slot, log_path, cancel)
+        with locked(self.cache_root / f"{cache.name}.lock"):
+            copy = plan_cache_copy(workdir, plan.layout, cache)
+            if copy is None and copyable(workdir, plan.layout):
+                # Only objects are missing: DVC downloads them, modelci copies (its
+                # checkout of 1,000 files is seconds slower than a plain copy).
+                self._dvc(run, [["fetch", *plan.layout.dvc_files]])
+                copy = plan_cache_copy(workdir, plan.layout, cache)
+            if copy is None:
+                self._dvc(run, _pull_commands(plan.layout))
+            else:
+                if copy.bytes > plan.data.max_fetch_mb * MB:
+                    raise over_cap(plan.data, copy.bytes, stopped=False)
+                reflinked = copy.copy(workdir, cache)
+                how = "reflinked" if reflinked else "copied"
+                with log_path.open("a") as log:
+                    log.write(
+                        f"[modelci: {len(copy.files)} files ({copy.bytes / MB:.1f} MB) {how} "
+                        "from the repository's DVC cache into the work dir]\n"
+                    )
+        return FetchResult(plan.remotes, run.fetched, time.monotonic() - started, log_path)
+
+    def _dvc(self, run: _Run, commands: list[list[str]]) -> None:
+        """Run DVC commands in the fetch's sandbox, stopped if the cache grows past the cap."""
+        plan, cache = run.plan, run.cache
+        _check_plugins(plan)
+        tool = self.dvc_environment()
+        dvc = [str(tool.python), "-m", "dvc"]
+        cap = plan.data.max_fetch_mb
         spec = SandboxSpec(
-            command="\n".join(commands),
-            workdir=workdir,
-            log_path=log_path,
+            command="\n".join(["set -e", *(shlex.join([*dvc, *args]) for args in commands)]),
+            workdir=run.workdir,
+            log_path=run.log_path,
             ro_binds=(tool.path, *plan.local_remotes),
             rw_binds=(cache,),
             network=True,
-            home_files={".config/dvc/config": config},
-            env={
-                "DVC_NO_ANALYTICS": "1",
-                "PATH": f"{tool.path}/bin:{SYSTEM_PATH}",
-                **plan.env,
-            },
-            limits=limits,
-            slot=slot,
+            home_files={".config/dvc/config": plan.dvc_config(cache)},
+            env={"DVC_NO_ANALYTICS": "1", "PATH": f"{tool.path}/bin:{SYSTEM_PATH}", **plan.env},
+            limits=Limits(
+                timeout_s=plan.data.fetch_timeout_s,
+                # The cap itself is held by the cache watch; DVC's own databases (sqlite,
+                # in the work dir's .dvc/tmp) need room beside the data even under a small one.
+                max_disk_mb=cap + DVC_OWN_FILES_MB,
+                max_file_mb=cap + DVC_OWN_FILES_MB,
+                timeout_origin=f"fetch_timeout in {plan.data.source}",
+            ),
+            slot=run.slot,
         )
-        with locked(self.cache_root / f"{cache.name}.lock"):
-            before = cache_usage(cache)
-            outcome = self.sandbox.run(spec, cancel=cancel)
-            fetched = max(0, cache_usage(cache) - before)
+        if run.before is None:
+            run.before = cache_usage(cache)
+        with CacheWatch(cache, run.before, cap * MB, run.cancel) as watch:
+            outcome = self.sandbox.run(spec, cancel=watch.stop)
+        if not outcome.ok:
+            remove_partial(cache)
+        if watch.exceeded:
+            with run.log_path.open("a") as log:
+                log.write(f"[modelci: stopped: the DVC cache grew past max_fetch_mb ({cap} MB)]\n")
+        run.fetched = max(0, cache_usage(cache) - run.before)
+        # The work dir's watchdog (max_disk_mb) is the same cap, seen from the other side.
+        if watch.exceeded or outcome.disk_exceeded or run.fetched > cap * MB:
+            raise over_cap(plan.data, run.fetched, stopped=not outcome.ok)
         if not outcome.ok:
             from modelci.evaluate.logtail import log_tail
 
-            reason = _failure(log_path, plan.remotes)
+            reason = _failure(run.log_path, plan.remotes)
             if outcome.failure_reason() and not outcome.exit_code:
                 reason += f": the fetch {outcome.failure_reason()}"
             raise DataFetchError(
                 reason,
                 hint="check that the data was pushed (dvc push) and the remote's credentials "
                 f"in {plan.data.source}; the end of the fetch's log says more",
-                log_tail=log_tail(log_path, paths={f"{workdir}/": "", str(cache): "<dvc cache>"}),
-                log_path=str(log_path),
+                log_tail=log_tail(
+                    run.log_path, paths={f"{run.workdir}/": "", str(cache): "<dvc cache>"}
+                ),
+                log_path=str(run.log_path),
             )
-        return FetchResult(plan.remotes, fetched, time.monotonic() - started, log_path)
+
+
+def _check_plugins(plan: _Plan) -> None:
+    """Refuse, before any request, a remote whose DVC plugin is not installed."""
+    for name, url in plan.urls.items():
+        if (plugin := missing_plugin(url)) is not None:
+            raise DataFetchError(
+                f"the DVC remote {name!r} ({url}) needs DVC's {plugin} plugin, which is not "
+                "installed beside modelci",
+                hint=plugin_hint(plugin),
+            )
+
+
+def _pull_commands(layout: DvcLayout) -> list[list[str]]:
+    commands = []
+    if layout.dvc_files:
+        commands.append(["pull", *layout.dvc_files])
+    if layout.has_lock:
+        # Stage outputs may never have been pushed: the pipeline rebuilds those.
+        commands.append(["pull", "--allow-missing"])
+    return commands
 
 
 @dataclass(frozen=True)
@@ -303,6 +307,26 @@ class _Plan:
     layout: DvcLayout
     data: RepositoryData
     remotes: tuple[str, ...]
+    urls: Mapping[str, str]  # each remote's, as checked (a local path made absolute)
     sections: str  # the fetch's DVC config without the cache (it has secrets)
-    env: Mapping[str, str]
+    env: Mapping[str, str]  # for DVC in the sandbox: a Google Drive service account's key
     local_remotes: tuple[Path, ...]
+
+    def dvc_config(self, cache: Path) -> str:
+        """DVC's global config for the fetch (secrets included): the remotes, the cache."""
+        where = dvc_value(str(cache), "the cache path")
+        return f'{self.sections}\n[cache]\n    dir = {where}\n    type = "reflink,copy"\n'
+
+
+@dataclass
+class _Run:
+    """One fetch's state across the DVC commands it runs."""
+
+    plan: _Plan
+    workdir: Path
+    cache: Path
+    slot: int
+    log_path: Path
+    cancel: threading.Event | None
+    before: int | None = None  # the cache's bytes before the first DVC command
+    fetched: int = 0

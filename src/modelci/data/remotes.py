@@ -21,12 +21,21 @@ request can neither add a credential nor point a remote at another address::
     endpoint_url = "http://minio.internal:9000"     # S3-compatible services only
     region = "eu-west-1"
 
-    [repositories."acme/churn".remotes.gdrive]
-    service_account_json_path = "/etc/modelci/churn-drive.json"
+    [repositories."acme/churn".remotes.gdrive]      # Google Drive: a service account
+    service_account_json_path = "/etc/modelci/churn-drive.json"   # or its JSON itself:
+    # service_account_json_env = "CHURN_DRIVE_SERVICE_ACCOUNT"
+    service_account_user_email = "data@acme.com"   # only with domain-wide delegation
+
+The config modelci writes for DVC from these (``remote_section``) holds the
+secrets; it lives only in the fetch sandbox's private /tmp. A Google Drive
+service account's JSON goes to DVC as ``GDRIVE_CREDENTIALS_DATA`` in that
+sandbox's environment, with ``gdrive_use_service_account = true``: the key file
+itself is never bound into the sandbox.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -43,7 +52,9 @@ __all__ = [
     "RemoteCredentials",
     "RepositoryData",
     "check_url",
+    "dvc_value",
     "load_remotes",
+    "remote_section",
 ]
 
 REMOTES_SETTING = "MODELCI_DVC_REMOTES_FILE"
@@ -56,9 +67,18 @@ _CREDENTIAL_KEYS = {
     "access_key_id",
     "secret_access_key",
     "session_token",
+    "service_account_json",
     "service_account_json_path",
 }
-_OPTION_KEYS = {"endpoint_url", "region"}
+_OPTION_KEYS = {"endpoint_url", "region", "service_account_user_email"}
+# The server's keys → DVC's remote options (S3 and S3-compatible services).
+_DVC_OPTIONS = {
+    "endpoint_url": "endpointurl",
+    "region": "region",
+    "access_key_id": "access_key_id",
+    "secret_access_key": "secret_access_key",
+    "session_token": "session_token",
+}
 _KNOWN_SCHEMES = {"s3", "gs", "gdrive", "azure", "http", "https", "ssh", "webdav", "webdavs"}
 
 
@@ -124,6 +144,12 @@ def _remote(name: str, entry: dict[str, Any], where: str, source: str) -> Remote
         value = _resolve_secret(entry, key, where, source)
         if value is not None:
             values[key] = value
+    if "service_account_json" in values and "service_account_json_path" in values:
+        raise ConfigError(
+            f"{source}: {where}.remotes.{name} sets both service_account_json and "
+            "service_account_json_path",
+            hint="keep one: the key file's path, or its JSON (service_account_json_env)",
+        )
     return RemoteCredentials(name, values)
 
 
@@ -211,3 +237,72 @@ def check_url(url: str, data: RepositoryData, *, remote: str, config_dir: Path) 
         if normal == base or normal.startswith(base + "/"):
             return url
     raise refuse
+
+
+def dvc_value(value: str, what: str) -> str:
+    """value quoted for a DVC config file; DataFetchError if it cannot be."""
+    if "\n" in value or "\r" in value or '"' in value:
+        raise DataFetchError(
+            f"{what} holds a newline or a double quote, which DVC's config cannot carry",
+            hint="check the value in the server's DVC remotes file",
+        )
+    return f'"{value}"'
+
+
+def _service_account(creds: RemoteCredentials, where: str, source: str) -> str | None:
+    """A Google Drive service account's JSON key, from the file or the value given."""
+    text = creds.get("service_account_json")
+    if (path := creds.get("service_account_json_path")) is not None:
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataFetchError(
+                f"cannot read the service account file of the {where} ({path}): "
+                f"{getattr(exc, 'strerror', None) or exc}",
+                hint=f"check service_account_json_path in {source}; the file must be "
+                "readable by modelci",
+            ) from None
+    if text is None:
+        return None
+    try:
+        key = json.loads(text)
+    except ValueError:
+        key = None
+    if not isinstance(key, dict) or key.get("type") != "service_account":
+        raise DataFetchError(
+            f"the service account of the {where} is not a service account's JSON key",
+            hint="download a JSON key for the service account (Google Cloud console, IAM, "
+            f"Service accounts, Keys) and point service_account_json_path in {source} at it",
+        )
+    return text
+
+
+def remote_section(name: str, url: str, data: RepositoryData) -> tuple[str, dict[str, str]]:
+    """The remote's section in the fetch's DVC config, and the environment variables
+    DVC needs for it (a Google Drive service account's key)."""
+    where = f"remote {name!r} of {data.key}"
+    lines = [f"['remote \"{name}\"']", f"    url = {dvc_value(url, where + ' url')}"]
+    env: dict[str, str] = {}
+    creds = data.remotes.get(name)
+    if creds is None:
+        if not url.startswith("/"):
+            raise DataFetchError(
+                f"the DVC remote {name!r} ({url}) of {data.key} has no credentials on this server",
+                hint=f'add a [repositories."{data.key}".remotes.{name}] table to {data.source} '
+                f"({REMOTES_SETTING}): access_key_id_env and secret_access_key_env for S3, "
+                "service_account_json_path (or service_account_json_env) for Google Drive "
+                "(an empty table for a public remote)",
+            )
+        return "\n".join(lines), env
+    for key, option in _DVC_OPTIONS.items():
+        if (value := creds.get(key)) is not None:
+            lines.append(f"    {option} = {dvc_value(value, f'{key} of the {where}')}")
+    if (key_json := _service_account(creds, where, data.source)) is not None:
+        # DVC's gdrive plugin reads the key's JSON from this variable when no key file
+        # path is set: the file never enters the sandbox.
+        env["GDRIVE_CREDENTIALS_DATA"] = key_json
+        lines.append("    gdrive_use_service_account = true")
+    if (email := creds.get("service_account_user_email")) is not None:
+        value = dvc_value(email, f"service_account_user_email of the {where}")
+        lines.append(f"    gdrive_service_account_user_email = {value}")
+    return "\n".join(lines), env
