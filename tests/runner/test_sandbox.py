@@ -364,7 +364,12 @@ def test_cancel_kills_the_running_job(bwrap: Sandbox, workdir: Path) -> None:
 
 @sandboxed
 def test_filling_the_disk_is_stopped(bwrap: Sandbox, workdir: Path) -> None:
-    code = "f = open('big', 'wb')\nwhile True:\n    f.write(bytes(1 << 20))\n    f.flush()\n"
+    # At most ~200 MB/s: on a quiet machine an unthrottled writer reached the 1 GB
+    # per-file limit (EFBIG) before the once-a-second watchdog looked.
+    code = (
+        "import time\nf = open('big', 'wb')\nwhile True:\n"
+        "    f.write(bytes(1 << 20))\n    f.flush()\n    time.sleep(0.005)\n"
+    )
     result, _ = run(bwrap, workdir, python(code), max_disk_mb=16)
     assert result.disk_exceeded  # the watchdog, not the 20 s timeout, stopped it
     assert not result.ok
