@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -357,6 +358,25 @@ class ScoringConfig(_Strict):
         return self
 
 
+def _valid_cron(value: str | None) -> str | None:
+    # croniter loads only when a schedule is read, not with every modelci.yaml.
+    from modelci.retrain.schedule import check_cron
+
+    return None if value is None else check_cron(value)
+
+
+def _valid_zone(value: str) -> str:
+    from modelci.retrain.schedule import check_timezone
+
+    check_timezone(value)
+    return value
+
+
+# A retrain schedule as modelci.yaml and the server's API take it.
+CronSchedule = Annotated[str | None, AfterValidator(_valid_cron)]
+TimeZoneName = Annotated[str, AfterValidator(_valid_zone)]
+
+
 class RetrainConfig(_Strict):
     """Continuous training: when the default branch is retrained, and what a retrain does.
 
@@ -364,29 +384,14 @@ class RetrainConfig(_Strict):
     and when the server starts); a schedule set on the server wins over it.
     """
 
-    schedule: str | None = Field(
+    schedule: CronSchedule = Field(
         default=None, description='A five-field cron schedule, e.g. "0 3 * * 1" (Mondays 03:00)'
     )
-    timezone: str = Field(default="UTC", description="The IANA time zone of the schedule")
+    timezone: TimeZoneName = Field(default="UTC", description="The IANA time zone of the schedule")
     mode: Literal["promote", "pull-request"] = Field(
         default="promote",
         description="promote: a better model becomes the champion at once",
     )
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        from modelci.retrain.schedule import check_cron
-
-        return None if value is None else check_cron(value)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from modelci.retrain.schedule import check_timezone
-
-        check_timezone(value)
-        return value
 
     @field_validator("mode")
     @classmethod

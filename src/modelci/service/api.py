@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from modelci.errors import ModelCIError, Unauthorized
 from modelci.github import BadDelivery, InvalidSignature, parse_delivery, verify_signature
 from modelci.github.sansio import SIGNATURE_HEADER
+from modelci.runner.config import CronSchedule, TimeZoneName
 from modelci.service.intake import submit_delivery
 from modelci.service.jobs import JobConflict, JobNotFound, ProcrastinateQueue
 from modelci.service.pullrequests import RetrainJob
@@ -129,25 +130,10 @@ class RetrainQueued(BaseModel):
 class ScheduleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    schedule: str | None = Field(
+    schedule: CronSchedule = Field(
         max_length=200, description='Five cron fields, e.g. "0 3 * * 1"; null: no schedule'
     )
-    timezone: str = Field(default="UTC", max_length=100, description="An IANA time zone")
-
-    @field_validator("schedule")
-    @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        from modelci.retrain.schedule import check_cron
-
-        return None if value is None else check_cron(value)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        from modelci.retrain.schedule import check_timezone
-
-        check_timezone(value)
-        return value
+    timezone: TimeZoneName = Field(default="UTC", max_length=100, description="An IANA time zone")
 
 
 class ScheduleView(BaseModel):
