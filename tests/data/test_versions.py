@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelci.data.versions import data_version, data_version_from_tag, data_version_tag
+from modelci.data.versions import data_version, data_version_tag
+from modelci.deliver.modelspec import parse_data_version
 from modelci.runner.checkout import open_mirror
 from tests.conftest import GitRepo, commit_files
 
@@ -36,6 +37,6 @@ def test_every_output_of_the_commit_with_its_md5(make_repo: GitRepo, tmp_path: P
     )
     found = data_version(mirror, mirror.resolve("HEAD"))  # resolving fetches the commit
     assert found == {"data/features": "b" * 32 + ".dir", "data/train.csv": "a" * 32}
-    assert data_version_from_tag(data_version_tag(found)) == found
-    assert data_version_from_tag(None) is None
-    assert data_version_from_tag("cut short…") is None
+    assert parse_data_version(data_version_tag(found)) == found
+    assert parse_data_version(None) is None
+    assert parse_data_version("cut short…") is None

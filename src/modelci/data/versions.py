@@ -17,7 +17,7 @@ from modelci.data.changes import MAX_POINTERS, is_pointer, pointer_outs
 from modelci.errors import ModelCIError
 from modelci.runner.checkout import Mirror
 
-__all__ = ["EMPTY_TREE", "data_version", "data_version_from_tag", "data_version_tag"]
+__all__ = ["EMPTY_TREE", "data_version", "data_version_tag"]
 
 # git's empty tree: diffing a commit against it lists every file the commit holds.
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -49,16 +49,3 @@ def data_version_tag(version: Mapping[str, str]) -> str:
     """The data version as an MLflow tag value (tags are strings, at most 5,000 chars)."""
     text = json.dumps(dict(sorted(version.items())), separators=(",", ":"))
     return text if len(text) <= 5000 else text[:4990] + "…"
-
-
-def data_version_from_tag(value: str | None) -> dict[str, str] | None:
-    """The mapping a tag holds; None when there is no tag or it was cut short."""
-    if value is None:
-        return None
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        return None
-    if not isinstance(parsed, dict):
-        return None
-    return {str(k): str(v) for k, v in parsed.items()}

@@ -28,6 +28,7 @@ __all__ = [
     "ModelRegistry",
     "ModelVersion",
     "ServingSpec",
+    "parse_data_version",
 ]
 
 SERVING_SPEC_FILE = "modelci-serving.json"
@@ -42,6 +43,18 @@ COLUMN_TYPES = frozenset(
     {"double", "float", "long", "integer", "boolean", "string", "binary", "datetime"}
 )
 LOADERS = frozenset({"pickle", "joblib", "cloudpickle"})
+
+
+def parse_data_version(value: str | None) -> dict[str, str] | None:
+    """The DVC output path -> md5 mapping a data-version tag holds; None when there is
+    no tag or it was cut short (``data.versions.data_version_tag`` writes it)."""
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return None
+    return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else None
 
 
 @dataclass(frozen=True)
@@ -131,14 +144,7 @@ class ModelVersion:
     @property
     def data_version(self) -> dict[str, str] | None:
         """DVC output path -> md5 it was trained on; None when not recorded."""
-        value = self.tags.get(DATA_VERSION_TAG)
-        if value is None:
-            return None
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return None
-        return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else None
+        return parse_data_version(self.tags.get(DATA_VERSION_TAG))
 
 
 class ModelRegistry(Protocol):

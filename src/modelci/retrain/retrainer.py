@@ -244,20 +244,12 @@ class Retrainer:
         say(ROLE, "promoted" if decision.promote else "registered, not promoted")
 
     def _score(self, version: ModelVersion, plan: ScoringPlan) -> Scored:
-        from modelci.scoring.scorer import score_model
+        from modelci.scoring.plan import score_on_plan
 
+        launcher = self.deliverer.evaluator.scoring_launcher()
         settings = self.deliverer.settings
-        return score_model(
-            self.deliverer.evaluator.scoring_launcher(),
-            version.model_dir,
-            plan.config.metrics,
-            dataset=plan.dataset,
-            dataset_label=plan.label,
-            target=plan.config.target,
-            batch_rows=settings.scoring_batch_rows,
-            max_rows=settings.scoring_max_rows,
-            name=version.name,
-            version=version.version,
+        return score_on_plan(
+            launcher, version.model_dir, plan, settings, name=version.name, version=version.version
         )
 
     def _event(

@@ -43,6 +43,7 @@ __all__ = [
     "TrackedReader",
     "commit_plan",
     "open_plan",
+    "score_on_plan",
     "score_trained",
 ]
 
@@ -160,24 +161,45 @@ def score_trained(
 ) -> Scored:
     """Collect the model the run trained (as delivery does) and score it on the plan's rows."""
     from modelci.deliver.modelartifacts import collect_model
-    from modelci.scoring.scorer import score_model
 
     side = trained.side
     scratch = Path(tempfile.mkdtemp(prefix="scoring-model-", dir=settings.data_dir))
     try:
         model_dir = scratch / "model"
         collect_model(trained, model_dir)
-        return score_model(
+        return score_on_plan(
             launcher,
             model_dir,
-            plan.config.metrics,
-            dataset=plan.dataset,
-            dataset_label=plan.label,
-            target=plan.config.target,
-            batch_rows=settings.scoring_batch_rows,
-            max_rows=settings.scoring_max_rows,
+            plan,
+            settings,
             name=f"{side.role}-{side.sha[:12]}",
             version=side.seed,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def score_on_plan(
+    launcher: Launcher,
+    model_dir: Path,
+    plan: ScoringPlan,
+    settings: Settings,
+    *,
+    name: str,
+    version: int,
+) -> Scored:
+    """The model in ``model_dir`` scored by modelci on the plan's rows and metrics."""
+    from modelci.scoring.scorer import score_model
+
+    return score_model(
+        launcher,
+        model_dir,
+        plan.config.metrics,
+        dataset=plan.dataset,
+        dataset_label=plan.label,
+        target=plan.config.target,
+        batch_rows=settings.scoring_batch_rows,
+        max_rows=settings.scoring_max_rows,
+        name=name,
+        version=version,
+    )
