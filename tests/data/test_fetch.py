@@ -9,13 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uv
 
 from modelci.evaluate.evaluation import EvaluationRequest, EvaluationResult, Evaluator
-from modelci.runner.environments import EnvironmentManager
-from modelci.runner.sandbox import make_sandbox
 from modelci.settings import Settings
-from modelci.store.db import open_database
 from tests.conftest import commit_files, git
 from tests.data.dvcrepos import (
     commit_data,
@@ -26,6 +22,7 @@ from tests.data.dvcrepos import (
     dvc_repo,
     fetch_clone,
 )
+from tests.evaluate.test_evaluation import open_evaluator
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -56,18 +53,8 @@ def settings(place: Path) -> Settings:
 def evaluator(settings: Settings, shared_envs: Path) -> Iterator[Evaluator]:
     # One environments dir for the session (tests/conftest.py): modelci's DVC
     # environment is built once, not once per test.
-    db = open_database(settings)
-    try:
-        yield Evaluator(
-            settings=settings,
-            database=lambda: db,
-            sandbox=make_sandbox(),
-            environments=EnvironmentManager(
-                envs_dir=shared_envs, python=settings.python, uv_bin=uv.find_uv_bin()
-            ),
-        )
-    finally:
-        db.close()
+    with open_evaluator(settings, shared_envs) as made:
+        yield made
 
 
 def allow(settings: Settings, repo: Path, text: str) -> None:

@@ -10,6 +10,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,8 +57,10 @@ def settings() -> Iterator[Settings]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-@pytest.fixture
-def evaluator(settings: Settings) -> Iterator[Evaluator]:
+@contextmanager
+def open_evaluator(settings: Settings, envs_dir: Path | None = None) -> Iterator[Evaluator]:
+    """An evaluator on ``settings``' store; ``envs_dir`` shared between tests (the
+    session's, for modelci's DVC environment), else the data dir's own."""
     db: Database = open_database(settings)
     try:
         yield Evaluator(
@@ -65,11 +68,19 @@ def evaluator(settings: Settings) -> Iterator[Evaluator]:
             database=lambda: db,
             sandbox=make_sandbox(),
             environments=EnvironmentManager(
-                envs_dir=settings.envs_dir, python=settings.python, uv_bin=uv.find_uv_bin()
+                envs_dir=envs_dir or settings.envs_dir,
+                python=settings.python,
+                uv_bin=uv.find_uv_bin(),
             ),
         )
     finally:
         db.close()
+
+
+@pytest.fixture
+def evaluator(settings: Settings) -> Iterator[Evaluator]:
+    with open_evaluator(settings) as made:
+        yield made
 
 
 def model_repo(make_repo: GitRepo, skill: float = 0.7) -> Path:

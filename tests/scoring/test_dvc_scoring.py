@@ -14,16 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uv
 
 from modelci.evaluate.evaluation import Evaluator
-from modelci.runner.environments import EnvironmentManager
-from modelci.runner.sandbox import make_sandbox
 from modelci.settings import Settings
-from modelci.store.db import open_database
 from tests.conftest import commit_files, git
 from tests.data.dvcrepos import dvc, dvc_repo
 from tests.data.test_fetch import allow, evaluate, place, settings
+from tests.evaluate.test_evaluation import open_evaluator
 from tests.scoring.test_scored_evaluation import MODEL_LIB, by_name, holdout, honest_accuracy
 
 __all__ = ["place", "settings"]  # fixtures shared with test_fetch
@@ -62,18 +59,10 @@ scoring: {file: data/holdout.csv, target: label, metrics: [accuracy]}
 
 @pytest.fixture
 def evaluator(settings: Settings, shared_envs: Path) -> Iterator[Evaluator]:
-    db = open_database(settings)
-    try:
-        yield Evaluator(
-            settings=settings,
-            database=lambda: db,
-            sandbox=make_sandbox(),
-            environments=EnvironmentManager(
-                envs_dir=shared_envs, python=settings.python, uv_bin=uv.find_uv_bin()
-            ),
-        )
-    finally:
-        db.close()
+    # One environments dir for the session (tests/conftest.py): modelci's DVC
+    # environment is built once, not once per test.
+    with open_evaluator(settings, shared_envs) as made:
+        yield made
 
 
 def perfect_rows(cut: float) -> str:
