@@ -1,7 +1,9 @@
 """How long does getting a commit's DVC data take: the tutorial's way against modelci's?
 
-Builds a real DVC repository (git + DVC from this interpreter, a local-directory
-remote): a directory of ``--files`` files totalling ``--small-mb`` MB tracked by
+Builds a real DVC repository (git + DVC from this interpreter; ``--remote local``:
+a local-directory remote, the tutorial's best case; ``--remote s3``: the S3 API, as
+the tutorials' remotes are, served by moto on loopback, so no network delay counts
+against the tutorial): a directory of ``--files`` files totalling ``--small-mb`` MB tracked by
 one .dvc file, plus one ``--big-mb`` MB file (random bytes, so nothing
 compresses), pushed to the remote. Then, in one run, side by side:
 
@@ -25,12 +27,13 @@ is built once before timing (once per server, not per repository) and kept in
 ``/var/tmp/modelci-bench-envs``. Needs root and bubblewrap (the fetch's sandbox).
 
     python bench/data_fetch.py [--small-mb 200] [--files 1000] [--big-mb 500]
-                               [--repeat 3] [--quick] [--dir /var/tmp]
+                               [--repeat 3] [--quick] [--dir /var/tmp] [--remote local|s3]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import statistics
@@ -38,7 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +64,57 @@ ENVS_DIR = Path("/var/tmp/modelci-bench-envs")  # kept between runs: the env tak
 MB = 1024 * 1024
 REPOSITORY = "bench/dvc-data"
 TARGET = 20.0  # cached must be this many times faster than the tutorial's way
+BUCKET_URL = "s3://bench-bucket/data"
+KEY_ID, SECRET = "AKIAMODELCIBENCH0001", "moto-bench-secret"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Where the data is pushed, and the options a developer or the tutorial's CI
+    (from its secrets) sets locally to reach it (``dvc remote modify --local``)."""
+
+    url: str
+    local_options: tuple[tuple[str, str], ...] = ()
+    server_entry: str = ""  # modelci's side: the remote's section of dvc-remotes.toml
+
+
+@contextmanager
+def remote_for(kind: str, place: Path) -> Iterator[Remote]:
+    if kind == "local":
+        yield Remote(str(place / "remote"))
+        return
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket="bench-bucket")
+    os.environ["BENCH_KEY_ID"], os.environ["BENCH_SECRET"] = KEY_ID, SECRET
+    try:
+        yield Remote(
+            BUCKET_URL,
+            (("endpointurl", endpoint), ("access_key_id", KEY_ID), ("secret_access_key", SECRET)),
+            f'[repositories."{REPOSITORY}".remotes.storage]\n'
+            'access_key_id_env = "BENCH_KEY_ID"\nsecret_access_key_env = "BENCH_SECRET"\n'
+            f'endpoint_url = "{endpoint}"\n',
+        )
+    finally:
+        server.stop()
+
+
+def configure_remote(repo: Path, remote: Remote) -> None:
+    for option, value in remote.local_options:
+        dvc(repo, "remote", "modify", "--local", "storage", option, value)
 
 
 def run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -80,15 +135,18 @@ def write_random(path: Path, size: int) -> None:
             out.write(os.urandom(min(8 * MB, size - start)))
 
 
-def build_repository(place: Path, files: int, small_mb: float, big_mb: float) -> Path:
+def build_repository(
+    place: Path, files: int, small_mb: float, big_mb: float, remote: Remote
+) -> Path:
     """The repository and its pushed remote; returns the repository."""
-    repo, remote = place / "repo", place / "remote"
+    repo = place / "repo"
     repo.mkdir()
     run(["git", "init", "--quiet"], cwd=repo)
     run(["git", "config", "user.email", "bench@example.com"], cwd=repo)
     run(["git", "config", "user.name", "bench"], cwd=repo)
     dvc(repo, "init", "--quiet")
-    dvc(repo, "remote", "add", "-d", "storage", str(remote))
+    dvc(repo, "remote", "add", "-d", "storage", remote.url)
+    configure_remote(repo, remote)
     small = repo / "data" / "small"
     small.mkdir(parents=True)
     each = int(small_mb * MB) // max(files, 1)
@@ -114,11 +172,13 @@ class Timing:
     fetch_seconds: float  # modelci: the fetch alone, without the checkout
 
 
-def tutorial_way(repo: Path, work: Path) -> Timing:
-    """A fresh clone and `dvc pull`, as the tutorials' CI does every run."""
+def tutorial_way(repo: Path, work: Path, remote: Remote) -> Timing:
+    """A fresh clone and `dvc pull`, as the tutorials' CI does every run (its secrets
+    set as the remote's local options)."""
     dst = work / "clone"
     started = time.perf_counter()
     run(["git", "clone", "--quiet", str(repo), str(dst)])
+    configure_remote(dst, remote)
     pulled = time.perf_counter()
     dvc(dst, "pull", "--quiet")
     seconds = time.perf_counter() - started
@@ -192,6 +252,13 @@ def main() -> None:
         help="where the repository, its remote and modelci's data dir go (its file system "
         "decides whether copies can be reflinks)",
     )
+    parser.add_argument(
+        "--remote",
+        choices=("local", "s3"),
+        default="local",
+        help="local: a directory on this disk (the tutorial's best case); s3: the S3 API "
+        "(moto on loopback), as the tutorials' CI pulls from",
+    )
     args = parser.parse_args()
     if args.quick:
         args.small_mb, args.files, args.big_mb, args.repeat = 4, 20, 4, 1
@@ -207,13 +274,18 @@ def main() -> None:
 
 
 def report(place: Path, args: argparse.Namespace) -> None:
-    repo = build_repository(place, args.files, args.small_mb, args.big_mb)
+    with remote_for(args.remote, place) as remote:
+        compare_ways(place, args, remote)
+
+
+def compare_ways(place: Path, args: argparse.Namespace, remote: Remote) -> None:
+    repo = build_repository(place, args.files, args.small_mb, args.big_mb, remote)
     total = args.small_mb + args.big_mb
     settings = Settings(data_dir=place / "data", database_url=f"sqlite:///{place}/store.db")
     settings.prepare_data_dir()
     settings.dvc_remotes_path.write_text(
-        f'[repositories."{REPOSITORY}"]\nallowed_urls = ["{place / "remote"}"]\n'
-        f"max_fetch_mb = {int(total * 2) + 64}\n"
+        f'[repositories."{REPOSITORY}"]\nallowed_urls = ["{remote.url}"]\n'
+        f"max_fetch_mb = {int(total * 2) + 64}\n" + remote.server_entry
     )
     environments = EnvironmentManager(
         envs_dir=ENVS_DIR, python=settings.python, uv_bin=uv.find_uv_bin()
@@ -251,7 +323,7 @@ def report(place: Path, args: argparse.Namespace) -> None:
 
     runs = measure(
         {
-            "tutorial: git clone + dvc pull": lambda: tutorial_way(repo, work),
+            "tutorial: git clone + dvc pull": lambda: tutorial_way(repo, work, remote),
             "modelci cold (empty cache)": cold,
             "modelci cached (second checkout)": lambda: modelci_way(warm, mirror, sha, settings),
             "floor: cp -r of the same data": lambda: plain_copy(repo, work),
@@ -262,7 +334,8 @@ def report(place: Path, args: argparse.Namespace) -> None:
     base = median(tutorial)
     table = Table(
         title=f"A commit's DVC data: {args.files} files / {args.small_mb:g} MB + one "
-        f"{args.big_mb:g} MB file (medians of {args.repeat}; best: the fastest run)"
+        f"{args.big_mb:g} MB file, {args.remote} remote (medians of {args.repeat}; best: the "
+        "fastest run)"
     )
     columns = ("way", "seconds", "best", "of which data", "MB fetched", "tutorial / this")
     for column in columns:
