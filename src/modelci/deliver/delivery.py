@@ -39,7 +39,7 @@ from modelci.errors import (
     ModelNotFound,
     NeedsGpuWorker,
 )
-from modelci.evaluate.evaluation import Evaluator, Reporter, SideResult, TrainedCommit
+from modelci.evaluate.evaluation import Evaluator, Reporter, SideResult
 from modelci.runner.checkout import open_mirror, repository_name
 from modelci.runner.config import RepoConfig
 from modelci.settings import Settings
@@ -67,7 +67,6 @@ class _How:
     promote: bool
     reuse: bool
     trigger: str
-    keep: Callable[[TrainedCommit], None] | None
 
 
 class Deliverer:
@@ -123,7 +122,6 @@ class Deliverer:
         promote: bool = True,
         reuse: bool = True,
         trigger: str = "merge",
-        keep: Callable[[TrainedCommit], None] | None = None,
     ) -> DeliveryResult:
         """Train ``ref`` of ``repo``, register it and promote it if it passes the gates.
 
@@ -132,10 +130,9 @@ class Deliverer:
 
         A retrain passes ``promote=False`` (it judges the new version itself, on
         rows it scores both models on), ``reuse=False`` (it trains even a commit
-        registered before: the data may have moved), its ``trigger``, and ``keep``,
-        called while the trained work dir still exists.
+        registered before: the data may have moved) and its ``trigger``.
         """
-        how = _How(promote=promote, reuse=reuse, trigger=trigger, keep=keep)
+        how = _How(promote=promote, reuse=reuse, trigger=trigger)
         result = DeliveryResult(repo=repo, ref=ref)
         evaluator = self.evaluator.with_reporter(reporter) if reporter else self.evaluator
         say = evaluator.reporter.update
@@ -197,8 +194,6 @@ class Deliverer:
                 result.model_name = model_name_for(repo, trained.config)
                 say(ROLE, "collecting the model")
                 params, tags = collect_model(trained, staging / "model")
-                if how.keep is not None:
-                    how.keep(trained)
             result.metrics, result.timings = dict(side.metrics), dict(side.timings)
             say(ROLE, "registering in MLflow")
             tags[TRIGGER_TAG] = how.trigger
