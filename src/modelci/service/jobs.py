@@ -53,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
@@ -295,30 +295,29 @@ def _evaluate(context: JobContext, fields: dict[str, Any]) -> None:
 
 def _deliver(context: JobContext, fields: dict[str, Any]) -> None:
     services = _get_services()
-    deliver = services.deliver
-    if deliver is None:
-        raise RuntimeError("this worker cannot deliver models (no delivery service installed)")
     job = DeliveryJob(**fields)
-    _run_cancellable(
-        context,
-        f"the delivery of {job.repo} at {job.sha[:7]}",
-        lambda cancel: deliver(job, cancel),
-        services.job_timeout_s,
-    )
+    run = _installed(services.deliver, "deliver models (no delivery service installed)")
+    what = f"the delivery of {job.repo} at {job.sha[:7]}"
+    _run_cancellable(context, what, lambda cancel: run(job, cancel), services.job_timeout_s)
 
 
 def _retrain(context: JobContext, fields: dict[str, Any]) -> None:
     services = _get_services()
-    retrain = services.retrain
-    if retrain is None:
-        raise RuntimeError("this worker cannot retrain models (no retrain service installed)")
     job = RetrainJob(**fields)
-    _run_cancellable(
-        context,
-        f"the retrain of {job.repo} at {job.ref}",
-        lambda cancel: retrain(job, cancel),
-        services.job_timeout_s,
-    )
+    run = _installed(services.retrain, "retrain models (no retrain service installed)")
+    what = f"the retrain of {job.repo} at {job.ref}"
+    _run_cancellable(context, what, lambda cancel: run(job, cancel), services.job_timeout_s)
+
+
+_Job = TypeVar("_Job")
+
+
+def _installed(
+    service: Callable[[_Job, threading.Event], None] | None, what: str
+) -> Callable[[_Job, threading.Event], None]:
+    if service is None:
+        raise RuntimeError(f"this worker cannot {what}")
+    return service
 
 
 _DELIVERY_RETRY = _Retry(max_attempts=5, wait=2, exponential_wait=2)
