@@ -46,6 +46,7 @@ from modelci.settings import Settings
 
 if TYPE_CHECKING:
     from modelci.deliver.tracking import Registry
+    from modelci.scoring.plan import ScoringPlan
     from modelci.store.db import Database
 
 __all__ = ["Deliverer", "DeliveryResult", "deliver_commit", "deliverer_for", "model_name_for"]
@@ -67,6 +68,7 @@ class _How:
     promote: bool
     reuse: bool
     trigger: str
+    scoring: ScoringPlan | None  # the caller's, already open (a retrain scores with it too)
 
 
 class Deliverer:
@@ -122,6 +124,7 @@ class Deliverer:
         promote: bool = True,
         reuse: bool = True,
         trigger: str = "merge",
+        scoring: ScoringPlan | None = None,
     ) -> DeliveryResult:
         """Train ``ref`` of ``repo``, register it and promote it if it passes the gates.
 
@@ -130,9 +133,10 @@ class Deliverer:
 
         A retrain passes ``promote=False`` (it judges the new version itself, on
         rows it scores both models on), ``reuse=False`` (it trains even a commit
-        registered before: the data may have moved) and its ``trigger``.
+        registered before: the data may have moved), its ``trigger``, and the
+        ``scoring`` plan it opened for this commit (read once, not twice).
         """
-        how = _How(promote=promote, reuse=reuse, trigger=trigger)
+        how = _How(promote=promote, reuse=reuse, trigger=trigger, scoring=scoring)
         result = DeliveryResult(repo=repo, ref=ref)
         evaluator = self.evaluator.with_reporter(reporter) if reporter else self.evaluator
         say = evaluator.reporter.update
@@ -169,7 +173,9 @@ class Deliverer:
         mirror = open_mirror(repo, self.settings.mirrors_dir, git_env=git_env)
         result.sha = side.sha = mirror.resolve(result.ref)
         config = delivery_config(mirror, result.sha)
-        if config.scoring is not None:
+        if how.scoring is not None:
+            side.scoring = how.scoring
+        elif config.scoring is not None:
             # Opened before the key: the scored rows' checksum is part of it.
             say(ROLE, "reading the scoring data")
             side.scoring = stack.enter_context(

@@ -168,7 +168,7 @@ class Retrainer:
             delivered = deliverer.deliver(
                 result.repo, sha, actor=result.actor, cancel=cancel, git_env=git_env,
                 reporter=reporter, gpu_allowed=gpu_allowed, promote=False, reuse=False,
-                trigger=result.trigger,
+                trigger=result.trigger, scoring=plan,
             )  # fmt: skip
             if delivered.error is not None:
                 result.decision, result.error = "failed", delivered.error
