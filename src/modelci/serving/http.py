@@ -29,6 +29,7 @@ from starlette.routing import Route
 
 from modelci.errors import BadRequest, ModelCIError
 from modelci.service.api import predict_auth
+from modelci.serving.feedback import FEEDBACK_BODY, parse_feedback, record_feedback
 from modelci.serving.form import render_form
 from modelci.serving.manager import ServingManager
 from modelci.serving.openapi import ModelDoc, describe
@@ -37,6 +38,7 @@ from modelci.serving.service import ModelService
 __all__ = ["create_serving_app", "mount_serving"]
 
 _MAX_BODY = 64 << 20  # bytes of a predict request
+_MAX_FEEDBACK_BODY = 1 << 20
 _DOCS_ASSETS = "/docs-assets"
 
 
@@ -96,9 +98,11 @@ async def _predict(service: ModelService, request: Request) -> Response:
         + orjson.dumps(service.name)
         + b',"version":'
         + str(result.version).encode()
-        + b"}",
+        + b',"request_id":"'
+        + result.request_id.encode()
+        + b'"}',
         media_type="application/json",
-        headers={"x-model-version": str(result.version)},
+        headers={"x-model-version": str(result.version), "x-request-id": result.request_id},
     )
 
 
@@ -139,6 +143,32 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
         except ModelCIError as exc:
             return _json({"detail": str(exc)}, 409 if len(manager.services) > 1 else 404)
         return await _predict(service, request)
+
+    @app.post(
+        prefix + "/models/{name:path}/feedback",
+        tags=["serving"],
+        summary="The true labels of a served request, for the live metric",
+        dependencies=auth,
+        openapi_extra={"requestBody": FEEDBACK_BODY},
+    )
+    async def feedback(name: str, request: Request) -> Response:
+        try:
+            manager.get(name)
+            body = await _read_body(request, _MAX_FEEDBACK_BODY)
+            if body is None:
+                return _json({"detail": "the body is over 1 MB: send one request's labels"}, 413)
+            parsed = parse_feedback(body)
+            if manager.sessions is None:
+                return _json({"detail": "this server keeps no prediction log to attach it to"}, 409)
+            matched = await run_in_threadpool(record_feedback, manager.sessions, name, parsed)
+        except ClientDisconnect:
+            return _json({"detail": "the client closed the connection before its body"}, 400)
+        except ModelCIError as exc:
+            return _error(exc)
+        return _json(
+            {"request_id": parsed.request_id, "labels": len(parsed.labels), "matched": matched},
+            200 if matched else 202,
+        )
 
     # Without it, GET /models/NAME/predict would reach GET /models/{name:path} and
     # answer that no model is named "NAME/predict".

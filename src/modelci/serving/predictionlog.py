@@ -55,6 +55,7 @@ class LoggedBatch:
     predictions: list[Any]
     latency_ms: float
     created_at: dt.datetime
+    request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class _Entry:
     latency_ms: float
     created_at: dt.datetime
     payload: bytes  # JSON [inputs, outputs]
+    request_id: str | None
 
     @property
     def size(self) -> int:
@@ -125,7 +127,14 @@ class PredictionLog:
         except TypeError:
             self._drop(batch.model_name, 1, "it cannot be encoded as JSON")
             return
-        entry = _Entry(batch.model_name, batch.version, batch.latency_ms, batch.created_at, payload)
+        entry = _Entry(
+            batch.model_name,
+            batch.version,
+            batch.latency_ms,
+            batch.created_at,
+            payload,
+            batch.request_id,
+        )
         with self._cond:
             if (
                 self._held_bytes + entry.size > self.max_bytes
@@ -351,4 +360,5 @@ def _row(entry: _Entry) -> dict[str, Any]:
         "outputs": outputs,
         "latency_ms": entry.latency_ms,
         "created_at": entry.created_at,
+        "request_id": entry.request_id,
     }

@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ class Prediction:
     predictions: list[Any]
     version: int
     latency_ms: float
+    # Names the request in the prediction log: feedback (the true labels) refers to it.
+    request_id: str
 
 
 class ModelService:
@@ -179,6 +182,7 @@ class ModelService:
 
     def _done(self, loaded: Loaded, batch: Batch, outputs: list[Any], started: float) -> Prediction:
         latency = (time.perf_counter() - started) * 1000
+        request_id = uuid.uuid4().hex
         if self._log is not None:
             self._log.add(
                 LoggedBatch(
@@ -188,9 +192,10 @@ class ModelService:
                     outputs,
                     latency,
                     dt.datetime.now(dt.UTC),
+                    request_id,
                 )
             )
-        return Prediction(outputs, loaded.version.version, latency)
+        return Prediction(outputs, loaded.version.version, latency, request_id)
 
     def _why_unavailable(self) -> str:
         if self.champion_version is None:

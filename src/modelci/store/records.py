@@ -255,6 +255,8 @@ class PredictionRecord(Base):
     outputs: Mapped[Any] = mapped_column(JsonType)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
+    # What predict answered as request_id; feedback (true labels) names it.
+    request_id: Mapped[str | None] = mapped_column(String(32), index=True)
 
 
 def get_or_create_repository(session: Session, *, url: str, name: str) -> Repository:
@@ -641,5 +643,6 @@ def job_failures(session: Session, *, job_ids: list[int]) -> dict[int, JobFailur
 
 # Tables defined in modules of their own join Base's metadata when records is
 # imported, so the migrations are checked against every model.
+from modelci.store import monitoring as _monitoring  # noqa: E402, F401
 from modelci.store import retrains as _retrains  # noqa: E402, F401
 from modelci.store import schedules as _schedules  # noqa: E402, F401

@@ -1,0 +1,126 @@
+"""Feedback: the true labels of served predictions, for the live metric.
+
+Predict answers a ``request_id``; when the truth is known (a customer churned, a
+claim was fraud) the client posts it to ``POST /models/{name}/feedback``::
+
+    {"request_id": "…", "label": 1}            # a one-row request
+    {"request_id": "…", "labels": [1, 0, 1]}   # one label per row, in order
+
+The prediction log is written in batches off the request path, so feedback may
+arrive before its prediction is stored: it is kept anyway (``matched: false``)
+and joins the prediction once it is there. When the prediction is stored, the
+number of labels must equal its rows. The monitoring job joins labels with
+predictions per window (``monitor.live``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from modelci.errors import BadRequest
+
+__all__ = ["FEEDBACK_BODY", "Feedback", "parse_feedback", "record_feedback"]
+
+MAX_LABELS = 10_000
+_LABEL = {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]}
+# The body as OpenAPI describes it (the route parses it itself, as predict does).
+FEEDBACK_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["request_id"],
+                "properties": {
+                    "request_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                    "label": _LABEL,
+                    "labels": {
+                        "type": "array",
+                        "items": _LABEL,
+                        "minItems": 1,
+                        "maxItems": MAX_LABELS,
+                    },
+                },
+            }
+        }
+    },
+}
+_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
+SessionFactory = Callable[[], AbstractContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class Feedback:
+    request_id: str
+    labels: list[Any]
+
+
+def _problem(loc: list[str | int], msg: str) -> BadRequest:
+    return BadRequest(msg, errors=[{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
+def parse_feedback(body: bytes) -> Feedback:
+    """The feedback in a request body; BadRequest naming the field that is wrong."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise _problem(["body"], f"the body is not JSON ({exc}); send an object") from None
+    if not isinstance(payload, dict):
+        raise _problem(["body"], 'send an object: {"request_id": "...", "label": value}')
+    unknown = sorted(set(payload) - {"request_id", "label", "labels"})
+    if unknown:
+        raise _problem(
+            ["body", unknown[0]],
+            f"unknown field {unknown[0]!r}: send request_id and label (one row) or labels",
+        )
+    request_id = payload.get("request_id")
+    if not isinstance(request_id, str) or not _REQUEST_ID.match(request_id):
+        raise _problem(
+            ["body", "request_id"],
+            "request_id must be the 32 hex characters predict answered as request_id",
+        )
+    if ("label" in payload) == ("labels" in payload):
+        raise _problem(
+            ["body", "labels"], "send either label (a one-row request) or labels (one per row)"
+        )
+    labels = [payload["label"]] if "label" in payload else payload["labels"]
+    if not isinstance(labels, list) or not labels:
+        raise _problem(["body", "labels"], "labels must be a non-empty list, one label per row")
+    if len(labels) > MAX_LABELS:
+        raise _problem(["body", "labels"], f"at most {MAX_LABELS} labels per request")
+    for index, label in enumerate(labels):
+        if isinstance(label, (dict, list)) or label is None:
+            raise _problem(["body", "labels", index], "a label is a number, a string or a boolean")
+    return Feedback(request_id, labels)
+
+
+def record_feedback(sessions: SessionFactory, model_name: str, feedback: Feedback) -> bool:
+    """Store it; True when its prediction is in the log (and the label count fits)."""
+    from modelci.store import monitoring
+
+    with sessions() as session:
+        logged = monitoring.prediction_by_request(
+            session, model_name=model_name, request_id=feedback.request_id
+        )
+        if logged is not None:
+            rows = len(logged.outputs) if isinstance(logged.outputs, list) else 1
+            if rows != len(feedback.labels):
+                raise _problem(
+                    ["body", "labels"],
+                    f"request {feedback.request_id} predicted {rows} rows and this feedback "
+                    f"has {len(feedback.labels)} labels: send one label per row, in order",
+                )
+        monitoring.save_feedback(
+            session,
+            model_name=model_name,
+            request_id=feedback.request_id,
+            labels=feedback.labels,
+        )
+    return logged is not None
