@@ -73,6 +73,8 @@ class ReferenceProfile(Base):
     source: Mapped[str] = mapped_column(Text)  # where its rows came from, for the report
     rows: Mapped[int] = mapped_column(Integer)
     profile: Mapped[bytes] = mapped_column(LargeBinary)
+    # The version's monitoring: section (window, overrides, alerts), as registered.
+    settings: Mapped[dict[str, Any]] = mapped_column(JsonType)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=_now)
 
 
@@ -119,17 +121,20 @@ class MonitorState(Base):
 
 
 def save_profile(
-    session: Session, *, model_name: str, version: int, source: str, rows: int, profile: bytes
+    session: Session,
+    *,
+    model_name: str,
+    version: int,
+    source: str,
+    rows: int,
+    profile: bytes,
+    settings: dict[str, Any],
 ) -> None:
     found = session.get(ReferenceProfile, (model_name, version))
     if found is None:
-        session.add(
-            ReferenceProfile(
-                model_name=model_name, version=version, source=source, rows=rows, profile=profile
-            )
-        )
-    else:
-        found.source, found.rows, found.profile = source, rows, profile
+        found = ReferenceProfile(model_name=model_name, version=version)
+        session.add(found)
+    found.source, found.rows, found.profile, found.settings = source, rows, profile, settings
     session.flush()
 
 

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("source", sa.Text, nullable=False),
         sa.Column("rows", sa.Integer, nullable=False),
         sa.Column("profile", sa.LargeBinary, nullable=False),
+        sa.Column("settings", Json, nullable=False),
         sa.Column("created_at", Stamp, nullable=False),
     )
     op.create_table(
