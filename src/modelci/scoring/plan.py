@@ -39,12 +39,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_TRACKED_BYTES",
+    "CommitFile",
     "ScoringPlan",
     "TrackedReader",
     "commit_plan",
+    "open_commit_file",
     "open_plan",
     "score_on_plan",
     "score_trained",
+    "tracked_reader",
 ]
 
 MAX_TRACKED_BYTES = 2 * 1024**3  # a DVC-tracked scoring file, copied out of the cache
@@ -83,6 +86,50 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class CommitFile:
+    """A data file of a commit, copied out where only modelci reads it."""
+
+    label: str  # "data/holdout.csv at 1a2b3c4", "... (DVC)"
+    checksum: str  # SHA-256, or md5:<md5> for a DVC-tracked file
+    path: Path
+
+
+@contextmanager
+def open_commit_file(
+    file: str,
+    *,
+    mirror: Mirror,
+    sha: str,
+    settings: Settings,
+    read_tracked: TrackedReader | None,
+    setting: str = "scoring.file",
+) -> Iterator[CommitFile]:
+    """``file`` as commit ``sha`` has it (committed, or tracked by DVC), in a private
+    copy removed on exit. ``setting`` names where the path came from, for errors."""
+    settings.prepare_data_dir()
+    private = Path(tempfile.mkdtemp(prefix="commit-file-", dir=settings.data_dir))
+    try:
+        dest = private / Path(file).name
+        if mirror.export_file(sha, file, dest):
+            yield CommitFile(f"{file} at {sha[:7]}", _sha256(dest), dest)
+            return
+        tracked = find_tracked(lambda path: mirror.read_file(sha, path), file, sha=sha)
+        if tracked is None or read_tracked is None:
+            raise DatasetError(
+                f"{setting} {file} is neither in commit {sha[:7]} nor tracked by "
+                f"DVC there (no {file}.dvc, .dvc file of a directory above it, or "
+                "dvc.lock output)",
+                hint="commit the file, track it with DVC (dvc add, then commit the .dvc "
+                "file), or hold it on the server (modelci datasets add) and name it with "
+                "scoring.dataset",
+            )
+        md5 = read_tracked(sha, tracked, dest)
+        yield CommitFile(f"{file} at {sha[:7]} (DVC)", f"md5:{md5}", dest)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
 @contextmanager
 def open_plan(
     config: ScoringConfig,
@@ -99,41 +146,17 @@ def open_plan(
         yield ScoringPlan(config, f"dataset '{config.dataset}'", info.sha256, info.path)
         return
     assert config.file is not None
-    settings.prepare_data_dir()
-    private = Path(tempfile.mkdtemp(prefix="scoring-", dir=settings.data_dir))
-    try:
-        dest = private / Path(config.file).name
-        if mirror.export_file(sha, config.file, dest):
-            yield ScoringPlan(config, f"{config.file} at {sha[:7]}", _sha256(dest), dest)
-            return
-        tracked = find_tracked(lambda path: mirror.read_file(sha, path), config.file, sha=sha)
-        if tracked is None or read_tracked is None:
-            raise DatasetError(
-                f"scoring.file {config.file} is neither in commit {sha[:7]} nor tracked by "
-                f"DVC there (no {config.file}.dvc, .dvc file of a directory above it, or "
-                "dvc.lock output)",
-                hint="commit the file, track it with DVC (dvc add, then commit the .dvc "
-                "file), or hold it on the server (modelci datasets add) and name it with "
-                "scoring.dataset",
-            )
-        md5 = read_tracked(sha, tracked, dest)
-        label = f"{config.file} at {sha[:7]} (DVC)"
-        yield ScoringPlan(config, label, f"md5:{md5}", dest)
-    finally:
-        shutil.rmtree(private, ignore_errors=True)
+    with open_commit_file(
+        config.file, mirror=mirror, sha=sha, settings=settings, read_tracked=read_tracked
+    ) as found:
+        yield ScoringPlan(config, found.label, found.checksum, found.path)
 
 
-def commit_plan(
-    config: ScoringConfig,
-    *,
-    mirror: Mirror,
-    sha: str,
-    repo: str,
-    settings: Settings,
-    fetcher: DataFetcher,
-) -> AbstractContextManager[ScoringPlan]:
-    """``open_plan`` for commit ``sha`` of ``repo``: a DVC-tracked file comes out of the
-    repository's DVC cache (the one its runs' fetches fill), fetched if need be."""
+def tracked_reader(
+    *, mirror: Mirror, repo: str, settings: Settings, fetcher: DataFetcher
+) -> TrackedReader:
+    """Reads a DVC-tracked file of ``repo`` out of its DVC cache (the one its runs'
+    fetches fill), fetched if need be."""
     from modelci.data.cache import read_tracked
     from modelci.runner.checkout import repository_name
 
@@ -150,6 +173,21 @@ def commit_plan(
             max_bytes=MAX_TRACKED_BYTES,
         )
 
+    return tracked
+
+
+def commit_plan(
+    config: ScoringConfig,
+    *,
+    mirror: Mirror,
+    sha: str,
+    repo: str,
+    settings: Settings,
+    fetcher: DataFetcher,
+) -> AbstractContextManager[ScoringPlan]:
+    """``open_plan`` for commit ``sha`` of ``repo``: a DVC-tracked file comes out of the
+    repository's DVC cache (the one its runs' fetches fill), fetched if need be."""
+    tracked = tracked_reader(mirror=mirror, repo=repo, settings=settings, fetcher=fetcher)
     return open_plan(config, mirror=mirror, sha=sha, settings=settings, read_tracked=tracked)
 
 
