@@ -32,6 +32,10 @@ def text_sparkline(values: list[float]) -> str:
 
 
 def _data_section(result: RetrainResult) -> str:
+    if result.proposal is not None:
+        # Nothing trained: the data is what the pull request changes.
+        paths = ", ".join(f"`{escape_markdown(p)}`" for p in sorted(result.refreshed))
+        return f"**Data:** the pull request updates {paths or 'no pointer'}.\n"
     if not result.data_version:
         return "**Data:** no DVC-tracked data.\n"
     lines = ["**Data changed since the champion was trained:**", ""]
