@@ -11,15 +11,19 @@ CLI, which has no GitHub App, gets a clear error instead of a proposal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
 from modelci import safeyaml
 from modelci.data.changes import pointer_outs
 from modelci.errors import ConfigError
+
+if TYPE_CHECKING:
+    from modelci.retrain.result import RetrainResult
+    from modelci.runner.checkout import Mirror
 
 __all__ = [
     "NOTHING_TO_PROPOSE",
@@ -29,6 +33,7 @@ __all__ = [
     "import_source",
     "no_proposer_error",
     "proposal_body",
+    "propose_refreshed",
 ]
 
 PROPOSAL_TITLE = "Retrain: data refreshed"
@@ -144,3 +149,36 @@ def proposal_body(
     if len(files) > MAX_LISTED:
         lines.append(f"\n…and {len(files) - MAX_LISTED} more pointer files.")
     return "\n".join(lines) + "\n"
+
+
+def propose_refreshed(
+    result: RetrainResult, mirror: Mirror, proposer: Proposer, say: Callable[[str], None]
+) -> None:
+    """Proposal mode for a resolved retrain: the pointers the refresh step updated
+    (``result.refreshed``) as a pull request into the retrained branch; decision
+    "proposed", or "skipped" when no import changed. Nothing trains either way."""
+    sha = result.sha
+    assert sha is not None
+    if not result.refreshed:
+        result.decision = "skipped"
+        result.reasons.append(NOTHING_TO_PROPOSE)
+        say(f"skipped: {NOTHING_TO_PROPOSE}")
+        return
+    before = {path: mirror.read_file(sha, path) for path in result.refreshed}
+    say("proposing the refreshed data as a pull request")
+    proposal = proposer.propose(
+        result.repo,
+        base_sha=sha,
+        base_branch=result.ref,
+        files=dict(result.refreshed),
+        title=PROPOSAL_TITLE,
+        body=proposal_body(result.refreshed, before, base_sha=sha),
+    )
+    result.proposal, result.decision = proposal, "proposed"
+    verb = "updated" if proposal.updated else "opened"
+    result.reasons.append(
+        f"retrain.mode is pull-request: the refreshed data was proposed in pull request "
+        f"#{proposal.number} ({verb}, branch {proposal.branch}) instead of training; "
+        "merging it delivers the model"
+    )
+    say(f"proposed: pull request #{proposal.number}")

@@ -39,13 +39,7 @@ from modelci.deliver.modelspec import DELIVERY_KEY_TAG, ModelVersion
 from modelci.errors import ConfigError, ModelCIError, NeedsGpuWorker
 from modelci.evaluate.compare import Comparison, MetricRule, compare, mark_scored
 from modelci.evaluate.evaluation import Evaluator, Reporter
-from modelci.retrain.proposal import (
-    NOTHING_TO_PROPOSE,
-    PROPOSAL_TITLE,
-    Proposer,
-    no_proposer_error,
-    proposal_body,
-)
+from modelci.retrain.proposal import Proposer, no_proposer_error, propose_refreshed
 from modelci.retrain.result import RetrainResult, Trigger
 from modelci.runner.checkout import Mirror, is_remote_url, open_mirror
 from modelci.runner.config import CONFIG_FILE, RepoConfig, RetrainMode, parse_config
@@ -208,32 +202,8 @@ class Retrainer:
     def _propose(
         self, result: RetrainResult, mirror: Mirror, proposer: Proposer, say: _Say
     ) -> None:
-        """Proposal mode: the refreshed pointers as a pull request into the retrained branch."""
-        sha = result.sha
-        assert sha is not None
-        if not result.refreshed:
-            result.decision = "skipped"
-            result.reasons.append(NOTHING_TO_PROPOSE)
-            say(ROLE, f"skipped: {NOTHING_TO_PROPOSE}")
-            return
-        before = {path: mirror.read_file(sha, path) for path in result.refreshed}
-        say(ROLE, "proposing the refreshed data as a pull request")
-        proposal = proposer.propose(
-            result.repo,
-            base_sha=sha,
-            base_branch=result.ref,
-            files=dict(result.refreshed),
-            title=PROPOSAL_TITLE,
-            body=proposal_body(result.refreshed, before, base_sha=sha),
-        )
-        result.proposal, result.decision = proposal, "proposed"
-        verb = "updated" if proposal.updated else "opened"
-        result.reasons.append(
-            f"retrain.mode is pull-request: the refreshed data was proposed in pull request "
-            f"#{proposal.number} ({verb}, branch {proposal.branch}) instead of training; "
-            "merging it delivers the model"
-        )
-        say(ROLE, f"proposed: pull request #{proposal.number}")
+        """Proposal mode, after the refresh step: see ``retrain.proposal.propose_refreshed``."""
+        propose_refreshed(result, mirror, proposer, lambda step: say(ROLE, step))
 
     def _judge(
         self,
