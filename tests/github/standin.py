@@ -7,7 +7,9 @@ credentials" to unknown or expired tokens, refuses check runs to personal
 tokens, validates bodies against the REST docs (required fields, enums,
 length limits, with GitHub-shaped 422s), answers documented shapes, supports
 ETag/304 on the pull request list, paginates with Link headers, can be told
-to rate-limit, and records every request. State lives in
+to rate-limit, and records every request. The Git Data API and pull request
+writes (:mod:`tests.github.standin_gitdata`) work on the repository served
+with ``serve_git``, and check an installation token's permissions. State lives in
 :class:`~tests.github.standin_state.StandInState`.
 """
 
@@ -28,13 +30,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.github.standin_endpoints import Endpoints, Reject
+from tests.github.standin_gitdata import GitDataEndpoints
 from tests.github.standin_state import Recorded, StandInState, Token
 
 # The versions GitHub's REST API accepts in X-GitHub-Api-Version.
 SUPPORTED_API_VERSIONS = ("2022-11-28", "2026-03-10")
 
 
-class StandIn(Endpoints):
+class StandIn(GitDataEndpoints, Endpoints):
     """The ASGI app plus the server thread; ``state`` is swapped for each test."""
 
     def __init__(self, state: StandInState) -> None:
@@ -88,7 +91,15 @@ class StandIn(Endpoints):
             route(repo + "/commits/{sha}/comments", self.create_commit_comment, "POST", "token"),
             route(repo + "/statuses/{sha}", self.create_status, "POST", "token"),
             route(repo + "/pulls", self.list_pulls, "GET", "token"),
+            route(repo + "/pulls", self.create_pull, "POST", "token"),
             route(repo + "/pulls/{n:int}", self.get_pull, "GET", "token"),
+            route(repo + "/pulls/{n:int}", self.update_pull, "PATCH", "token"),
+            route(repo + "/git/blobs", self.create_blob, "POST", "token"),
+            route(repo + "/git/trees", self.create_tree, "POST", "token"),
+            route(repo + "/git/commits", self.create_git_commit, "POST", "token"),
+            route(repo + "/git/commits/{sha}", self.get_git_commit, "GET", "token"),
+            route(repo + "/git/refs", self.create_git_ref, "POST", "token"),
+            route(repo + "/git/refs/{ref:path}", self.update_git_ref, "PATCH", "token"),
             route(repo + "/branches/{branch}", self.get_branch, "GET", "token"),
             route(repo, self.get_repo, "GET", "token"),
             route(repo + "/installation", self.get_repo_installation, "GET", "jwt"),

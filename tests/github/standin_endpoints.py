@@ -80,17 +80,28 @@ class Endpoints:
             )
         doc = "/apps/apps#create-an-installation-access-token-for-an-app"
         self._permitted(data, frozenset({"repositories", "repository_ids", "permissions"}), doc)
-        token = st.issue_token(iid)
+        granted = st.installation_permissions(iid)
+        asked = data.get("permissions") if isinstance(data, dict) else None
+        if asked is not None:
+            # A token may be narrowed, never widened, past what the installation holds.
+            probe = Token("", "installation", "", iid, None, granted)
+            if not isinstance(asked, dict) or not all(
+                access in ("read", "write") and probe.may(name, access)
+                for name, access in asked.items()
+            ):
+                raise validation_failed(
+                    "Installation",
+                    "permissions",
+                    "The permissions requested are not granted to this installation.",
+                    doc,
+                )
+            granted = dict(asked)
+        token = st.issue_token(iid, granted)
         assert token.expires_at is not None
         body = {
             "token": token.value,
             "expires_at": iso(token.expires_at),
-            "permissions": {
-                "checks": "write",
-                "issues": "write",
-                "pull_requests": "write",
-                "metadata": "read",
-            },
+            "permissions": granted,
             "repository_selection": "all",
         }
         return JSONResponse(body, status_code=201)
@@ -401,7 +412,20 @@ class Endpoints:
         self, request: Request, data: Any, token: Token, owner: str, repo: str
     ) -> Response:
         full_name = f"{owner}/{repo}"
-        pulls = [p for p in self.state.repos[full_name].pulls.values() if p["state"] == "open"]
+        query = request.query_params
+        state = query.get("state", "open")
+        # GitHub's filters: head as "owner:branch", base as a branch name.
+        head_owner, _, head_ref = query.get("head", "").rpartition(":")
+        pulls = [
+            p
+            for p in self.state.repos[full_name].pulls.values()
+            if state in ("all", p["state"])
+            and (
+                "head" not in query
+                or (p["head_ref"], p["head_repo"].split("/")[0]) == (head_ref, head_owner or owner)
+            )
+            and query.get("base", p["base_ref"]) == p["base_ref"]
+        ]
         pulls.sort(key=lambda p: p["updated_at"], reverse=True)
         return self._page(request, [self.state.pull_json(full_name, p) for p in pulls], etag=True)
 
@@ -444,7 +468,7 @@ class Endpoints:
             "app_slug": self.state.app_slug,
             "target_type": "Organization",
             "repository_selection": "selected",
-            "permissions": {"pull_requests": "write", "issues": "write", "checks": "write"},
+            "permissions": self.state.installation_permissions(iid),
             "events": ["pull_request", "push"],
         }
 
@@ -460,7 +484,7 @@ class Endpoints:
     ) -> Response:
         full_name = f"{owner}/{repo}"
         branch = ref.removeprefix("heads/")
-        sha = self.state.repos[full_name].branches.get(branch) if ref.startswith("heads/") else None
+        sha = self.state.branch_sha(full_name, branch) if ref.startswith("heads/") else None
         if sha is None:
             raise Reject(404, "Not Found", "/git/refs#get-a-reference")
         body = json.dumps(

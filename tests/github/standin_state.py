@@ -8,7 +8,9 @@ in :mod:`tests.github.standin` serves it.
 from __future__ import annotations
 
 import itertools
+import os
 import secrets
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,15 @@ from pathlib import Path
 from typing import Any
 
 DOCS = "https://docs.github.com/rest"
+# An installation's repository permissions unless a test sets others: what the
+# README asks an App for before proposal mode (contents read-only).
+APP_PERMISSIONS = {
+    "checks": "write",
+    "issues": "write",
+    "pull_requests": "write",
+    "contents": "read",
+    "metadata": "read",
+}
 # The legacy ``permission`` of each role, as GitHub reports it.
 ROLE_PERMISSION = {
     "admin": "admin",
@@ -50,6 +61,15 @@ class Token:
     login: str
     installation_id: int | None = None
     expires_at: float | None = None
+    # An installation token's permissions, fixed when it was issued (None: a personal token).
+    permissions: dict[str, str] | None = None
+
+    def may(self, permission: str, access: str) -> bool:
+        """Whether the token holds ``permission`` at ``access`` ("read" or "write")."""
+        if self.permissions is None:
+            return True
+        held = self.permissions.get(permission)
+        return held == "write" or (access == "read" and held == "read")
 
 
 @dataclass
@@ -88,6 +108,8 @@ class StandInState:
         self.clock: Callable[[], float] = time.time
         self.token_lifetime_s = 3600.0
         self.installations: set[int] = set()
+        # Per installation; tokens issued later carry them (see APP_PERMISSIONS).
+        self.permissions: dict[int, dict[str, str]] = {}
         self.repos: dict[str, Repo] = {}
         self.tokens: dict[str, Token] = {}
         self.requests: list[Recorded] = []
@@ -128,6 +150,29 @@ class StandInState:
         repo.clone_url = f"{self.host_url}/{full_name}.git"
         return repo.clone_url
 
+    def branch_sha(self, full_name: str, branch: str) -> str | None:
+        """A branch's head: what the test arranged (``branches``), else the served
+        repository's own branch (see :meth:`serve_git`)."""
+        repo = self.repos[full_name]
+        if branch in repo.branches:
+            return repo.branches[branch]
+        if repo.git_dir is None:
+            return None
+        done = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(repo.git_dir),
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                f"refs/heads/{branch}^{{commit}}",
+            ],
+            capture_output=True,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"},
+        )
+        return done.stdout.decode().strip() or None
+
     def set_role(self, full_name: str, login: str, role: str) -> None:
         self.repos[full_name].roles[login] = role
 
@@ -155,6 +200,7 @@ class StandInState:
             "number": number,
             "state": "open",
             "title": f"PR {number}",
+            "body": None,
             "head_sha": head_sha,
             "head_ref": head_ref,
             "head_repo": head_repo,
@@ -319,7 +365,10 @@ class StandInState:
                 return fault
         return None
 
-    def issue_token(self, installation_id: int) -> Token:
+    def installation_permissions(self, installation_id: int) -> dict[str, str]:
+        return dict(self.permissions.get(installation_id, APP_PERMISSIONS))
+
+    def issue_token(self, installation_id: int, permissions: dict[str, str] | None = None) -> Token:
         value = "ghs_" + secrets.token_hex(18)
         token = Token(
             value,
@@ -327,6 +376,9 @@ class StandInState:
             f"{self.app_slug}[bot]",
             installation_id,
             self.clock() + self.token_lifetime_s,
+            permissions
+            if permissions is not None
+            else self.installation_permissions(installation_id),
         )
         self.tokens[value] = token
         self.issued_tokens.append(value)
@@ -392,7 +444,7 @@ class StandInState:
             "locked": False,
             "title": pull["title"],
             "user": self.user(pull.get("author", "contributor")),
-            "body": None,
+            "body": pull.get("body"),
             "labels": [
                 {"id": i, "name": name, "color": "ededed"} for i, name in enumerate(pull["labels"])
             ],

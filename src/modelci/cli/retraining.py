@@ -25,7 +25,13 @@ if TYPE_CHECKING:
     from modelci.retrain.result import RetrainResult
     from modelci.store.retrains import RetrainRecord
 
-_COLORS = {"promoted": "green", "kept": "yellow", "skipped": "cyan", "failed": "red"}
+_COLORS = {
+    "promoted": "green",
+    "kept": "yellow",
+    "skipped": "cyan",
+    "failed": "red",
+    "proposed": "blue",
+}
 
 
 @cli.command()
@@ -34,6 +40,13 @@ _COLORS = {"promoted": "green", "kept": "yellow", "skipped": "cyan", "failed": "
 @click.option("--history", is_flag=True, help="List REPO's retrains instead of running one.")
 @click.option("--limit", default=20, show_default=True, help="How many retrains --history lists.")
 @click.option("--actor", help="Who asks for the retrain (default: $USER).")
+@click.option(
+    "--promote",
+    "force_promote",
+    is_flag=True,
+    help="Train and promote even when modelci.yaml says retrain.mode: pull-request "
+    "(proposing a pull request needs the server's GitHub App).",
+)
 @json_or_table_option
 @unsafe_option
 @quiet_option
@@ -44,6 +57,7 @@ def retrain(
     history: bool,
     limit: int,
     actor: str | None,
+    force_promote: bool,
     fmt: str,
     unsafe: bool,
     quiet: bool,
@@ -56,12 +70,16 @@ def retrain(
     bootstrap, and the champion's own gates decide. Nothing changed since the
     champion was trained (same commit, data and environment): skipped, nothing
     trained. Without a scoring: section the new version is registered, not promoted.
+    A repository whose modelci.yaml sets retrain.mode: pull-request is retrained
+    on the server (which opens the pull request); here it fails with that advice
+    unless --promote says to train and promote anyway.
 
     \b
     Examples:
       modelci retrain . --ref main
       modelci retrain https://github.com/org/churn.git --format json
       modelci retrain . --history
+      modelci retrain . --promote    # a pull-request mode repository, trained here
       modelci retrain . --history --format json
 
     \b
@@ -82,7 +100,11 @@ def retrain(
         deliverer_for(settings, unsafe=unsafe, reporter=reporter) as deliverer,
     ):
         result = Retrainer(deliverer=deliverer).retrain(
-            repo, ref, trigger="manual", actor=actor_name(actor)
+            repo,
+            ref,
+            trigger="manual",
+            actor=actor_name(actor),
+            mode="promote" if force_promote else None,
         )
     if fmt == "json":
         click.echo(json.dumps(result.as_json(), indent=2, allow_nan=False))

@@ -5,6 +5,8 @@
 - :mod:`~modelci.github.router`: dispatch events to handlers by (event, action).
 - :mod:`~modelci.github.auth`: App JWTs and installation tokens, or a plain token.
 - :mod:`~modelci.github.client`: the REST calls (permissions, comment, checks, PRs).
+- :mod:`~modelci.github.gitdata`: the Git Data API (blobs, trees, commits, refs) and
+  opening pull requests, for proposal mode.
 - :mod:`~modelci.github.credentials`: pass a token to ``git fetch`` safely.
 
 No web framework is imported here: the web layer hands raw headers and body
@@ -36,6 +38,8 @@ from modelci.github.models import (
     CollaboratorPermission,
     CommentRef,
     CommitStatus,
+    GitCommit,
+    GitRef,
     NotModified,
     PublishedCheck,
     PullRequestPage,
@@ -59,9 +63,11 @@ __all__ = [
     "CommitStatus",
     "Delivery",
     "Event",
+    "GitCommit",
     "GitHubClient",
     "GitHubError",
     "GitHubEvent",
+    "GitRef",
     "Ignored",
     "InstallationEvent",
     "InstallationToken",

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from modelci.github.auth import AppAuth
 from modelci.github.errors import GitHubError
 from modelci.github.events import PullRequest, Repository, pull_request_from_api
+from modelci.github.gitdata import GitDataMixin
 from modelci.github.models import (
     CHECK_TEXT_LIMIT,
     COMMENT_LIMIT,
@@ -58,8 +59,12 @@ class RateLimit(NamedTuple):
     reset: float
 
 
-class GitHubClient(RestClient):
-    """The endpoints modelci calls; see :class:`RestClient` for the constructor."""
+class GitHubClient(GitDataMixin, RestClient):
+    """The endpoints modelci calls; see :class:`RestClient` for the constructor.
+
+    The Git Data API and pull request writes (proposal mode) are in
+    :class:`~modelci.github.gitdata.GitDataMixin`.
+    """
 
     def get_collaborator_permission(
         self, repo: str, *, username: str, installation_id: int | None = None

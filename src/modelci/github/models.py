@@ -25,6 +25,8 @@ __all__ = [
     "CollaboratorPermission",
     "CommentRef",
     "CommitStatus",
+    "GitCommit",
+    "GitRef",
     "NotModified",
     "PublishedCheck",
     "PullRequestPage",
@@ -113,6 +115,24 @@ class Branch:
     name: str
     sha: str
     protected: bool
+
+
+@dataclass(frozen=True)
+class GitRef:
+    """A reference (``refs/heads/main``) and the commit it points to."""
+
+    ref: str
+    sha: str
+
+
+@dataclass(frozen=True)
+class GitCommit:
+    """A commit object of the Git database: its tree and parents."""
+
+    sha: str
+    tree_sha: str
+    parents: tuple[str, ...]
+    message: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """A retrain in Markdown: the commit comment's and the ``modelci/retrain`` check run's body.
 
-The comparison table (new version vs champion, both scored on the same rows),
+The comparison table (new version vs champion, both scored on the same rows)
+or, in proposal mode, the link to the pull request,
 the data that changed since the champion was trained, the decision and its
 reasons, then the metric's history: a plot served by modelci under an
 unguessable URL, or a text sparkline when there is no public URL.
@@ -14,7 +15,7 @@ from modelci.retrain.result import RetrainResult
 __all__ = ["retrain_markdown", "text_sparkline"]
 
 _LIMIT = 65_536
-_ICONS = {"promoted": "🚀", "kept": "🛑", "skipped": "⏭️", "failed": "❌"}
+_ICONS = {"promoted": "🚀", "kept": "🛑", "skipped": "⏭️", "failed": "❌", "proposed": "📬"}
 _BARS = "▁▂▃▄▅▆▇█"
 MAX_DATA_ROWS = 30
 
@@ -31,6 +32,10 @@ def text_sparkline(values: list[float]) -> str:
 
 
 def _data_section(result: RetrainResult) -> str:
+    if result.proposal is not None:
+        # Nothing trained: the data is what the pull request changes.
+        paths = ", ".join(f"`{escape_markdown(p)}`" for p in sorted(result.refreshed))
+        return f"**Data:** the pull request updates {paths or 'no pointer'}.\n"
     if not result.data_version:
         return "**Data:** no DVC-tracked data.\n"
     lines = ["**Data changed since the champion was trained:**", ""]
@@ -56,6 +61,13 @@ def retrain_markdown(
     head.append("")
     if result.error is not None:
         head += ["```", result.error.replace("```", "'''")[:4000], "```", ""]
+    if result.proposal is not None:
+        verb = "updated" if result.proposal.updated else "opened"
+        head += [
+            f"**Pull request:** [#{result.proposal.number}]({result.proposal.url}) ({verb}; "
+            f"branch `{result.proposal.branch}` at `{result.proposal.commit_sha[:12]}`)",
+            "",
+        ]
     if result.reasons:
         head += [f"- {escape_markdown(reason)}" for reason in result.reasons] + [""]
     tail = [_data_section(result)]

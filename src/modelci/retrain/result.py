@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from modelci.errors import EXIT_ERROR, EXIT_OK
+from modelci.retrain.proposal import NOTHING_TO_PROPOSE, Proposal
 
 if TYPE_CHECKING:
     from modelci.evaluate.compare import Comparison
@@ -13,7 +14,8 @@ if TYPE_CHECKING:
 __all__ = ["Decision", "RetrainResult", "Trigger"]
 
 Trigger = Literal["schedule", "manual", "data", "drift"]
-Decision = Literal["promoted", "kept", "skipped", "failed"]
+# proposed: retrain.mode pull-request opened (or updated) a pull request; nothing trained.
+Decision = Literal["promoted", "kept", "skipped", "failed", "proposed"]
 
 
 @dataclass
@@ -39,6 +41,9 @@ class RetrainResult:
     champion_sha: str | None = None  # the commit the champion was trained from
     # What changed in the data since the champion was trained: path -> (old md5, new md5).
     data_changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    # The import pointers the refresh step updated: .dvc path -> its new text.
+    refreshed: dict[str, bytes] = field(default_factory=dict)
+    proposal: Proposal | None = None  # proposal mode: the pull request it opened or updated
 
     @property
     def exit_code(self) -> int:
@@ -50,6 +55,11 @@ class RetrainResult:
         name = self.model_name or "the model"
         if self.decision == "failed":
             return f"retrain of {sha} failed"
+        if self.decision == "proposed" and self.proposal is not None:
+            verb = "updated" if self.proposal.updated else "opened"
+            return f"retrain of {sha}: data refreshed, pull request #{self.proposal.number} {verb}"
+        if self.decision == "skipped" and NOTHING_TO_PROPOSE in self.reasons:
+            return f"retrain of {sha} skipped: {NOTHING_TO_PROPOSE}"
         if self.decision == "skipped":
             since = f"{name} v{self.champion_version}"
             return f"retrain of {sha} skipped: nothing changed since {since}"
@@ -81,4 +91,5 @@ class RetrainResult:
             "scored_on": self.scored_on,
             "comparison": render_json(self.comparison) if self.comparison else None,
             "error": self.error,
+            "proposal": self.proposal.as_json() if self.proposal else None,
         }

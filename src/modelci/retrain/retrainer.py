@@ -16,6 +16,11 @@
    champion alias moves or not, with a model event saying who and why, and the
    scores are kept as tags on the new version. Every retrain is stored
    (``store.retrains``).
+
+In proposal mode (``retrain.mode: pull-request``) nothing trains: the import
+pointers the refresh updated (``result.refreshed``) go to a ``Proposer``
+(``retrain.proposal``), which opens or updates a pull request; decision
+"proposed", or "skipped" when no import changed.
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ from modelci.deliver.modelspec import DELIVERY_KEY_TAG, ModelVersion
 from modelci.errors import ConfigError, ModelCIError, NeedsGpuWorker
 from modelci.evaluate.compare import Comparison, MetricRule, compare, mark_scored
 from modelci.evaluate.evaluation import Evaluator, Reporter
+from modelci.retrain.proposal import Proposer, no_proposer_error, propose_refreshed
 from modelci.retrain.result import RetrainResult, Trigger
 from modelci.runner.checkout import Mirror, is_remote_url, open_mirror
-from modelci.runner.config import CONFIG_FILE, RepoConfig, parse_config
+from modelci.runner.config import CONFIG_FILE, RepoConfig, RetrainMode, parse_config
 
 if TYPE_CHECKING:
     from modelci.scoring.plan import ScoringPlan
@@ -79,10 +85,15 @@ class Retrainer:
         cancel: threading.Event | None = None,
         gpu_allowed: bool = True,
         why: str | None = None,
+        proposer: Proposer | None = None,
+        mode: RetrainMode | None = None,
     ) -> RetrainResult:
         """Retrain ``ref`` of ``repo``; the commit's own errors come back in
         ``RetrainResult.error`` (decision "failed"), never raised. ``why`` (a drift
-        alert's reason) comes first among the reasons."""
+        alert's reason) comes first among the reasons. ``proposer`` opens the pull
+        request of proposal mode (the server's GitHub App; without one that mode
+        fails with a clear error); ``mode`` overrides the commit's ``retrain.mode``
+        (the CLI's ``--promote``)."""
         from modelci.store import retrains as store
 
         result = RetrainResult(repo=repo, ref=ref, sha=None, trigger=trigger, actor=actor)
@@ -98,7 +109,7 @@ class Retrainer:
         say = (reporter or evaluator.reporter).update
         try:
             self._retrain(result, git_env=git_env, reporter=reporter, cancel=cancel,
-                          gpu_allowed=gpu_allowed)  # fmt: skip
+                          gpu_allowed=gpu_allowed, proposer=proposer, mode=mode)  # fmt: skip
         except NeedsGpuWorker as exc:
             result.decision, result.error = "failed", f"moved to a GPU worker: {exc.message}"
             raise  # not the commit's problem: the job moves to the gpu queue
@@ -130,6 +141,8 @@ class Retrainer:
         reporter: Reporter | None,
         cancel: threading.Event | None,
         gpu_allowed: bool,
+        proposer: Proposer | None,
+        mode: RetrainMode | None,
     ) -> None:
         deliverer = self.deliverer
         settings = deliverer.settings
@@ -138,6 +151,13 @@ class Retrainer:
         mirror = open_mirror(result.repo, settings.mirrors_dir, git_env=git_env)
         result.sha = sha = mirror.resolve(result.ref)
         config = delivery_config(mirror, sha)
+        if (mode or config.retrain.mode) == "pull-request":
+            # Refused before any work: the CLI cannot open the pull request.
+            if proposer is None:
+                raise no_proposer_error()
+            # The refresh step (result.refreshed) runs before this; nothing trains.
+            self._propose(result, mirror, proposer, say)
+            return
         with ExitStack() as stack:
             # The scored rows, read clean before anything trains (a DVC-tracked file out
             # of the repository's cache, md5 checked): the training cannot touch them.
@@ -178,6 +198,12 @@ class Retrainer:
             result.version = delivered.version
             with deliverer.model_lock(name):
                 self._judge(result, mirror, config, plan, say)
+
+    def _propose(
+        self, result: RetrainResult, mirror: Mirror, proposer: Proposer, say: _Say
+    ) -> None:
+        """Proposal mode, after the refresh step: see ``retrain.proposal.propose_refreshed``."""
+        propose_refreshed(result, mirror, proposer, lambda step: say(ROLE, step))
 
     def _judge(
         self,

@@ -47,6 +47,7 @@ __all__ = [
     "PromotionConfig",
     "RepoConfig",
     "RetrainConfig",
+    "RetrainMode",
     "ScoringConfig",
     "effective_config",
     "parse_config",
@@ -372,6 +373,8 @@ def _valid_zone(value: str) -> str:
     return value
 
 
+# What a retrain does with a better model: promote it, or propose the refreshed data.
+RetrainMode = Literal["promote", "pull-request"]
 # A retrain schedule as modelci.yaml and the server's API take it.
 CronSchedule = Annotated[str | None, AfterValidator(_valid_cron)]
 TimeZoneName = Annotated[str, AfterValidator(_valid_zone)]
@@ -388,20 +391,14 @@ class RetrainConfig(_Strict):
         default=None, description='A five-field cron schedule, e.g. "0 3 * * 1" (Mondays 03:00)'
     )
     timezone: TimeZoneName = Field(default="UTC", description="The IANA time zone of the schedule")
-    mode: Literal["promote", "pull-request"] = Field(
+    mode: RetrainMode = Field(
         default="promote",
-        description="promote: a better model becomes the champion at once",
+        description="promote: a better model becomes the champion at once. pull-request: "
+        "nothing trains; the DVC import pointers whose source changed are committed to the "
+        "branch modelci/retrain-data and proposed in a pull request 'Retrain: data refreshed' "
+        "(evaluated like any other; merging delivers it). Needs the server's GitHub App with "
+        "Contents: write and Pull requests: write",
     )
-
-    @field_validator("mode")
-    @classmethod
-    def _supported(cls, value: str) -> str:
-        if value == "pull-request":
-            raise ValueError(
-                "mode pull-request (proposing the refreshed data as a pull request) is not "
-                "supported yet; remove mode: or use mode: promote"
-            )
-        return value
 
 
 class RepoConfig(_Strict):

@@ -8,6 +8,9 @@
   retrained commit: a new commit comment (one per retrain) and a check run named
   ``modelci/retrain``, both with ``retrain_markdown``. The metric history is a
   PNG at an unguessable URL under ``MODELCI_PUBLIC_URL``, or a sparkline without one.
+  In proposal mode (``retrain.mode: pull-request``) the retrain gets a
+  ``GitHubProposer`` (``service.proposals``) and reports the pull request it
+  opened or updated, check run neutral, linking it.
 - Schedules: read from the default branch's ``modelci.yaml`` after each delivered
   push to it and at server start (:meth:`RetrainingService.refresh_from_commit`,
   :meth:`RetrainingService.refresh_known`); :func:`dispatch_due` claims each due
@@ -33,6 +36,7 @@ from modelci.retrain.schedule import CronSchedule, due_slot
 from modelci.runner.checkout import open_mirror
 from modelci.runner.config import CONFIG_FILE, parse_config
 from modelci.service.evaluations import clone_credentials
+from modelci.service.proposals import GitHubProposer
 from modelci.service.pullrequests import DeliveryJob, RetrainJob
 from modelci.store import retrains as retrain_store
 from modelci.store import schedules
@@ -51,7 +55,12 @@ log = logging.getLogger(__name__)
 
 RETRAIN_CHECK = "modelci/retrain"
 HISTORY = 20  # retrains in the plot and the sparkline
-_CONCLUSIONS = {"promoted": "success", "kept": "neutral", "skipped": "neutral"}
+_CONCLUSIONS = {
+    "promoted": "success",
+    "kept": "neutral",
+    "skipped": "neutral",
+    "proposed": "neutral",
+}
 
 
 class RetrainQueue(Protocol):
@@ -72,6 +81,7 @@ class RetrainerLike(Protocol):
         reporter: Any = None,
         cancel: threading.Event | None = None,
         gpu_allowed: bool = True,
+        proposer: Any = None,
     ) -> RetrainResult: ...
 
 
@@ -132,6 +142,7 @@ class RetrainingService:
                 git_env=git_env,
                 cancel=cancel,
                 gpu_allowed=job.gpu,
+                proposer=GitHubProposer(gh),
             )
         except NeedsGpuWorker:
             if not cancel.is_set():
@@ -179,6 +190,7 @@ class RetrainingService:
             status="completed",
             conclusion=_CONCLUSIONS.get(result.decision, "failure"),
             output=CheckOutput(result.title(), body),
+            details_url=result.proposal.url if result.proposal else None,
         )
 
     # -- schedules -------------------------------------------------------------------
