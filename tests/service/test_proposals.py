@@ -25,7 +25,7 @@ from modelci.retrain.result import RetrainResult
 from modelci.retrain.retrainer import Retrainer
 from modelci.runner.checkout import Mirror
 from modelci.service.proposals import PROPOSAL_BRANCH, GitHubProposer
-from modelci.service.pullrequests import RetrainJob
+from modelci.service.pullrequests import EvaluationJob, RetrainJob
 from modelci.service.retrains import RETRAIN_CHECK, RetrainingService
 from modelci.settings import Settings
 from modelci.store.db import Database
@@ -102,6 +102,22 @@ def served(github: GitHub, make_repo: Any) -> tuple[Path, str]:
     return path, git(path, "rev-parse", "--abbrev-ref", "HEAD")
 
 
+class Queued:
+    """The job queue, recording what the retrain queues."""
+
+    def __init__(self) -> None:
+        self.evaluations: list[EvaluationJob] = []
+        self.retrains: list[RetrainJob] = []
+
+    def enqueue_evaluation(self, job: EvaluationJob) -> int:
+        self.evaluations.append(job)
+        return len(self.evaluations)
+
+    def enqueue_retrain(self, job: RetrainJob) -> int | None:
+        self.retrains.append(job)
+        return None
+
+
 @pytest.fixture
 def retraining(
     github: GitHub, database: Database, database_url: str, tmp_path: Path
@@ -118,7 +134,7 @@ def retraining(
             database=database,
             github=client,
             retrainer=retrainer,
-            queue=None,  # type: ignore[arg-type]
+            queue=Queued(),
             settings=settings,
         )
         yield service, retrainer
@@ -202,6 +218,13 @@ def test_proposal_mode_creates_blobs_tree_commit_ref_and_pull_request_with_valid
     assert (check["conclusion"], check["details_url"]) == (
         "neutral",
         f"https://github.com/{REPO}/pull/{pull['number']}",
+    )
+    # Its evaluation is queued without a label: modelci wrote the only change.
+    (evaluation,) = service.queue.evaluations
+    assert (evaluation.number, evaluation.head_sha, evaluation.base_ref) == (
+        pull["number"],
+        git(path, "rev-parse", PROPOSAL_BRANCH),
+        branch,
     )
 
 

@@ -37,7 +37,7 @@ from modelci.runner.checkout import open_mirror
 from modelci.runner.config import CONFIG_FILE, parse_config
 from modelci.service.evaluations import clone_credentials
 from modelci.service.proposals import GitHubProposer
-from modelci.service.pullrequests import DeliveryJob, RetrainJob
+from modelci.service.pullrequests import DeliveryJob, EvaluationJob, RetrainJob
 from modelci.store import retrains as retrain_store
 from modelci.store import schedules
 from modelci.store.db import Database
@@ -65,6 +65,8 @@ _CONCLUSIONS = {
 
 class RetrainQueue(Protocol):
     def enqueue_retrain(self, job: RetrainJob) -> int | None: ...
+
+    def enqueue_evaluation(self, job: EvaluationJob) -> int: ...
 
 
 class RetrainerLike(Protocol):
@@ -151,6 +153,26 @@ class RetrainingService:
         if cancel.is_set():
             return  # retried or stopped: the next attempt reports
         self.report(job, result)
+        if result.proposal is not None:
+            self._evaluate_proposal(job, result)
+
+    def _evaluate_proposal(self, job: RetrainJob, result: RetrainResult) -> None:
+        """Evaluate the proposed pull request as a labelled one would be. No label is
+        needed: modelci wrote its only change (the refreshed pointers) itself, so no
+        outside code runs that a maintainer has not already merged."""
+        proposal = result.proposal
+        assert proposal is not None
+        evaluation = EvaluationJob(
+            repo=job.repo,
+            number=proposal.number,
+            head_sha=proposal.commit_sha,
+            base_ref=result.ref,
+            clone_url=job.clone_url,
+            installation_id=job.installation_id,
+            delivery_id=f"retrain-{result.retrain_id}",
+        )
+        job_id = self.queue.enqueue_evaluation(evaluation)
+        log.info("evaluation of proposal #%d queued (job %s)", proposal.number, job_id)
 
     def _plot(self, result: RetrainResult) -> tuple[str | None, str | None]:
         """The plot's URL (public URL set) or a sparkline of the key metric."""
