@@ -10,7 +10,8 @@
       close_after: 3              # clean windows before the issue is closed
       retrain_on_drift: false     # a drifting window queues a retrain ...
       cooldown: 7d                # ... at most once per this span
-      columns:                    # per column: the test and threshold instead of the default
+      drift_share: 0.5            # the data drifts when at least this share of columns do
+      columns:                    # per column: the test, threshold or kind, or skip: true
         age: {test: wasserstein, threshold: 0.2}
 
 The section is stored with each registered version (its reference profile's
@@ -25,10 +26,10 @@ import datetime as dt
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from modelci.errors import ConfigError
-from modelci.monitor.drift import ColumnOverride
+from modelci.monitor.settings import DriftSettings
 from modelci.monitor.windows import WindowSize, parse_window
 
 __all__ = ["MonitoringConfig"]
@@ -37,7 +38,9 @@ _SPAN = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
 _SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-class MonitoringConfig(BaseModel):
+class MonitoringConfig(DriftSettings):
+    """The drift settings (``drift_share``, ``columns``) and how the watch runs."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(default=True, description="Watch the served champion's data")
@@ -55,9 +58,6 @@ class MonitoringConfig(BaseModel):
     )
     retrain_on_drift: bool = Field(default=False, description="Retrain when the data drifts")
     cooldown: str = Field(default="7d", description="At most one drift retrain per this span")
-    columns: dict[str, ColumnOverride] = Field(
-        default_factory=dict, description="Per column: the test and threshold to use"
-    )
 
     @field_validator("window")
     @classmethod

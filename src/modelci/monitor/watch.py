@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from modelci.deliver.modelspec import ModelRegistry, ModelVersion
 from modelci.monitor.config import MonitoringConfig
 from modelci.monitor.live import LiveMetric, live_metrics
-from modelci.monitor.windows import Window, next_window
+from modelci.monitor.windows import PREDICTION_COLUMN, Window, next_window
 
 __all__ = ["Alerts", "Checked", "RetrainOnDrift", "Watcher"]
 
@@ -154,7 +154,7 @@ class Watcher:
             read,
             after_id=after,
             version=champion.version,
-            columns=profile.feature_columns(),
+            columns=[c.name for c in profile.columns if c.name != PREDICTION_COLUMN],
             size=config.window_size(),
             now=self.now(),
         )
@@ -171,7 +171,7 @@ class Watcher:
         from modelci.store import monitoring as store
 
         name = champion.name
-        report = drift(profile, window.columns, overrides=config.columns)
+        report = drift(profile, window.columns, overrides=config, label=_label(window))
         body = report.as_json()
         with self.sessions() as session:
             pairs = store.labelled_predictions(
@@ -265,3 +265,7 @@ class Watcher:
 def _scoring_metrics(version: ModelVersion) -> list[str]:
     """The metrics the live metric computes: those the version was scored or trained on."""
     return sorted(version.metrics)
+
+
+def _label(window: Window) -> str:
+    return window.end.isoformat(timespec="seconds") if window.end else f"#{window.last_id}"
