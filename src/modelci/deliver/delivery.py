@@ -40,7 +40,7 @@ from modelci.errors import (
     NeedsGpuWorker,
 )
 from modelci.evaluate.evaluation import Evaluator, Reporter, SideResult
-from modelci.runner.checkout import open_mirror, repository_name
+from modelci.runner.checkout import Mirror, open_mirror, repository_name
 from modelci.runner.config import RepoConfig
 from modelci.settings import Settings
 
@@ -217,6 +217,8 @@ class Deliverer:
                     key,
                     promote=how.promote,
                 )
+            assert result.version is not None
+            say(ROLE, self._watch(result, trained.config, staging / "model", side, mirror))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         if how.promote:
@@ -277,6 +279,41 @@ class Deliverer:
                 "checks": decision.checks,
                 "champion_before": champion.version if champion else None,
             },
+        )
+
+    def _watch(
+        self,
+        result: DeliveryResult,
+        config: RepoConfig,
+        model_dir: Path,
+        side: SideResult,
+        mirror: Mirror,
+    ) -> str:
+        """Profile the new version's drift reference (``monitor.reference``)."""
+        from modelci.monitor.reference import save_reference
+        from modelci.scoring.plan import open_commit_file, tracked_reader
+
+        settings, sha = self.settings, result.sha
+        reader = tracked_reader(
+            mirror=mirror, repo=result.repo, settings=settings, fetcher=self.evaluator.data_fetcher()
+        )
+        assert result.version is not None
+        return save_reference(
+            database=self.evaluator.database(),
+            name=result.model_name,
+            version=result.version,
+            config=config.monitoring,
+            model_dir=model_dir,
+            scoring=side.scoring,
+            scored=side.scored_predictions,
+            open_file=lambda path: open_commit_file(
+                path,
+                mirror=mirror,
+                sha=sha,
+                settings=settings,
+                read_tracked=reader,
+                setting="monitoring.reference",
+            ),
         )
 
     def promote(self, name: str, version: int, *, actor: str, reason: str) -> ModelVersion:

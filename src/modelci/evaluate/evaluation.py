@@ -713,6 +713,10 @@ class Evaluator:
         side.scored = tuple(scored.metrics)
         side.timings["score_s"] = time.monotonic() - t0
 
+    def data_fetcher(self) -> DataFetcher:
+        """The DVC fetcher of these settings (its sandbox, caches and remotes file)."""
+        return self._data_fetcher()
+
     def _data_fetcher(self) -> DataFetcher:
         from modelci.data.fetch import DataFetcher
 

@@ -34,6 +34,7 @@ from pydantic import (
 
 from modelci import safeyaml
 from modelci.errors import ConfigError
+from modelci.monitor.config import MonitoringConfig
 
 __all__ = [
     "CONFIG_FILE",
@@ -433,6 +434,10 @@ class RepoConfig(_Strict):
     retrain: RetrainConfig = Field(
         default_factory=RetrainConfig, description="Scheduled retraining of the default branch"
     )
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig,
+        description="Drift of the served champion's data against its training reference",
+    )
     repeats: int | Literal["auto"] = Field(
         default="auto",
         description="Trainings per commit with seeds 0..N-1 (MODELCI_SEED), or auto: "
@@ -523,10 +528,12 @@ class RepoConfig(_Strict):
     def digest(self) -> str:
         """A stable hash of everything that changes a run's result."""
         # repeats changes how many runs there are, not what one run with a given seed gives;
-        # retrain says when the default branch is retrained, not what a run does (and
-        # leaving it out keeps the digests, and so the reusable runs, of older configs).
+        # retrain says when the default branch is retrained and monitoring how the served
+        # model is watched, not what a run does (and leaving them out keeps the digests,
+        # and so the reusable runs, of older configs).
         canonical = json.dumps(
-            self.model_dump(mode="json", exclude={"repeats", "retrain"}), sort_keys=True
+            self.model_dump(mode="json", exclude={"repeats", "retrain", "monitoring"}),
+            sort_keys=True,
         )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
