@@ -31,13 +31,14 @@ from starlette.routing import Route
 
 from tests.github.standin_endpoints import Endpoints, Reject
 from tests.github.standin_gitdata import GitDataEndpoints
+from tests.github.standin_issues import IssueEndpoints
 from tests.github.standin_state import Recorded, StandInState, Token
 
 # The versions GitHub's REST API accepts in X-GitHub-Api-Version.
 SUPPORTED_API_VERSIONS = ("2022-11-28", "2026-03-10")
 
 
-class StandIn(GitDataEndpoints, Endpoints):
+class StandIn(GitDataEndpoints, IssueEndpoints, Endpoints):
     """The ASGI app plus the server thread; ``state`` is swapped for each test."""
 
     def __init__(self, state: StandInState) -> None:
@@ -82,6 +83,9 @@ class StandIn(GitDataEndpoints, Endpoints):
             route("/app/installations/{iid:int}/access_tokens", self.create_token, "POST", "jwt"),
             route("/user", self.get_user, "GET", "token"),
             route(repo + "/collaborators/{user}/permission", self.get_permission, "GET", "token"),
+            route(repo + "/issues", self.create_issue, "POST", "token"),
+            route(repo + "/issues/{n:int}", self.get_issue, "GET", "token"),
+            route(repo + "/issues/{n:int}", self.update_issue, "PATCH", "token"),
             route(repo + "/issues/{n:int}/comments", self.list_comments, "GET", "token"),
             route(repo + "/issues/{n:int}/comments", self.create_comment, "POST", "token"),
             route(repo + "/issues/comments/{cid:int}", self.update_comment, "PATCH", "token"),

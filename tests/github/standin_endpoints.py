@@ -132,7 +132,8 @@ class Endpoints:
         }
 
     def _issue_exists(self, full_name: str, number: int) -> None:
-        if number not in self.state.repos[full_name].pulls:
+        repo = self.state.repos[full_name]
+        if number not in repo.pulls and number not in repo.issues:
             raise Reject(404, "Not Found", "/issues/comments")
 
     def list_comments(

@@ -95,6 +95,11 @@ class Repo:
     git_dir: Path | None = None  # the repository served over smart HTTP at clone_url
     # Per issue number, oldest first, as GET /repos/{o}/{r}/issues/{n}/events lists them.
     issue_events: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    # Issues that are not pull requests (they share one sequence of numbers).
+    issues: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def next_number(self) -> int:
+        return max([0, *self.pulls, *self.issues]) + 1
 
 
 class StandInState:

@@ -17,6 +17,7 @@ from modelci.github.auth import AppAuth
 from modelci.github.errors import GitHubError
 from modelci.github.events import PullRequest, Repository, pull_request_from_api
 from modelci.github.gitdata import GitDataMixin
+from modelci.github.issues import IssuesMixin
 from modelci.github.models import (
     CHECK_TEXT_LIMIT,
     COMMENT_LIMIT,
@@ -59,11 +60,12 @@ class RateLimit(NamedTuple):
     reset: float
 
 
-class GitHubClient(GitDataMixin, RestClient):
+class GitHubClient(GitDataMixin, IssuesMixin, RestClient):
     """The endpoints modelci calls; see :class:`RestClient` for the constructor.
 
     The Git Data API and pull request writes (proposal mode) are in
-    :class:`~modelci.github.gitdata.GitDataMixin`.
+    :class:`~modelci.github.gitdata.GitDataMixin`; issues (drift alerts) in
+    :class:`~modelci.github.issues.IssuesMixin`.
     """
 
     def get_collaborator_permission(

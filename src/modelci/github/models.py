@@ -27,6 +27,7 @@ __all__ = [
     "CommitStatus",
     "GitCommit",
     "GitRef",
+    "IssueRef",
     "NotModified",
     "PublishedCheck",
     "PullRequestPage",
@@ -115,6 +116,15 @@ class Branch:
     name: str
     sha: str
     protected: bool
+
+
+@dataclass(frozen=True)
+class IssueRef:
+    """An issue modelci opened (a model's drift alert)."""
+
+    number: int
+    html_url: str
+    state: str  # open, closed
 
 
 @dataclass(frozen=True)
