@@ -51,9 +51,7 @@ def profile_reference(
     from modelci.monitor.profile import profile_table
     from modelci.monitor.tables import TableCaps, as_table, read_table
 
-    table = read_table(
-        path, caps=TableCaps(MAX_REFERENCE_BYTES, MAX_REFERENCE_ROWS), name=label
-    )
+    table = read_table(path, caps=TableCaps(MAX_REFERENCE_BYTES, MAX_REFERENCE_ROWS), name=label)
     present = [name for name in input_columns if name in table.column_names]
     if not present:
         raise DatasetError(

@@ -30,7 +30,7 @@ from modelci.monitor.config import MonitoringConfig
 from modelci.monitor.live import LiveMetric, live_metrics
 from modelci.monitor.windows import PREDICTION_COLUMN, Window, next_window
 
-__all__ = ["Alerts", "Checked", "RetrainOnDrift", "Watcher"]
+__all__ = ["Alerts", "Checked", "RetrainOnDrift", "Watcher", "live_for_report"]
 
 log = logging.getLogger(__name__)
 SessionFactory = Callable[[], AbstractContextManager[Any]]
@@ -187,6 +187,9 @@ class Watcher:
             "size": config.window_size().label(),
         }
         body["live"] = [metric.as_json() for metric in live]
+        # Labels keep arriving after a window is checked: readers recompute the live
+        # metric from these (``live_for_report``).
+        body["registered_metrics"] = dict(champion.metrics)
         with self.sessions() as session:
             if not store.claim_window(
                 session, model_name=name, after_id=after, last_id=window.last_id
@@ -269,3 +272,16 @@ def _scoring_metrics(version: ModelVersion) -> list[str]:
 
 def _label(window: Window) -> str:
     return window.end.isoformat(timespec="seconds") if window.end else f"#{window.last_id}"
+
+
+def live_for_report(session: Any, name: str, body: dict[str, Any]) -> list[LiveMetric]:
+    """The live metric of a stored report's window, with the labels in by now."""
+    from modelci.store import monitoring as store
+
+    window = body.get("window") or {}
+    first, last = window.get("first_id"), window.get("last_id")
+    registered = body.get("registered_metrics") or {}
+    if not isinstance(first, int) or not isinstance(last, int):
+        return []
+    pairs = store.labelled_predictions(session, model_name=name, first_id=first, last_id=last)
+    return live_metrics([(p.outputs, f.labels) for p, f in pairs], sorted(registered), registered)

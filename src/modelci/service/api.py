@@ -471,4 +471,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(_jobs_router(context))
     app.include_router(_retrain_router(context))
     _plot_routes(app, context)
+    from modelci.service.drift_api import drift_routes  # it imports predict_auth from here
+
+    drift_routes(app, context.database)
     return app
