@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["drift_routes"]
 
 HISTORY = 50  # windows in the "drift over time" chart
+_HISTORY_FIELDS = ("id", "version", "window_end", "rows", "share_drifted", "drifted", "live")
 
 
 def _reports(database: Database, name: str, limit: int) -> list[dict[str, Any]]:
