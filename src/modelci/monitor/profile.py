@@ -178,9 +178,9 @@ def _profile_column(col: tables.Column, settings: DriftSettings) -> ColumnProfil
             col.name, "categorical", rows, col.rows - rows, categories=CategoryCounts.of(keys, counts)
         )
     reasons = {
-        "text": "free text (more than half the values distinct): not tested",
+        "text": "free text (more than half the values distinct)",
         "empty": "no value in the reference",
-        "unsupported": f"{col.arrow} values are not tested (numbers, booleans and strings are)",
+        "unsupported": f"{col.type_name} values (numbers, booleans and strings are tested)",
     }
     return ColumnProfile(col.name, kind, col.rows - col.nulls, col.nulls, reason=reasons[kind])
 

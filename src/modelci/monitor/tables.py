@@ -156,6 +156,11 @@ class Column:
     nulls: int
     _data: Any
 
+    @property
+    def type_name(self) -> str:
+        """The Arrow type, as a person reads it (timestamp[us], list<item: int64>)."""
+        return str(self._data.type)
+
     def numbers(self) -> np.ndarray:
         """Finite values as float64, missing values and infinities dropped."""
         pa = _pyarrow()
