@@ -38,7 +38,7 @@ __all__ = [
     "profile_table",
 ]
 
-ColumnKind = Literal["numeric", "categorical", "text", "unsupported", "empty"]
+ColumnKind = Literal["numeric", "categorical", "text", "unsupported", "empty", "skipped"]
 Scalar = str | int | float | bool
 MAX_CATEGORIES = 1000
 _MAGIC = b"MCIDRIFT1\n"
@@ -126,8 +126,10 @@ def profile_table(
             )
         names = list(columns)
     profiles = tuple(
-        _profile_column(tables.column(table, name), settings) for name in names
-        if not settings.column(name).skip
+        ColumnProfile(name, "skipped", 0, 0, reason="skipped in the settings")
+        if settings.column(name).skip
+        else _profile_column(tables.column(table, name), settings)
+        for name in names
     )
     return Profile(profiles, tables.table_rows(table))
 
@@ -142,7 +144,7 @@ def inferred_kind(col: tables.Column) -> ColumnKind:
         if col.nulls:  # pandas reads an integer column with gaps as float
             return "numeric"
         return "categorical" if col.distinct() <= tables.INTEGER_CATEGORY_LIMIT else "numeric"
-    if col.arrow == "bool":
+    if col.arrow in ("bool", "category"):
         return "categorical"
     if col.arrow == "string":
         return "text" if col.distinct() > (col.rows - col.nulls) * 0.5 else "categorical"

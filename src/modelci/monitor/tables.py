@@ -13,7 +13,7 @@ from a pandas frame, so the same data file gives the same kinds:
     float                           numeric
     integer, no missing value       categorical if at most 10 distinct values, else numeric
     integer with missing values     numeric (pandas reads it as float)
-    boolean, dictionary             categorical
+    boolean, dictionary (category)  categorical
     string                          text if more than half the values are distinct, else
                                     categorical (text is not tested: see drift.py)
     anything else (dates, lists)    not tested
@@ -41,7 +41,7 @@ __all__ = [
     "table_rows",
 ]
 
-ArrowKind = Literal["float", "int", "bool", "string", "other"]
+ArrowKind = Literal["float", "int", "bool", "string", "category", "other"]
 Scalar = str | int | float | bool
 
 _CSV_BLOCK_BYTES = 4 << 20
@@ -174,8 +174,6 @@ class Column:
         """Distinct non-null values and how often each occurs (int64)."""
         pa = _pyarrow()
         data = self._data
-        if pa.types.is_dictionary(data.type):
-            data = data.cast(data.type.value_type)
         if self.arrow == "float":
             # NaN is missing, as in pandas; infinities too (Evidently drops them)
             values = np.asarray(data.to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -197,13 +195,16 @@ def column(table: Any, name: str) -> Column:
         data = data.combine_chunks()
     else:
         data = data.chunk(0)
-    return Column(name, _arrow_kind(pa, data.type), len(data), int(data.null_count), data)
+    kind = _arrow_kind(pa, data.type)
+    if kind == "category":  # pandas' category: counted by value, as Evidently does
+        data = data.cast(data.type.value_type)
+    return Column(name, kind, len(data), int(data.null_count), data)
 
 
 def _arrow_kind(pa: Any, arrow_type: Any) -> ArrowKind:
     types = pa.types
     if types.is_dictionary(arrow_type):
-        return "string"
+        return "category"
     if types.is_floating(arrow_type) or types.is_decimal(arrow_type):
         return "float"
     if types.is_integer(arrow_type):
