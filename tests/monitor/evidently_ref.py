@@ -56,7 +56,9 @@ def evidently_drift(reference: Any, current: Any) -> EvidentlyResult:
         if config["type"].endswith("ValueDrift"):
             name = config["column"]
             columns[name] = EvidentlyColumn(
-                TESTS[config["method"]], float(metric["value"]), float(config["threshold"]),
+                TESTS[config["method"]],
+                float(metric["value"]),
+                float(config["threshold"]),
                 verdicts[name],
             )
         elif config["type"].endswith("DriftedColumnsCount"):

@@ -16,11 +16,13 @@ from modelci.cli import cli
 
 def write(tmp_path: Path, name: str, rows: int, shift: float, seed: int) -> Path:
     rng = np.random.default_rng(seed)
-    table = pa.table({
-        "age": rng.normal(40 + shift * 10, 10, rows),
-        "plan": pa.array(rng.choice(["free", "pro", "team"], rows)),
-        "visits": rng.integers(0, 100, rows) + int(shift * 20),
-    })
+    table = pa.table(
+        {
+            "age": rng.normal(40 + shift * 10, 10, rows),
+            "plan": pa.array(rng.choice(["free", "pro", "team"], rows)),
+            "visits": rng.integers(0, 100, rows) + int(shift * 20),
+        }
+    )
     path = tmp_path / name
     if name.endswith(".csv"):
         pacsv.write_csv(table, path)

@@ -14,9 +14,7 @@ from modelci.monitor import ColumnOverride, DriftReport, DriftSettings, drift, p
 
 def table(rows: int, shift: float = 0.0, seed: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
-    return pa.table({
-        f"x{i}": rng.normal(shift if i < 2 else 0.0, 1, rows) for i in range(10)
-    })
+    return pa.table({f"x{i}": rng.normal(shift if i < 2 else 0.0, 1, rows) for i in range(10)})
 
 
 def test_shifting_two_of_ten_columns_drifts_exactly_those() -> None:
@@ -43,12 +41,14 @@ def test_half_the_columns_drifting_drifts_the_dataset() -> None:
 
 def test_overrides_pick_the_test_and_threshold() -> None:
     profile = profile_table(table(2000))
-    settings = DriftSettings(columns={
-        "x0": ColumnOverride(test="ks", threshold=0.01),
-        "x1": ColumnOverride(test="jensenshannon"),
-        "x2": ColumnOverride(threshold=0.5),
-        "x3": ColumnOverride(skip=True),
-    })
+    settings = DriftSettings(
+        columns={
+            "x0": ColumnOverride(test="ks", threshold=0.01),
+            "x1": ColumnOverride(test="jensenshannon"),
+            "x2": ColumnOverride(threshold=0.5),
+            "x3": ColumnOverride(skip=True),
+        }
+    )
     report = drift(profile, table(1000, shift=0.3, seed=4), overrides=settings)
     by_name = {col.name: col for col in report.columns}
     assert (by_name["x0"].test, by_name["x0"].threshold) == ("ks", 0.01)
@@ -61,12 +61,18 @@ def test_overrides_pick_the_test_and_threshold() -> None:
 def test_a_count_test_on_a_sketched_column_is_refused() -> None:
     profile = profile_table(table(10_000))
     with pytest.raises(ConfigError, match="counts each distinct value"):
-        drift(profile, table(100), overrides=DriftSettings(
-            columns={"x0": ColumnOverride(test="chisquare")}))
+        drift(
+            profile,
+            table(100),
+            overrides=DriftSettings(columns={"x0": ColumnOverride(test="chisquare")}),
+        )
     cats = profile_table(pa.table({"c": ["a", "b"] * 10}))
     with pytest.raises(ConfigError, match="compares numbers"):
-        drift(cats, pa.table({"c": ["a"] * 5}), overrides=DriftSettings(
-            columns={"c": ColumnOverride(test="ks")}))
+        drift(
+            cats,
+            pa.table({"c": ["a"] * 5}),
+            overrides=DriftSettings(columns={"c": ColumnOverride(test="ks")}),
+        )
     with pytest.raises(ValueError, match="categorical column takes"):
         ColumnOverride(kind="categorical", test="wasserstein")
 
@@ -81,8 +87,9 @@ def test_windows_that_do_not_fit_the_reference_are_errors() -> None:
 
 def test_a_column_without_values_in_the_window_drifts() -> None:
     profile = profile_table(pa.table({"a": [1.0, 2.0, 3.0] * 3, "c": ["x", "y", "x"] * 3}))
-    report = drift(profile, pa.table({"a": pa.nulls(4, pa.float64()),
-                                      "c": pa.nulls(4, pa.string())}))
+    report = drift(
+        profile, pa.table({"a": pa.nulls(4, pa.float64()), "c": pa.nulls(4, pa.string())})
+    )
     assert [(col.test, col.drifted) for col in report.columns] == [("missing", True)] * 2
 
 
@@ -96,7 +103,13 @@ def test_the_json_reads_back() -> None:
 
 
 def test_an_empty_report_does_not_drift() -> None:
-    report = DriftReport.from_json({
-        "columns": [], "skipped": [], "drift_share": 0.5, "reference_rows": 1, "current_rows": 1,
-    })
+    report = DriftReport.from_json(
+        {
+            "columns": [],
+            "skipped": [],
+            "drift_share": 0.5,
+            "reference_rows": 1,
+            "current_rows": 1,
+        }
+    )
     assert report.share_drifted == 0.0 and not report.dataset_drifted

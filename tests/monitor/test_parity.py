@@ -36,15 +36,24 @@ def frame(rows: int, shift: float, seed: int) -> pd.DataFrame:
     )
 
 
-def assert_parity(reference: pd.DataFrame, current: pd.DataFrame, *, profile: Profile | None = None,
-                  tolerance: float = 1e-6) -> None:
+def assert_parity(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    *,
+    profile: Profile | None = None,
+    tolerance: float = 1e-6,
+) -> None:
     expected = evidently_drift(reference, current)
     report = drift(profile or profile_table(reference), current)
     got = {col.name: col for col in report.columns}
     assert set(got) == set(expected.columns)
     for name, want in expected.columns.items():
         col = got[name]
-        assert (col.test, col.threshold, col.drifted) == (want.test, want.threshold, want.drifted), name
+        assert (col.test, col.threshold, col.drifted) == (
+            want.test,
+            want.threshold,
+            want.drifted,
+        ), name
         allowed = max(tolerance, col.error_bound)
         assert abs(col.score - want.score) <= allowed, (name, col.score, want.score, allowed)
     assert report.share_drifted == pytest.approx(expected.share_drifted, abs=1e-12)
@@ -69,8 +78,12 @@ def test_verdicts_and_scores_equal_evidentlys(ref_rows: int, cur_rows: int, shif
 def test_both_sides_of_the_verdicts_are_covered() -> None:
     """The cases above see drifted and clean columns of every test (not all one way)."""
     seen: set[tuple[str, bool]] = set()
-    for ref_rows, cur_rows, shift in [(800, 600, 0.6), (400, 300, 0.0), (4000, 1500, 0.6),
-                                      (4000, 1500, 0.0)]:
+    for ref_rows, cur_rows, shift in [
+        (800, 600, 0.6),
+        (400, 300, 0.0),
+        (4000, 1500, 0.6),
+        (4000, 1500, 0.0),
+    ]:
         report = drift(profile_table(frame(ref_rows, 0.0, 1)), frame(cur_rows, shift, 2))
         seen |= {(col.test, col.drifted) for col in report.columns}
     for test in ("ks", "chisquare", "z", "wasserstein", "jensenshannon"):
@@ -84,17 +97,20 @@ def test_a_sketched_reference_stays_within_its_bound_and_gives_the_same_verdicts
     profile = Profile.from_bytes(profile_table(reference).to_bytes())
     assert not profile.column("x").numeric.exact  # type: ignore[union-attr]
     for shift in (0.0, 0.05, 0.3):
-        current = pd.DataFrame({"x": rng.normal(shift, 1, 5000),
-                                "y": rng.lognormal(shift, 1, 5000)})
+        current = pd.DataFrame(
+            {"x": rng.normal(shift, 1, 5000), "y": rng.lognormal(shift, 1, 5000)}
+        )
         assert_parity(reference, current, profile=profile, tolerance=1e-4)
 
 
 def test_missing_values_infinities_and_unseen_categories() -> None:
     rng = np.random.default_rng(7)
-    reference = pd.DataFrame({
-        "x": np.where(rng.random(500) < 0.1, np.nan, rng.normal(0, 1, 500)),
-        "c": rng.choice(["a", "b", "c"], 500),
-    })
+    reference = pd.DataFrame(
+        {
+            "x": np.where(rng.random(500) < 0.1, np.nan, rng.normal(0, 1, 500)),
+            "c": rng.choice(["a", "b", "c"], 500),
+        }
+    )
     x = rng.normal(0.1, 1, 400)
     x[:5] = np.inf
     x[5:40] = np.nan

@@ -22,16 +22,20 @@ class Collect(HTMLParser):
 
 def report_page(**options: object) -> str:
     rng = np.random.default_rng(0)
-    reference = pa.table({
-        "<b>x</b>": rng.normal(0, 1, 3000),
-        "city": pa.array(rng.choice(["a", "b", "c"], 3000)),
-        "note": pa.array([f"n{i}" for i in range(3000)]),
-    })
-    current = pa.table({
-        "<b>x</b>": rng.normal(1, 1, 500),
-        "city": pa.array(rng.choice(["a", "b", "c"], 500)),
-        "note": pa.array([f"m{i}" for i in range(500)]),
-    })
+    reference = pa.table(
+        {
+            "<b>x</b>": rng.normal(0, 1, 3000),
+            "city": pa.array(rng.choice(["a", "b", "c"], 3000)),
+            "note": pa.array([f"n{i}" for i in range(3000)]),
+        }
+    )
+    current = pa.table(
+        {
+            "<b>x</b>": rng.normal(1, 1, 500),
+            "city": pa.array(rng.choice(["a", "b", "c"], 500)),
+            "note": pa.array([f"m{i}" for i in range(500)]),
+        }
+    )
     return render_html(drift(profile_table(reference), current), **options)  # type: ignore[arg-type]
 
 
@@ -62,7 +66,8 @@ def test_each_tested_column_has_its_plot_and_the_history_its_chart() -> None:
     assert sum(1 for tag, _ in parser.tags if tag == "polyline") == 1
     assert sum(1 for tag, _ in parser.tags if tag == "circle") == 3
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page.replace(
-        'aria-label="&lt;b&gt;x&lt;/b&gt;', "")
+        'aria-label="&lt;b&gt;x&lt;/b&gt;', ""
+    )
     assert "&lt;w3&gt;" in page
     assert "Not tested" in page and "free text" in page
     assert "wasserstein" in page and "drift" in page

@@ -35,8 +35,9 @@ def test_a_sketch_is_within_its_bound(draw: str, shift: float) -> None:
         "normal": lambda n: rng.normal(0, 1, n),
         "lognormal": lambda n: rng.lognormal(0, 1, n),
         "pareto": lambda n: rng.pareto(1.5, n),
-        "bimodal": lambda n: np.where(rng.random(n) < 0.3, rng.normal(-3, 0.5, n),
-                                      rng.normal(2, 1.5, n)),
+        "bimodal": lambda n: np.where(
+            rng.random(n) < 0.3, rng.normal(-3, 0.5, n), rng.normal(2, 1.5, n)
+        ),
     }[draw]
     reference = make(200_000)
     sketch = NumericSketch.of(reference)

@@ -27,25 +27,42 @@ EXIT_DRIFT = EXIT_REGRESSION
 @click.argument("reference", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("current", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
-    "--report", "report_path", type=click.Path(path_type=Path, dir_okay=False),
+    "--report",
+    "report_path",
+    type=click.Path(path_type=Path, dir_okay=False),
     help="Also write the HTML report (self-contained, plots inline) to this file.",
 )
 @click.option(
-    "--column", "columns", multiple=True, metavar="NAME",
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="NAME",
     help="Test only this column (repeat for more); default: every column of REFERENCE.",
 )
 @click.option(
-    "--settings", "settings_path", type=click.Path(path_type=Path, dir_okay=False),
+    "--settings",
+    "settings_path",
+    type=click.Path(path_type=Path, dir_okay=False),
     help="A YAML file with modelci.yaml's monitoring section (drift_share, columns: "
     "NAME: {test, threshold, kind, skip}).",
 )
-@click.option("--max-rows", type=click.IntRange(min=1), default=20_000_000, show_default=True,
-              help="Refuse a file with more rows.")
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=20_000_000,
+    show_default=True,
+    help="Refuse a file with more rows.",
+)
 @json_or_table_option
 @guarded
 def drift_command(
-    reference: Path, current: Path, report_path: Path | None, columns: tuple[str, ...],
-    settings_path: Path | None, max_rows: int, fmt: str,
+    reference: Path,
+    current: Path,
+    report_path: Path | None,
+    columns: tuple[str, ...],
+    settings_path: Path | None,
+    max_rows: int,
+    fmt: str,
 ) -> None:
     """Test CURRENT against REFERENCE (CSV with a header row, or Parquet), column by column.
 
@@ -68,8 +85,12 @@ def drift_command(
     profile = profile_table(
         read_table(reference, caps=caps), columns=list(columns) or None, overrides=settings
     )
-    report = drift(profile, read_table(current, caps=caps), overrides=settings,
-                   label=f"{reference.name} → {current.name}")
+    report = drift(
+        profile,
+        read_table(current, caps=caps),
+        overrides=settings,
+        label=f"{reference.name} → {current.name}",
+    )
     if report_path is not None:
         report_path.write_text(render_html(report), encoding="utf-8")
     if fmt == "json":
@@ -125,21 +146,37 @@ def _print_table(report: DriftReport, report_path: Path | None) -> None:
 
     console = wide_console()
     table = Table(title=escape(report.label), title_justify="left")
-    for name, justify in (("column", "left"), ("kind", "left"), ("test", "left"),
-                          ("score", "right"), ("threshold", "right"), ("verdict", "left")):
+    for name, justify in (
+        ("column", "left"),
+        ("kind", "left"),
+        ("test", "left"),
+        ("score", "right"),
+        ("threshold", "right"),
+        ("verdict", "left"),
+    ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for col in report.columns:
         bound = f" ±{col.error_bound:.1e}" if col.error_bound else ""
         table.add_row(
-            escape(col.name), col.kind, col.test, f"{col.score:.4g}{bound}", f"{col.threshold:g}",
+            escape(col.name),
+            col.kind,
+            col.test,
+            f"{col.score:.4g}{bound}",
+            f"{col.threshold:g}",
             "[bold red]drift[/]" if col.drifted else "[green]ok[/]",
         )
     console.print(table)
-    for col in report.skipped:
-        console.print(f"[dim]not tested: {escape(col.name)} ({escape(col.reason)})[/]",
-                      highlight=False)
+    for skipped in report.skipped:
+        console.print(
+            f"[dim]not tested: {escape(skipped.name)} ({escape(skipped.reason)})[/]",
+            highlight=False,
+        )
     drifted = len(report.drifted_columns)
-    verdict = "[bold red]the dataset drifts[/]" if report.dataset_drifted else "[green]no dataset drift[/]"
+    verdict = (
+        "[bold red]the dataset drifts[/]"
+        if report.dataset_drifted
+        else "[green]no dataset drift[/]"
+    )
     console.print(
         f"{verdict}: {drifted} of {len(report.columns)} columns drifted "
         f"({report.share_drifted:.0%}, drifts from {report.drift_share:.0%})",

@@ -154,7 +154,8 @@ def drift(
     settings = overrides or DriftSettings()
     names = set(tables.column_names(table))
     tested = [
-        col for col in profile.columns
+        col
+        for col in profile.columns
         if col.kind in ("numeric", "categorical") and not settings.column(col.name).skip
     ]
     missing = [col.name for col in tested if col.name not in names]
@@ -195,17 +196,32 @@ def _missing(ref: ColumnProfile, cur: tables.Column) -> ColumnDrift:
 
 
 def _threshold(test: str, override: ColumnOverride) -> float:
-    return override.threshold if override.threshold is not None else stattests.DEFAULT_THRESHOLDS[test]
+    return (
+        override.threshold if override.threshold is not None else stattests.DEFAULT_THRESHOLDS[test]
+    )
 
 
 def _verdict(
-    ref: ColumnProfile, test: str, score: float, override: ColumnOverride, rows: int,
-    distribution: Distribution, bound: float = 0.0,
+    ref: ColumnProfile,
+    test: str,
+    score: float,
+    override: ColumnOverride,
+    rows: int,
+    distribution: Distribution,
+    bound: float = 0.0,
 ) -> ColumnDrift:
     threshold = _threshold(test, override)
     return ColumnDrift(
-        ref.name, ref.kind, test, score, threshold, stattests.drifted(test, score, threshold),
-        ref.rows, rows, distribution, bound,
+        ref.name,
+        ref.kind,
+        test,
+        score,
+        threshold,
+        stattests.drifted(test, score, threshold),
+        ref.rows,
+        rows,
+        distribution,
+        bound,
     )
 
 
@@ -226,7 +242,9 @@ def _numeric(ref: ColumnProfile, cur: tables.Column, override: ColumnOverride) -
         norm = max(ref.std, 0.001)
         return _verdict(ref, test, w / norm, override, len(values), plot, bound / norm)
     if test == "ks":
-        return _verdict(ref, test, stattests.ks(sketch.values(), values), override, len(values), plot)
+        return _verdict(
+            ref, test, stattests.ks(sketch.values(), values), override, len(values), plot
+        )
     if test == "jensenshannon" and not (sketch.exact and len(sketch.low) <= 20):
         # Evidently's bins: Sturges over reference and current together
         low = min(float(sketch.low[0]), float(values[0]))
@@ -242,7 +260,7 @@ def _numeric(ref: ColumnProfile, cur: tables.Column, override: ColumnOverride) -
             f"has more than {len(sketch.low):,} of them",
             hint=f"use wasserstein, ks or jensenshannon for {ref.name!r}",
         )
-    keys, ref_counts, cur_counted = stattests.aligned(
+    _, ref_counts, cur_counted = stattests.aligned(
         sketch.low.tolist(), sketch.count, cur_keys.tolist(), cur_counts
     )
     return _verdict(
@@ -319,19 +337,25 @@ def _count_plot(keys: Sequence[object], ref: np.ndarray, cur: np.ndarray) -> Dis
 
 
 def _numeric_plot(
-    sketch: NumericSketch, values: np.ndarray, cur_keys: np.ndarray, cur_counts: np.ndarray,
+    sketch: NumericSketch,
+    values: np.ndarray,
+    cur_keys: np.ndarray,
+    cur_counts: np.ndarray,
     distinct: float,
 ) -> Distribution:
     if distinct <= _PLOT_VALUES:
         keys, ref, cur = stattests.aligned(
             sketch.low.tolist(), sketch.count, cur_keys.tolist(), cur_counts
         )
-        return Distribution([_number(float(k)) for k in keys], (ref / ref.sum()).tolist(),
-                            (cur / cur.sum()).tolist())
+        return Distribution(
+            [_number(float(k)) for k in keys],  # type: ignore[arg-type]
+            (ref / ref.sum()).tolist(),
+            (cur / cur.sum()).tolist(),
+        )
     # the middle 99% of both sides: one outlier must not squeeze every bar into one
     levels = np.cumsum(sketch.count) / sketch.rows
-    ref_low = float(sketch.low[np.searchsorted(levels, 0.005)])
-    ref_high = float(sketch.high[min(np.searchsorted(levels, 0.995), len(levels) - 1)])
+    ref_low = float(sketch.low[int(np.searchsorted(levels, 0.005))])
+    ref_high = float(sketch.high[min(int(np.searchsorted(levels, 0.995)), len(levels) - 1)])
     low = min(ref_low, float(np.quantile(values, 0.005)))
     high = max(ref_high, float(np.quantile(values, 0.995)))
     if high <= low:

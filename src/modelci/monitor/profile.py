@@ -53,7 +53,9 @@ class CategoryCounts:
     other: int = 0
 
     @classmethod
-    def of(cls, keys: list[Scalar], counts: np.ndarray, cap: int = MAX_CATEGORIES) -> CategoryCounts:
+    def of(
+        cls, keys: list[Scalar], counts: np.ndarray, cap: int = MAX_CATEGORIES
+    ) -> CategoryCounts:
         if len(keys) <= cap:
             return cls(list(keys), counts.astype(np.int64))
         order = np.argsort(-counts, kind="stable")
@@ -96,7 +98,7 @@ class Profile:
         if not data.startswith(_MAGIC):
             raise DatasetError(
                 "these bytes are not a modelci drift profile",
-                hint="make the profile again from the reference data (modelci.monitor.profile_table)",
+                hint="make the profile again from the reference data (profile_table)",
             )
         try:
             return _decode(json.loads(zlib.decompress(data[len(_MAGIC) :])))
@@ -156,7 +158,8 @@ def _profile_column(col: tables.Column, settings: DriftSettings) -> ColumnProfil
     kind = override.kind or inferred_kind(col)
     if override.kind == "numeric" and col.arrow not in ("float", "int", "bool"):
         raise ConfigError(
-            f"monitoring.columns.{col.name}.kind is numeric, but the column holds {col.arrow} values",
+            f"monitoring.columns.{col.name}.kind is numeric, but the column holds "
+            f"{col.type_name} values",
             hint="remove the override or make it categorical",
         )
     if kind == "numeric":
@@ -177,7 +180,11 @@ def _profile_column(col: tables.Column, settings: DriftSettings) -> ColumnProfil
         if rows == 0:
             return ColumnProfile(col.name, "empty", 0, col.rows, reason="no value")
         return ColumnProfile(
-            col.name, "categorical", rows, col.rows - rows, categories=CategoryCounts.of(keys, counts)
+            col.name,
+            "categorical",
+            rows,
+            col.rows - rows,
+            categories=CategoryCounts.of(keys, counts),
         )
     reasons = {
         "text": "free text (more than half the values distinct)",
@@ -199,7 +206,10 @@ def _encode(profile: Profile) -> dict[str, Any]:
     columns: list[dict[str, Any]] = []
     for col in profile.columns:
         item: dict[str, Any] = {
-            "name": col.name, "kind": col.kind, "rows": col.rows, "missing": col.missing,
+            "name": col.name,
+            "kind": col.kind,
+            "rows": col.rows,
+            "missing": col.missing,
         }
         if col.reason:
             item["reason"] = col.reason
@@ -238,8 +248,13 @@ def _decode(data: dict[str, Any]) -> Profile:
             )
         columns.append(
             ColumnProfile(
-                str(item["name"]), item["kind"], int(item["rows"]), int(item["missing"]),
-                numeric=numeric, std=float(item.get("std", 0.0)), categories=categories,
+                str(item["name"]),
+                item["kind"],
+                int(item["rows"]),
+                int(item["missing"]),
+                numeric=numeric,
+                std=float(item.get("std", 0.0)),
+                categories=categories,
                 reason=str(item.get("reason", "")),
             )
         )

@@ -36,7 +36,9 @@ th{font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 
 
 def render_html(
-    report: DriftReport, *, history: Sequence[tuple[str, float]] | None = None,
+    report: DriftReport,
+    *,
+    history: Sequence[tuple[str, float]] | None = None,
     title: str = "Data drift",
 ) -> str:
     """The page for ``report``; ``history``: (window label, share of drifted columns)."""
@@ -49,8 +51,9 @@ def render_html(
         f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<p class="muted">{_e(report.label)} reference {report.reference_rows:,} rows, '
-        f"current {report.current_rows:,} rows</p>" if report.label else
-        f'<p class="muted">reference {report.reference_rows:,} rows, '
+        f"current {report.current_rows:,} rows</p>"
+        if report.label
+        else f'<p class="muted">reference {report.reference_rows:,} rows, '
         f"current {report.current_rows:,} rows</p>",
         f'<p class="verdict {verdict_class}">{verdict}: {drifted} of {len(report.columns)} '
         f"columns drifted ({report.share_drifted:.0%}; the dataset drifts from "
@@ -143,7 +146,7 @@ def _bars(dist: Distribution, name: str) -> str:
             parts.append(
                 f'<rect x="{x + j * bar:.1f}" y="{base - h:.1f}" width="{bar:.1f}" '
                 f'height="{h:.1f}" fill="{colour}"><title>{_e(label)}: '
-                f'{"reference" if j == 0 else "current"} {share:.2%}</title></rect>'
+                f"{'reference' if j == 0 else 'current'} {share:.2%}</title></rect>"
             )
         if i % every == 0:
             parts.append(

@@ -41,8 +41,10 @@ class ColumnOverride(BaseModel):
     @model_validator(mode="after")
     def _test_fits_kind(self) -> ColumnOverride:
         if self.kind == "categorical" and self.test in _NUMERIC_ONLY:
-            raise ValueError(f"test {self.test} compares numbers; a categorical column takes "
-                             "chisquare, z or jensenshannon")
+            raise ValueError(
+                f"test {self.test} compares numbers; a categorical column takes "
+                "chisquare, z or jensenshannon"
+            )
         return self
 
 

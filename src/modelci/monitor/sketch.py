@@ -9,11 +9,11 @@ of |Q_ref(u) - Q_cur(u)| over the quantile level u, and over a bucket where the
 current quantile function stays on one side of the bucket's [low, high] the
 integral is |sum(current over that range) - bucket sum| / n, exact. Only the
 buckets the two quantile functions cross in add an error, and that error is
-bounded (``wasserstein`` returns the bound). Measured on 1,000,000 reference
-rows against 100,000 current ones (docs in README, figures in the package
-docstring): the score is exact to 1e-13 once the data has shifted, and within
-1e-5 of scipy's exact value when it has not; the profile holds about 57 KB per
-numeric column.
+bounded (``wasserstein`` returns the bound); a one-value bucket they cross in
+is integrated exactly. Measured on 1,000,000 reference rows against 100,000
+current ones (README, "Data drift"): the score is exact to 1e-13 once the data
+has shifted, and within 1e-5 of scipy's exact value when it has not (8e-5 for a
+Pareto tail); a sketched column takes about 90 KiB of the profile.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class NumericSketch:
         if self.exact:
             return np.repeat(self.low, self.count)
         parts = [
-            np.linspace(lo, hi, int(k)) for lo, hi, k in zip(self.low, self.high, self.count)
+            np.linspace(lo, hi, int(k))
+            for lo, hi, k in zip(self.low, self.high, self.count, strict=True)
         ]
         return np.concatenate(parts)
 
@@ -86,7 +87,8 @@ class NumericSketch:
                 (points[:, None] - self.low[None, :]) / width[None, :],
                 (points[:, None] >= self.low[None, :]).astype(np.float64),
             )
-        return (np.clip(inside, 0.0, 1.0) * self.count[None, :]).sum(axis=1)
+        counted: np.ndarray = (np.clip(inside, 0.0, 1.0) * self.count[None, :]).sum(axis=1)
+        return counted
 
     def histogram(self, edges: np.ndarray) -> np.ndarray:
         """Counts per bin of ``edges`` (values outside counted in the end bins)."""

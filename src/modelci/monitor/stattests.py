@@ -115,7 +115,7 @@ def aligned(
     union = dict.fromkeys(ref_keys) | dict.fromkeys(cur_keys)
     keys = list(union)
     try:
-        keys.sort()  # type: ignore[call-overload]
+        keys.sort()  # type: ignore[type-var,unused-ignore]
     except TypeError:  # mixed types: the order does not change a score
         keys.sort(key=lambda key: (type(key).__name__, str(key)))
     where = {key: i for i, key in enumerate(keys)}
@@ -124,4 +124,3 @@ def aligned(
     np.add.at(ref, [where[key] for key in ref_keys], ref_counts)
     np.add.at(cur, [where[key] for key in cur_keys], cur_counts)
     return keys, ref, cur
-

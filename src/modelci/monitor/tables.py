@@ -191,10 +191,7 @@ class Column:
 def column(table: Any, name: str) -> Column:
     pa = _pyarrow()
     data = table.column(name)
-    if data.num_chunks != 1:
-        data = data.combine_chunks()
-    else:
-        data = data.chunk(0)
+    data = data.combine_chunks() if data.num_chunks != 1 else data.chunk(0)
     kind = _arrow_kind(pa, data.type)
     if kind == "category":  # pandas' category: counted by value, as Evidently does
         data = data.cast(data.type.value_type)
