@@ -13,13 +13,13 @@ import os
 import sys
 import threading
 
-from modelci.cli import evaluating, models, retraining, running, scoring, tokens
+from modelci.cli import drifting, evaluating, models, retraining, running, scoring, tokens
 from modelci.cli.base import Duration, VersionNumber, cli
 
 __all__ = ["Duration", "VersionNumber", "cli", "main"]
 
 # imported for their commands
-_COMMANDS = (evaluating, models, retraining, running, scoring, tokens)
+_COMMANDS = (drifting, evaluating, models, retraining, running, scoring, tokens)
 
 
 def main() -> None:
