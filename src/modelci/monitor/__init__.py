@@ -26,11 +26,49 @@ Evidently computes them), drift (test choice and verdicts), settings
 (overrides), report (the HTML page).
 """
 
-from modelci.monitor.drift import ColumnDrift, Distribution, DriftReport, SkippedColumn, drift
-from modelci.monitor.profile import ColumnProfile, Profile, profile_table
-from modelci.monitor.report import render_html
-from modelci.monitor.settings import ColumnOverride, DriftSettings
-from modelci.monitor.tables import TableCaps, read_table
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelci.monitor.drift import (
+        ColumnDrift,
+        Distribution,
+        DriftReport,
+        SkippedColumn,
+        drift,
+    )
+    from modelci.monitor.profile import ColumnProfile, Profile, profile_table
+    from modelci.monitor.report import render_html
+    from modelci.monitor.settings import ColumnOverride, DriftSettings
+    from modelci.monitor.tables import TableCaps, read_table
+
+# Loaded on first use: modelci.yaml's monitoring: section (monitor.config) is read by
+# every command, and numpy/scipy/pyarrow must not slow each of them down.
+_WHERE = {
+    "ColumnDrift": "drift",
+    "Distribution": "drift",
+    "DriftReport": "drift",
+    "SkippedColumn": "drift",
+    "drift": "drift",
+    "ColumnProfile": "profile",
+    "Profile": "profile",
+    "profile_table": "profile",
+    "render_html": "report",
+    "ColumnOverride": "settings",
+    "DriftSettings": "settings",
+    "TableCaps": "tables",
+    "read_table": "tables",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelci.monitor' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"modelci.monitor.{module}"), name)
+
 
 __all__ = [
     "ColumnDrift",

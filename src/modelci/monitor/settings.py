@@ -19,9 +19,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from modelci.monitor.stattests import TestName
+__all__ = ["ColumnOverride", "DriftSettings", "Kind", "TestName"]
 
-__all__ = ["ColumnOverride", "DriftSettings", "Kind"]
+# Here, not in stattests (scipy): modelci.yaml is parsed by every command.
+TestName = Literal["ks", "chisquare", "z", "wasserstein", "jensenshannon"]
 
 Kind = Literal["numeric", "categorical"]
 

@@ -20,14 +20,12 @@ formula for formula, so the scores agree to rounding:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "P_VALUE_TESTS",
-    "TestName",
     "chisquare",
     "drifted",
     "jensenshannon",
@@ -36,7 +34,6 @@ __all__ = [
     "ztest",
 ]
 
-TestName = Literal["ks", "chisquare", "z", "wasserstein", "jensenshannon"]
 P_VALUE_TESTS: frozenset[str] = frozenset({"ks", "chisquare", "z"})
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "ks": 0.05,
