@@ -16,7 +16,7 @@ from modelci.errors import DataFetchError
 from modelci.runner.cgroups import acquire_slot
 from modelci.settings import Settings
 from tests.conftest import git
-from tests.data.dvcrepos import CountingSandbox, csv_rows, data_fetcher, dvc
+from tests.data.dvcrepos import CountingSandbox, csv_rows, data_fetcher, import_url_repo
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -53,18 +53,8 @@ def import_repo(place: Path, *, remote: bool = True) -> tuple[Path, Path]:
     source = place / "source"
     source.mkdir()
     (source / "raw.csv").write_text(csv_rows(ones=3, zeros=7))
-    repo = place / "repo"
-    repo.mkdir()
-    git(repo, "init", "--quiet")
-    dvc(repo, "init", "--quiet")
-    if remote:
-        dvc(repo, "remote", "add", "-d", "storage", str(place / "remote"))
-    (repo / "data").mkdir()
-    dvc(repo, "import-url", "--quiet", str(source / "raw.csv"), "data/raw.csv")
-    if remote:
-        dvc(repo, "push", "--quiet")
-    git(repo, "add", "--all")
-    git(repo, "commit", "--quiet", "-m", "import")
+    remote_dir = place / "remote" if remote else None
+    repo = import_url_repo(place / "repo", source / "raw.csv", "data/raw.csv", remote=remote_dir)
     return repo, source
 
 

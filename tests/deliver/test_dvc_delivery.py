@@ -95,21 +95,15 @@ def test_refreshed_imports_are_trained_on_and_change_the_key_and_data_version(
     from modelci.data.versions import data_version
     from modelci.retrain.refresh import refresh_imports
     from modelci.runner.checkout import open_mirror
-    from tests.conftest import git
-    from tests.data.dvcrepos import dvc
+    from tests.data.dvcrepos import import_url_repo
 
     source = place / "source"
     source.mkdir()
     (source / "data.csv").write_text(csv_rows(ones=30, zeros=70))
-    repo = place / "churn"
-    repo.mkdir()
-    git(repo, "init", "--quiet")
-    dvc(repo, "init", "--quiet")
-    dvc(repo, "remote", "add", "-d", "storage", str(place / "remote"))
-    (repo / "data").mkdir()
-    dvc(repo, "import-url", "--quiet", str(source / "data.csv"), "data/data.csv")
-    dvc(repo, "push", "--quiet")
-    commit_files(repo, {"modelci.yaml": CONFIG, "train.py": TRAIN, "model_lib.py": MODEL_LIB})
+    files = {"modelci.yaml": CONFIG, "train.py": TRAIN, "model_lib.py": MODEL_LIB}
+    repo = import_url_repo(
+        place / "churn", source / "data.csv", "data/data.csv", remote=place / "remote", files=files
+    )
     allow(deliverer.settings, repo, f'allowed_urls = ["{place / "remote"}", "{source}"]\n')
     first = deliverer.deliver(str(repo), "HEAD", actor="merge")
     assert first.error is None, first.error
