@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         "JSON list",
     )
     poll_interval_s: float = 60
+    import_check_interval: float = Field(
+        default=3600,
+        gt=0,
+        description="Seconds between checks whether a champion's DVC imports changed at their "
+        "source (a change queues a retrain, trigger data)",
+    )
     job_timeout_s: float = 3 * 3600
     repo_concurrency: int = Field(
         default=1, description="Evaluations of one repository that may run at once"

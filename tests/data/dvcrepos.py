@@ -161,3 +161,25 @@ def fetch_clone(
             slot=slot,
             log_path=settings.logs_dir / f"{workdir.name}.fetch.log",
         )
+
+
+def import_url_repo(
+    path: Path, source: Path, out: str, *, remote: Path | None, files: dict[str, str] | None = None
+) -> Path:
+    """A git repository whose ``out`` is `dvc import-url`ed from the local file ``source``
+    (pushed to the local remote when given), with ``files`` beside it."""
+    path.mkdir(parents=True)
+    git(path, "init", "--quiet")
+    dvc(path, "init", "--quiet")
+    if remote is not None:
+        dvc(path, "remote", "add", "-d", "storage", str(remote))
+    (path / out).parent.mkdir(parents=True, exist_ok=True)
+    dvc(path, "import-url", "--quiet", str(source), out)
+    if remote is not None:
+        dvc(path, "push", "--quiet")
+    for name, text in (files or {}).items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    git(path, "add", "--all")
+    git(path, "commit", "--quiet", "-m", "import")
+    return path

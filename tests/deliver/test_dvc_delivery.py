@@ -87,3 +87,43 @@ def test_a_merge_with_dvc_data_is_fetched_trained_and_registered(
     assert second.timings["data_bytes"] == 0
     assert second.metrics["rows"] == 100
     assert second.to_json()["timings"]["data_bytes"] == 0
+
+
+def test_refreshed_imports_are_trained_on_and_change_the_key_and_data_version(
+    deliverer: Deliverer, place: Path
+) -> None:
+    from modelci.data.versions import data_version
+    from modelci.retrain.refresh import refresh_imports
+    from modelci.runner.checkout import open_mirror
+    from tests.data.dvcrepos import import_url_repo
+
+    source = place / "source"
+    source.mkdir()
+    (source / "data.csv").write_text(csv_rows(ones=30, zeros=70))
+    files = {"modelci.yaml": CONFIG, "train.py": TRAIN, "model_lib.py": MODEL_LIB}
+    repo = import_url_repo(
+        place / "churn", source / "data.csv", "data/data.csv", remote=place / "remote", files=files
+    )
+    allow(deliverer.settings, repo, f'allowed_urls = ["{place / "remote"}", "{source}"]\n')
+    first = deliverer.deliver(str(repo), "HEAD", actor="merge")
+    assert first.error is None, first.error
+    assert first.metrics["rows"] == 100
+
+    (source / "data.csv").write_text(csv_rows(ones=10, zeros=10))
+    mirror = open_mirror(str(repo), deliverer.settings.mirrors_dir)
+    sha = mirror.resolve("HEAD")
+    refresh = refresh_imports(deliverer.evaluator, mirror, sha, repo=str(repo))
+    assert list(refresh.changed) == ["data/data.csv.dvc"]
+
+    # reuse=True: the commit is registered, but not with this data.
+    second = deliverer.deliver(str(repo), "HEAD", actor="data", overlay=refresh.changed)
+
+    assert second.error is None, second.error
+    assert not second.reused and second.version == 2
+    assert second.metrics["rows"] == 20  # the source's new rows, from the cache
+    assert second.data_version == data_version(mirror, sha, refresh.changed)
+    assert second.data_version != first.data_version == data_version(mirror, sha)
+    assert deliverer.registry.get_version("churn", 2).data_version == second.data_version
+    # The same overlay again is that version: reused.
+    third = deliverer.deliver(str(repo), "HEAD", actor="data", overlay=refresh.changed)
+    assert third.reused and third.version == 2

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from modelci import safeyaml
+from modelci.data.imports import is_import
 from modelci.errors import DataFetchError, OutputError
 from modelci.runner.outputs import read_output_bytes
 
@@ -39,6 +40,7 @@ class DvcLayout:
     remote_urls: dict[str, str]  # name → url, as the repository wrote it
     output_remotes: frozenset[str] = field(default_factory=frozenset)  # outs' own `remote:`
     declared_bytes: int = 0  # the outputs' `size` fields, summed
+    imports: tuple[str, ...] = ()  # the .dvc files that are imports (data.imports)
 
     def remotes_used(self) -> list[str]:
         """The remotes a pull of this commit reads from."""
@@ -105,7 +107,9 @@ def _dvc_files(workdir: Path) -> list[str]:
 
 
 def _outs(document: Any, relpath: str) -> list[dict[str, Any]]:
-    """The outputs a .dvc file or dvc.lock declares; imports are refused."""
+    """The outputs a .dvc file or dvc.lock declares. A .dvc file may be an import
+    (``data.imports`` checks its source); a pipeline stage's dependency outside the
+    repository is refused."""
     if not isinstance(document, dict):
         raise DataFetchError(f"{relpath} is not a DVC file", hint="fix or remove it")
     holders = [document] if relpath != "dvc.lock" else list((document.get("stages") or {}).values())
@@ -113,20 +117,21 @@ def _outs(document: Any, relpath: str) -> list[dict[str, Any]]:
     for holder in holders:
         if not isinstance(holder, dict):
             continue
-        for dep in holder.get("deps") or []:
+        for dep in holder.get("deps") or [] if relpath == "dvc.lock" else []:
             if isinstance(dep, dict) and ("repo" in dep or "://" in str(dep.get("path", ""))):
                 raise DataFetchError(
-                    f"{relpath} imports data from elsewhere (dvc import / import-url), which "
-                    "modelci does not fetch: it reaches past the remotes the server allows",
-                    hint="dvc push the data to the repository's remote and track it with "
-                    "dvc add instead",
+                    f"{relpath} has a stage that reads data from outside the repository, "
+                    "which modelci does not fetch: it reaches past the remotes the server "
+                    "allows",
+                    hint="bring the data in with dvc import-url (a .dvc file modelci checks "
+                    "against the server's allow-list) and make the stage depend on it",
                 )
         outs += [out for out in holder.get("outs") or [] if isinstance(out, dict)]
     return outs
 
 
 def dvc_file_outs(workdir: Path, relpath: str) -> list[dict[str, Any]]:
-    """The outputs one ``.dvc`` file declares, as written (read safely, imports refused)."""
+    """The outputs one ``.dvc`` file declares, as written (read safely)."""
     return _outs(_yaml(workdir, relpath), relpath)
 
 
@@ -144,7 +149,8 @@ def find_dvc(workdir: Path) -> DvcLayout | None:
     config = workdir / ".dvc" / "config"
     if config.exists() or config.is_symlink():
         default, urls = parse_dvc_config(_read(workdir, ".dvc/config"))
-    outs = [out for f in dvc_files for out in _outs(_yaml(workdir, f), f)]
+    documents = {f: _yaml(workdir, f) for f in dvc_files}
+    outs = [out for f in dvc_files for out in _outs(documents[f], f)]
     if has_lock:
         outs += _outs(_yaml(workdir, "dvc.lock"), "dvc.lock")
     sizes = [out.get("size") for out in outs]
@@ -155,4 +161,5 @@ def find_dvc(workdir: Path) -> DvcLayout | None:
         remote_urls=urls,
         output_remotes=frozenset(str(out["remote"]) for out in outs if out.get("remote")),
         declared_bytes=sum(size for size in sizes if isinstance(size, int) and size > 0),
+        imports=tuple(f for f in dvc_files if is_import(documents[f])),
     )

@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -35,6 +37,7 @@ from pathlib import Path
 from modelci.data.cachecopy import copyable, plan_cache_copy
 from modelci.data.dvcrepo import DvcLayout, find_dvc
 from modelci.data.fetchcap import CacheWatch, cache_usage, over_cap, remove_partial
+from modelci.data.imports import ImportRefresh, check_source, find_imports, refreshed
 from modelci.data.remotes import (
     RepositoryData,
     check_url,
@@ -135,13 +138,20 @@ class DataFetcher:
         if layout is None:
             return None
         data = load_remotes(self.remotes_file, repository, aliases)
+        # Imports first: their sources are checked (and refused) before anything else.
+        pointers = find_imports(workdir) if layout.imports else []
+        sources = [
+            check_source(pointer, data, workdir=workdir, remote_urls=layout.remote_urls)
+            for pointer in pointers
+        ]
         names = layout.remotes_used()
-        if not names:
+        if not names and len(layout.imports) < len(layout.dvc_files) + layout.has_lock:
             raise DataFetchError(
                 "the commit tracks data with DVC but its .dvc/config names no default remote",
                 hint="set one with `dvc remote add -d NAME URL` and commit .dvc/config",
             )
-        sections = [f"[core]\n    remote = {dvc_value(names[0], 'remote')}"]
+        names = sorted({*names, *(s.remote for s in sources if s.remote)})
+        sections = [f"[core]\n    remote = {dvc_value(names[0], 'remote')}"] if names else []
         env: dict[str, str] = {}
         urls: dict[str, str] = {}
         local = []
@@ -176,7 +186,17 @@ class DataFetcher:
                     f"the local DVC remote {path} does not exist on this server",
                     hint="create it (dvc push to it) or fix the remote's url",
                 )
-        return _Plan(layout, data, tuple(names), urls, "\n".join(sections), env, tuple(local))
+        sources_local = tuple(s.local for s in sources if s.local is not None)
+        return _Plan(
+            layout,
+            data,
+            tuple(names),
+            urls,
+            "\n".join(sections),
+            env,
+            (*local, *sources_local),
+            imports=tuple(s.url for s in sources),
+        )
 
     def fetch(
         self,
@@ -199,10 +219,7 @@ class DataFetcher:
         if plan is None:
             return None
         started = time.monotonic()
-        cache = self.cache_dir(cache_key or repository)
-        self.cache_root.mkdir(parents=True, exist_ok=True)
-        self.cache_root.chmod(0o711)  # the sandbox's uid must reach its repository's cache
-        cache.mkdir(exist_ok=True, mode=0o700)
+        cache = self._cache(cache_key or repository)
         run = _Run(plan, workdir, cache, slot, log_path, cancel)
         with locked(self.cache_root / f"{cache.name}.lock"):
             copy = plan_cache_copy(workdir, plan.layout, cache)
@@ -211,6 +228,13 @@ class DataFetcher:
                 # checkout of 1,000 files is seconds slower than a plain copy).
                 self._dvc(run, [["fetch", *plan.layout.dvc_files]])
                 copy = plan_cache_copy(workdir, plan.layout, cache)
+            if copy is None and not plan.remotes:
+                raise DataFetchError(
+                    f"the data of {', '.join(plan.layout.imports)} is not in the repository's "
+                    "DVC cache and the commit names no DVC remote to fetch it from",
+                    hint="dvc push the imported data to a remote (dvc remote add -d NAME URL), "
+                    "or retrain: a retrain refreshes imports into the cache",
+                )
             if copy is None:
                 self._dvc(run, _pull_commands(plan.layout))
             else:
@@ -224,6 +248,50 @@ class DataFetcher:
                         "from the repository's DVC cache into the work dir]\n"
                     )
         return FetchResult(plan.remotes, run.fetched, time.monotonic() - started, log_path)
+
+    def check_imports(
+        self,
+        workdir: Path,
+        *,
+        repository: str,
+        aliases: tuple[str, ...] = (),
+        cache_key: str | None = None,
+        slot: int,
+        log_path: Path,
+        cancel: threading.Event | None = None,
+    ) -> ImportRefresh:
+        """Which of a checked-out commit's imports changed at their source, as
+        ``dvc update`` sees it. workdir is only read: DVC runs on copies of the
+        pointers in a scratch directory beside it, in the fetch's sandbox (network,
+        the server's credentials, the allow-list checked first). The new data lands in
+        the repository's DVC cache, so training on the refreshed pointers copies it
+        from there. ``--no-download`` is not used: DVC 3 then drops the output's md5,
+        and a pointer without it names no data (no data version, nothing to propose)."""
+        pointers = find_imports(workdir)
+        if not pointers:
+            return ImportRefresh({}, {}, {})
+        plan = self.plan(workdir, repository, aliases)
+        assert plan is not None
+        cache = self._cache(cache_key or repository)
+        scratch = Path(tempfile.mkdtemp(prefix="imports-", dir=workdir.parent))
+        try:
+            for pointer in pointers:
+                (scratch / pointer.path).parent.mkdir(parents=True, exist_ok=True)
+                (scratch / pointer.path).write_bytes(pointer.text)
+            prepare_workdir(scratch)
+            run = _Run(plan, scratch, cache, slot, log_path, cancel, action="update")
+            with locked(self.cache_root / f"{cache.name}.lock"):
+                self._dvc(run, [["update", *(p.path for p in pointers)]])
+            return refreshed(pointers, lambda path: (scratch / path).read_bytes())
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _cache(self, key: str) -> Path:
+        cache = self.cache_dir(key)
+        self.cache_root.mkdir(parents=True, exist_ok=True)
+        self.cache_root.chmod(0o711)  # the sandbox's uid must reach its repository's cache
+        cache.mkdir(exist_ok=True, mode=0o700)
+        return cache
 
     def _dvc(self, run: _Run, commands: list[list[str]]) -> None:
         """Run DVC commands in the fetch's sandbox, stopped if the cache grows past the cap."""
@@ -267,12 +335,16 @@ class DataFetcher:
         if not outcome.ok:
             from modelci.evaluate.logtail import log_tail
 
-            reason = _failure(run.log_path, plan.remotes)
+            if run.action == "update":
+                reason = f"dvc update of the imports from {', '.join(plan.imports)} failed"
+            else:
+                reason = _failure(run.log_path, plan.remotes)
             if outcome.failure_reason() and not outcome.exit_code:
                 reason += f": the fetch {outcome.failure_reason()}"
             raise DataFetchError(
                 reason,
-                hint="check that the data was pushed (dvc push) and the remote's credentials "
+                hint="check that the data was pushed (dvc push), the sources of imports, and the "
+                "remote's credentials "
                 f"in {plan.data.source}; the end of the fetch's log says more",
                 log_tail=log_tail(
                     run.log_path, paths={f"{run.workdir}/": "", str(cache): "<dvc cache>"}
@@ -283,10 +355,11 @@ class DataFetcher:
 
 def _check_plugins(plan: _Plan) -> None:
     """Refuse, before any request, a remote whose DVC plugin is not installed."""
-    for name, url in plan.urls.items():
+    named = [(f"the DVC remote {name!r}", url) for name, url in plan.urls.items()]
+    for what, url in [*named, *(("an import's source", url) for url in plan.imports)]:
         if (plugin := missing_plugin(url)) is not None:
             raise DataFetchError(
-                f"the DVC remote {name!r} ({url}) needs DVC's {plugin} plugin, which is not "
+                f"{what} ({url}) needs DVC's {plugin} plugin, which is not "
                 "installed beside modelci",
                 hint=plugin_hint(plugin),
             )
@@ -310,7 +383,8 @@ class _Plan:
     urls: Mapping[str, str]  # each remote's, as checked (a local path made absolute)
     sections: str  # the fetch's DVC config without the cache (it has secrets)
     env: Mapping[str, str]  # for DVC in the sandbox: a Google Drive service account's key
-    local_remotes: tuple[Path, ...]
+    local_remotes: tuple[Path, ...]  # and local import sources: bound read-only
+    imports: tuple[str, ...] = ()  # the imports' sources, as checked
 
     def dvc_config(self, cache: Path) -> str:
         """DVC's global config for the fetch (secrets included): the remotes, the cache."""
@@ -328,5 +402,6 @@ class _Run:
     slot: int
     log_path: Path
     cancel: threading.Event | None
+    action: str = "fetch"  # or "update": refreshing imports
     before: int | None = None  # the cache's bytes before the first DVC command
     fetched: int = 0

@@ -24,18 +24,23 @@ EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _POINTERS = ("*.dvc", "dvc.lock")
 
 
-def data_version(mirror: Mirror, sha: str) -> dict[str, str]:
+def data_version(
+    mirror: Mirror, sha: str, overlay: Mapping[str, bytes] | None = None
+) -> dict[str, str]:
     """DVC output path -> md5 at ``sha``; empty for a commit without DVC data.
 
     An output without an md5 (not yet pushed, or a pointer that is not one) is
     left out: it names no data. Unreadable pointer files are skipped, as the
     data review skips them: the version is what the commit says for sure.
+    ``overlay`` (a retrain's refreshed imports: pointer path -> text) replaces
+    those pointers of the commit: the version is that of the data trained on.
     """
+    overlay = overlay or {}
     pointers = [p for p in mirror.changed_files(EMPTY_TREE, sha, *_POINTERS) if is_pointer(p)]
     found: dict[str, str] = {}
     for source in pointers[:MAX_POINTERS]:
         try:
-            raw = mirror.read_file(sha, source)
+            raw = overlay[source] if source in overlay else mirror.read_file(sha, source)
             outs = pointer_outs(source, raw) if raw is not None else []
         except (ValueError, ModelCIError):
             continue

@@ -69,6 +69,7 @@ class _How:
     reuse: bool
     trigger: str
     scoring: ScoringPlan | None  # the caller's, already open (a retrain scores with it too)
+    overlay: Mapping[str, bytes]  # refreshed DVC import pointers written over the commit
 
 
 class Deliverer:
@@ -125,6 +126,7 @@ class Deliverer:
         reuse: bool = True,
         trigger: str = "merge",
         scoring: ScoringPlan | None = None,
+        overlay: Mapping[str, bytes] | None = None,
     ) -> DeliveryResult:
         """Train ``ref`` of ``repo``, register it and promote it if it passes the gates.
 
@@ -134,9 +136,13 @@ class Deliverer:
         A retrain passes ``promote=False`` (it judges the new version itself, on
         rows it scores both models on), ``reuse=False`` (it trains even a commit
         registered before: the data may have moved), its ``trigger``, and the
-        ``scoring`` plan it opened for this commit (read once, not twice).
+        ``scoring`` plan it opened for this commit (read once, not twice), and the
+        ``overlay`` of its refreshed DVC imports (``data.imports``): written over the
+        checkout before the data is fetched, part of the key and the data version.
         """
-        how = _How(promote=promote, reuse=reuse, trigger=trigger, scoring=scoring)
+        how = _How(
+            promote=promote, reuse=reuse, trigger=trigger, scoring=scoring, overlay=overlay or {}
+        )
         result = DeliveryResult(repo=repo, ref=ref)
         evaluator = self.evaluator.with_reporter(reporter) if reporter else self.evaluator
         say = evaluator.reporter.update
@@ -181,9 +187,12 @@ class Deliverer:
             side.scoring = stack.enter_context(
                 evaluator.scoring_plan(config.scoring, mirror, result.sha, repo=repo)
             )
-        key = delivery_key(mirror, result.sha, config, self.evaluator.environments, side.scoring)
+        side.overlay = how.overlay
+        key = delivery_key(
+            mirror, result.sha, config, self.evaluator.environments, side.scoring, how.overlay
+        )
         result.model_name = model_name_for(repo, config)
-        result.data_version = data_version(mirror, result.sha)
+        result.data_version = data_version(mirror, result.sha, how.overlay)
         existing = self.registry.find_delivered(result.model_name, key) if how.reuse else None
         if existing is not None:
             result.reused, result.version = True, existing.version
@@ -295,7 +304,10 @@ class Deliverer:
 
         settings, sha = self.settings, result.sha
         reader = tracked_reader(
-            mirror=mirror, repo=result.repo, settings=settings, fetcher=self.evaluator.data_fetcher()
+            mirror=mirror,
+            repo=result.repo,
+            settings=settings,
+            fetcher=self.evaluator.data_fetcher(),
         )
         assert result.version is not None
         return save_reference(

@@ -12,6 +12,7 @@ key, so the commit is trained and scored again rather than keeping old scores.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from modelci.errors import ConfigError
@@ -22,7 +23,7 @@ from modelci.runner.environments import EnvironmentManager, gather_requirements
 if TYPE_CHECKING:
     from modelci.scoring.plan import ScoringPlan
 
-__all__ = ["MODEL_SECTION_HINT", "delivery_config", "delivery_key"]
+__all__ = ["MODEL_SECTION_HINT", "delivery_config", "delivery_key", "overlay_digest"]
 
 # Bumped when what a delivery registers changes, so older versions are not reused.
 _DELIVERY_KEY_VERSION = "1"
@@ -52,14 +53,24 @@ def delivery_config(mirror: Mirror, sha: str) -> RepoConfig:
     return config
 
 
+def overlay_digest(overlay: Mapping[str, bytes]) -> str:
+    digest = hashlib.sha256()
+    for path, text in sorted(overlay.items()):
+        digest.update(f"{path}\0{len(text)}\0".encode())
+        digest.update(text)
+    return f"overlay:{digest.hexdigest()}"
+
+
 def delivery_key(
     mirror: Mirror,
     sha: str,
     config: RepoConfig,
     environments: EnvironmentManager,
     scoring: ScoringPlan | None,
+    overlay: Mapping[str, bytes] | None = None,
 ) -> str:
-    """The key of (commit, environment, configuration, scored rows) a version is for."""
+    """The key of (commit, environment, configuration, scored rows) a version is for;
+    with ``overlay`` (refreshed DVC imports written over the commit), of those too."""
 
     def read(path: str) -> bytes | None:
         return mirror.read_file(sha, path)
@@ -68,4 +79,6 @@ def delivery_key(
     parts = [_DELIVERY_KEY_VERSION, sha, environments.key_for(requirements), config.digest()]
     if scoring is not None:  # only then: the keys of versions without scoring stay as they were
         parts.append(scoring.digest())
+    if overlay:  # only then, likewise: a refreshed import is other data than the commit's
+        parts.append(overlay_digest(overlay))
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()

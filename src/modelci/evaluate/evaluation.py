@@ -182,7 +182,7 @@ class Evaluator:
         self, request: EvaluationRequest, cancel: threading.Event | None, stack: ExitStack
     ) -> EvaluationResult:
         started = time.monotonic()
-        _prepare_dirs(self.settings)
+        prepare_dirs(self.settings)
         request = replace(request, overrides=self._with_defaults(request.overrides))
         self.reporter.update("head", "fetching")
         self.reporter.update("base", "fetching")
@@ -352,7 +352,7 @@ class Evaluator:
             sha=sha,
             repo=repo,
             settings=self.settings,
-            fetcher=self._data_fetcher(),
+            fetcher=self.data_fetcher(),
         )
 
     def scoring_launcher(self) -> Launcher:
@@ -570,7 +570,7 @@ class Evaluator:
         repository's code controlled that directory). ``extra_env`` gives
         variables for the run from the work dir's path. Raises on failure.
         """
-        _prepare_dirs(self.settings)
+        prepare_dirs(self.settings)
         t0 = time.monotonic()
         overrides = self._with_defaults(overrides or Overrides())
         with ExitStack() as stack:
@@ -612,6 +612,10 @@ class Evaluator:
             mirror.checkout(sha, self.settings.runs_dir) as workdir,
         ):
             side.timings["prepare_s"] = time.monotonic() - t0
+            if side.overlay:  # a retrain's refreshed imports, before the data is fetched
+                from modelci.data.imports import write_overlay
+
+                write_overlay(workdir, side.overlay)
             dvc_env = self._fetch_data(side, mirror, workdir, slot, cancel)
             self.reporter.update(role, "training and evaluating")
             limits = Limits(
@@ -714,10 +718,6 @@ class Evaluator:
         side.timings["score_s"] = time.monotonic() - t0
 
     def data_fetcher(self) -> DataFetcher:
-        """The DVC fetcher of these settings (its sandbox, caches and remotes file)."""
-        return self._data_fetcher()
-
-    def _data_fetcher(self) -> DataFetcher:
         from modelci.data.fetch import DataFetcher
 
         return DataFetcher(
@@ -731,7 +731,7 @@ class Evaluator:
         """Params and data changes, read after the runs so the fetched data is cached."""
         from modelci.data.review import review_data
 
-        cache = self._data_fetcher().cache_dir(mirror.url)
+        cache = self.data_fetcher().cache_dir(mirror.url)
         return review_data(mirror, base_sha, head_sha, cache=cache)
 
     def _fetch_data(
@@ -746,7 +746,7 @@ class Evaluator:
         when the commit uses DVC (training may run `dvc repro`), else None."""
         if not ((workdir / ".dvc").exists() or (workdir / "dvc.yaml").exists()):
             return None
-        fetcher = self._data_fetcher()
+        fetcher = self.data_fetcher()
         self.reporter.update(side.role, "fetching DVC data")
         assert side.log_path is not None
         fetched = fetcher.fetch(
@@ -806,7 +806,7 @@ def _refuse_gpu(config: RepoConfig | None, sha: str) -> None:
         )
 
 
-def _prepare_dirs(settings: Settings) -> None:
+def prepare_dirs(settings: Settings) -> None:
     # The sandbox runs as other uids: they must traverse (not list) the data dir
     # down to their work dir and environment.
     settings.prepare_data_dir()

@@ -99,11 +99,14 @@ class SideResult:
     scoring: ScoringPlan | None = None
     scored: tuple[str, ...] = ()
     scored_predictions: Predictions | None = None
+    # Pointer files written over the checkout before its data is fetched (a retrain's
+    # refreshed DVC imports: data.imports.write_overlay): .dvc path -> text.
+    overlay: Mapping[str, bytes] = field(default_factory=dict)
 
     def again(self, seed: int) -> SideResult:
         """A run of the same commit with another seed, kept in ``repeats``."""
         other = SideResult(self.role, self.ref, self.sha, seed=seed, ref_repo=self.ref_repo)
-        other.scoring = self.scoring
+        other.scoring, other.overlay = self.scoring, self.overlay
         self.repeats.append(other)
         return other
 

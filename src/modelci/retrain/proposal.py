@@ -172,7 +172,12 @@ def propose_refreshed(
         base_branch=result.ref,
         files=dict(result.refreshed),
         title=PROPOSAL_TITLE,
-        body=proposal_body(result.refreshed, before, base_sha=sha),
+        body=proposal_body(
+            result.refreshed,
+            before,
+            base_sha=sha,
+            sources={path: found[0] for path, found in result.refreshed_from.items()},
+        ),
     )
     result.proposal, result.decision = proposal, "proposed"
     verb = "updated" if proposal.updated else "opened"

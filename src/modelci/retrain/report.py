@@ -31,6 +31,20 @@ def text_sparkline(values: list[float]) -> str:
     return "".join(_BARS[round((v - low) / span * (len(_BARS) - 1))] for v in values)
 
 
+def _refreshed_section(result: RetrainResult) -> list[str]:
+    """The imports refreshed before training: where from, the commit's hash → the new."""
+    if not result.refreshed_from:
+        return []
+    lines = ["**Imports refreshed from their source:**", ""]
+    lines += ["| import | source | commit | now |", "| --- | --- | --- | --- |"]
+    for path, (source, old, new) in list(result.refreshed_from.items())[:MAX_DATA_ROWS]:
+        before, after = (old or "none")[:12], (new or "none")[:12]
+        lines.append(
+            f"| {escape_markdown(path)} | {escape_markdown(source)} | `{before}` | `{after}` |"
+        )
+    return [*lines, ""]
+
+
 def _data_section(result: RetrainResult) -> str:
     if result.proposal is not None:
         # Nothing trained: the data is what the pull request changes.
@@ -38,7 +52,7 @@ def _data_section(result: RetrainResult) -> str:
         return f"**Data:** the pull request updates {paths or 'no pointer'}.\n"
     if not result.data_version:
         return "**Data:** no DVC-tracked data.\n"
-    lines = ["**Data changed since the champion was trained:**", ""]
+    lines = [*_refreshed_section(result), "**Data changed since the champion was trained:**", ""]
     if not result.data_changed:
         lines.append("nothing: the same DVC hashes as the champion's.")
     else:

@@ -41,8 +41,10 @@ class RetrainResult:
     champion_sha: str | None = None  # the commit the champion was trained from
     # What changed in the data since the champion was trained: path -> (old md5, new md5).
     data_changed: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
-    # The import pointers the refresh step updated: .dvc path -> its new text.
+    # DVC imports refreshed to their source's latest before training (retrain.refresh):
+    # .dvc path -> its new text, and -> (source, old md5, new md5).
     refreshed: dict[str, bytes] = field(default_factory=dict)
+    refreshed_from: dict[str, tuple[str, str | None, str | None]] = field(default_factory=dict)
     proposal: Proposal | None = None  # proposal mode: the pull request it opened or updated
 
     @property
@@ -87,6 +89,10 @@ class RetrainResult:
             "champion_sha": self.champion_sha,
             "data_version": dict(self.data_version),
             "data_changed": {k: list(v) for k, v in self.data_changed.items()},
+            "refreshed": {
+                path: {"source": source, "old": old, "new": new}
+                for path, (source, old, new) in self.refreshed_from.items()
+            },
             "metrics": {"new": self.new_metrics, "champion": self.champion_metrics},
             "scored_on": self.scored_on,
             "comparison": render_json(self.comparison) if self.comparison else None,

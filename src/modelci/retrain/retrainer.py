@@ -151,12 +151,13 @@ class Retrainer:
         mirror = open_mirror(result.repo, settings.mirrors_dir, git_env=git_env)
         result.sha = sha = mirror.resolve(result.ref)
         config = delivery_config(mirror, sha)
-        if (mode or config.retrain.mode) == "pull-request":
-            # Refused before any work: the CLI cannot open the pull request.
-            if proposer is None:
-                raise no_proposer_error()
-            # The refresh step (result.refreshed) runs before this; nothing trains.
-            self._propose(result, mirror, proposer, say)
+        pull_request = (mode or config.retrain.mode) == "pull-request"
+        if pull_request and proposer is None:
+            raise no_proposer_error()  # before any work: the CLI cannot open the pull request
+        self._refresh(result, mirror, cancel, say)
+        if pull_request:
+            assert proposer is not None
+            self._propose(result, mirror, proposer, say)  # nothing trains
             return
         with ExitStack() as stack:
             # The scored rows, read clean before anything trains (a DVC-tracked file out
@@ -167,9 +168,11 @@ class Retrainer:
                 plan = stack.enter_context(
                     deliverer.evaluator.scoring_plan(config.scoring, mirror, sha, repo=result.repo)
                 )
-            key = delivery_key(mirror, sha, config, deliverer.evaluator.environments, plan)
+            key = delivery_key(
+                mirror, sha, config, deliverer.evaluator.environments, plan, result.refreshed
+            )
             name = result.model_name = model_name_for(result.repo, config)
-            result.data_version = data_version(mirror, sha)
+            result.data_version = data_version(mirror, sha, result.refreshed)
             champion = deliverer.registry.champion(name)
             if champion is not None:
                 result.champion_version, result.champion_sha = champion.version, champion.sha
@@ -188,7 +191,7 @@ class Retrainer:
             delivered = deliverer.deliver(
                 result.repo, sha, actor=result.actor, cancel=cancel, git_env=git_env,
                 reporter=reporter, gpu_allowed=gpu_allowed, promote=False, reuse=False,
-                trigger=result.trigger, scoring=plan,
+                trigger=result.trigger, scoring=plan, overlay=result.refreshed,
             )  # fmt: skip
             if delivered.error is not None:
                 result.decision, result.error = "failed", delivered.error
@@ -204,6 +207,32 @@ class Retrainer:
     ) -> None:
         """Proposal mode, after the refresh step: see ``retrain.proposal.propose_refreshed``."""
         propose_refreshed(result, mirror, proposer, lambda step: say(ROLE, step))
+
+    def _refresh(
+        self, result: RetrainResult, mirror: Mirror, cancel: threading.Event | None, say: _Say
+    ) -> None:
+        """Step 1: the commit's DVC imports, updated to their source's latest (fetch
+        sandbox, the server's credentials); the training then uses those pointers."""
+        from modelci.retrain.refresh import imports_at, refresh_imports
+
+        assert result.sha is not None
+        if not imports_at(mirror, result.sha):
+            return
+        say(ROLE, "refreshing DVC imports")
+        refresh = refresh_imports(
+            self.deliverer.evaluator, mirror, result.sha, repo=result.repo, cancel=cancel
+        )
+        result.refreshed = dict(refresh.changed)
+        hashes = refresh.hashes or {}
+        result.refreshed_from = {
+            path: (refresh.sources[path], *hashes.get(path, (None, None)))
+            for path in refresh.changed
+        }
+        if refresh:
+            result.reasons.append(
+                f"refreshed {len(refresh.changed)} DVC import(s) from their source: "
+                + ", ".join(sorted(refresh.changed))
+            )
 
     def _judge(
         self,

@@ -53,7 +53,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import procrastinate
 from procrastinate import JobContext, RetryStrategy
@@ -67,6 +67,9 @@ from modelci.github import BadDelivery, RateLimitExceeded
 from modelci.service.pullrequests import DeliveryJob, EvaluationJob, RetrainJob
 from modelci.store import records as store
 from modelci.store.db import Database
+
+if TYPE_CHECKING:
+    from modelci.service.imports import ImportCheckJob
 
 __all__ = [
     "CANCEL_ABORTED",
@@ -108,6 +111,8 @@ TASK_RETRY_STALLED = "modelci.retry_stalled"
 TASK_DELIVER = "modelci.deliver_commit"
 TASK_RETRAIN = "modelci.retrain"
 TASK_DISPATCH_RETRAINS = "modelci.dispatch_retrains"
+TASK_CHECK_IMPORTS = "modelci.check_imports"
+TASK_DISPATCH_IMPORT_CHECKS = "modelci.dispatch_import_checks"
 
 
 CANCEL_ABORTED = "aborted"  # a newer head, an unlabel, the jobs API
@@ -130,7 +135,7 @@ class JobTimedOut(RunFailed):
     """An evaluation ran past ``MODELCI_JOB_TIMEOUT_S``."""
 
 
-HOUSEKEEPING_TASKS = (TASK_RETRY_STALLED, TASK_DISPATCH_RETRAINS)
+HOUSEKEEPING_TASKS = (TASK_RETRY_STALLED, TASK_DISPATCH_RETRAINS, TASK_DISPATCH_IMPORT_CHECKS)
 JOB_STATUSES = tuple(status.value for status in Status)
 _PENDING = (Status.TODO.value, Status.DOING.value)
 # Failures that a retry would only repeat: a delivery GitHub will never send
@@ -179,6 +184,10 @@ class Services:
     retrain: Callable[[RetrainJob, threading.Event], None] | None = None
     # Queues the retrains whose schedule slot is due at the given time.
     dispatch_retrains: Callable[[dt.datetime], object] | None = None
+    # The new-data trigger (service.imports): one repository's check, and the
+    # dispatcher that queues the checks that are due at the given time.
+    check_imports: Callable[[ImportCheckJob, threading.Event], None] | None = None
+    dispatch_import_checks: Callable[[dt.datetime], object] | None = None
     # Where failures' reasons are stored; None (tests of the engine alone) keeps none.
     database: Database | None = None
 
@@ -309,6 +318,18 @@ def _retrain(context: JobContext, fields: dict[str, Any]) -> None:
     _run_cancellable(context, what, lambda cancel: run(job, cancel), services.job_timeout_s)
 
 
+def _check_imports(context: JobContext, fields: dict[str, Any]) -> None:
+    from modelci.service.imports import ImportCheckJob
+
+    services = _get_services()
+    job = ImportCheckJob(**fields)
+    check = services.check_imports
+    if check is None:
+        raise RuntimeError("this worker cannot check imports (no import check installed)")
+    what = f"the new-data check of {job.repo}"
+    _run_cancellable(context, what, lambda cancel: check(job, cancel), services.job_timeout_s)
+
+
 _Job = TypeVar("_Job")
 
 
@@ -351,6 +372,23 @@ def _register_tasks(app: procrastinate.App) -> None:
     @app.task(name=TASK_DISPATCH_RETRAINS, queue=QUEUE_EVENTS, queueing_lock="dispatch_retrains")
     async def dispatch_retrains(timestamp: int) -> None:
         dispatch = _services.dispatch_retrains if _services is not None else None
+        if dispatch is not None:
+            now = dt.datetime.fromtimestamp(timestamp, dt.UTC)
+            await asyncio.to_thread(dispatch, now)
+
+    @app.task(name=TASK_CHECK_IMPORTS, queue=QUEUE_EVALUATIONS, pass_context=True, retry=_RUN_RETRY)
+    def check_imports(context: JobContext, /, **fields: Any) -> None:
+        with _recording_failures(context, _RUN_RETRY):
+            _check_imports(context, fields)
+
+    @app.periodic(cron="* * * * *")
+    @app.task(
+        name=TASK_DISPATCH_IMPORT_CHECKS,
+        queue=QUEUE_EVENTS,
+        queueing_lock="dispatch_import_checks",
+    )
+    async def dispatch_import_checks(timestamp: int) -> None:
+        dispatch = _services.dispatch_import_checks if _services is not None else None
         if dispatch is not None:
             now = dt.datetime.fromtimestamp(timestamp, dt.UTC)
             await asyncio.to_thread(dispatch, now)
@@ -624,6 +662,17 @@ class ProcrastinateQueue:
                 queue=QUEUE_GPU if job.gpu else QUEUE_EVALUATIONS,
                 lock=f"deliver:{job.repo}",
                 queueing_lock=f"retrain:{job.repo}@{job.ref}",
+            ).defer(**job.to_json())
+        except AlreadyEnqueued:
+            return None
+
+    def enqueue_import_check(self, job: ImportCheckJob) -> int | None:
+        """Queue a repository's new-data check; None when one is queued already."""
+        try:
+            return self.app.configure_task(
+                TASK_CHECK_IMPORTS,
+                queue=QUEUE_EVALUATIONS,
+                queueing_lock=f"imports:{job.repo}",
             ).defer(**job.to_json())
         except AlreadyEnqueued:
             return None

@@ -158,13 +158,17 @@ def server_runtime(
             )
             from modelci.retrain.retrainer import Retrainer
 
+            retrainer = Retrainer.from_evaluator(evaluator)
             retraining = RetrainingService(
                 database=database,
                 github=github,
-                retrainer=Retrainer.from_evaluator(evaluator),
+                retrainer=retrainer,
                 queue=queue,
                 settings=settings,
             )
+            from modelci.service.imports import dispatch_checks, server_checker
+
+            checker = server_checker(database, queue, github, retrainer.deliverer, settings)
             delivery = DeliveryService(
                 database=database,
                 github=github,
@@ -182,6 +186,10 @@ def server_runtime(
                     deliver=delivery.deliver,
                     retrain=retraining.retrain,
                     dispatch_retrains=lambda now: dispatch_due(database, queue, now=now),
+                    check_imports=checker.run,
+                    dispatch_import_checks=lambda now: dispatch_checks(
+                        database, queue, now=now, interval_s=settings.import_check_interval
+                    ),
                     database=database,
                 )
             )
