@@ -104,6 +104,11 @@ class Settings(BaseSettings):
         description="Seconds between checks whether a champion's DVC imports changed at their "
         "source (a change queues a retrain, trigger data)",
     )
+    drift_webhook_url: str | None = Field(
+        default=None,
+        description="Where each drifting window is also POSTed as JSON (besides the GitHub "
+        "issue of the model's repository)",
+    )
     job_timeout_s: float = 3 * 3600
     repo_concurrency: int = Field(
         default=1, description="Evaluations of one repository that may run at once"

@@ -16,6 +16,10 @@ The only module that imports procrastinate. Tasks:
 - ``dispatch_retrains`` (periodic, every minute): queues the retrains whose
   schedule slot is due; each slot is claimed in the database, so it fires once
   however many workers run the dispatcher (``service.retrains.dispatch_due``).
+- ``check_imports`` / ``dispatch_import_checks``: the new-data trigger of DVC
+  imports (``service.imports``).
+- ``check_drift`` (periodic, every minute): the champions' new windows of served
+  traffic tested for drift, alerts and drift retrains (``service.monitoring``).
 - ``retry_stalled`` (periodic, every 5 s): jobs whose worker stopped sending
   heartbeats (killed, machine lost) are put back in their queue, so a SIGKILL
   loses nothing; Procrastinate runs a periodic task once across all workers.
@@ -113,6 +117,7 @@ TASK_RETRAIN = "modelci.retrain"
 TASK_DISPATCH_RETRAINS = "modelci.dispatch_retrains"
 TASK_CHECK_IMPORTS = "modelci.check_imports"
 TASK_DISPATCH_IMPORT_CHECKS = "modelci.dispatch_import_checks"
+TASK_CHECK_DRIFT = "modelci.check_drift"
 
 
 CANCEL_ABORTED = "aborted"  # a newer head, an unlabel, the jobs API
@@ -188,6 +193,8 @@ class Services:
     # dispatcher that queues the checks that are due at the given time.
     check_imports: Callable[[ImportCheckJob, threading.Event], None] | None = None
     dispatch_import_checks: Callable[[dt.datetime], object] | None = None
+    # Monitoring (service.monitoring): tests the champions' new windows of traffic.
+    check_drift: Callable[[], object] | None = None
     # Where failures' reasons are stored; None (tests of the engine alone) keeps none.
     database: Database | None = None
 
@@ -392,6 +399,15 @@ def _register_tasks(app: procrastinate.App) -> None:
         if dispatch is not None:
             now = dt.datetime.fromtimestamp(timestamp, dt.UTC)
             await asyncio.to_thread(dispatch, now)
+
+    # Each window is claimed and reported once (monitor.watch), so an overlap of two
+    # checks (a slow one, and the next minute's) tests nothing twice.
+    @app.periodic(cron="* * * * *")
+    @app.task(name=TASK_CHECK_DRIFT, queue=QUEUE_EVENTS, queueing_lock="check_drift")
+    async def check_drift(timestamp: int) -> None:
+        check = _services.check_drift if _services is not None else None
+        if check is not None:
+            await asyncio.to_thread(check)
 
     # Six fields: croniter reads the last one as seconds ("*/5 * * * * *" would
     # mean every second of every fifth minute, leaving stalled jobs for minutes).

@@ -167,6 +167,7 @@ def server_runtime(
                 settings=settings,
             )
             from modelci.service.imports import dispatch_checks, server_checker
+            from modelci.service.monitoring import check_drift
 
             checker = server_checker(database, queue, github, retrainer.deliverer, settings)
             delivery = DeliveryService(
@@ -189,6 +190,14 @@ def server_runtime(
                     check_imports=checker.run,
                     dispatch_import_checks=lambda now: dispatch_checks(
                         database, queue, now=now, interval_s=settings.import_check_interval
+                    ),
+                    check_drift=lambda: check_drift(
+                        database=database,
+                        registry=retrainer.deliverer.registry,
+                        github=github,
+                        queue=queue,
+                        public_url=settings.public_url,
+                        webhook_url=settings.drift_webhook_url,
                     ),
                     database=database,
                 )
