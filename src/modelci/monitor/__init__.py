@@ -22,7 +22,7 @@ threshold, kind, skip).
 Modules: tables (pyarrow: files, kinds, numpy columns), sketch (a numeric
 column in bounded size, the Wasserstein distance on it), profile (the
 reference profile and its bytes), stattests (scipy: the five tests as
-Evidently computes them), drift (test choice and verdicts), settings
+Evidently computes them), verdicts (test choice and verdicts), settings
 (overrides), report (the HTML page).
 """
 
@@ -32,7 +32,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from modelci.monitor.drift import (
+    from modelci.monitor.verdicts import (
         ColumnDrift,
         Distribution,
         DriftReport,
@@ -47,11 +47,11 @@ if TYPE_CHECKING:
 # Loaded on first use: modelci.yaml's monitoring: section (monitor.config) is read by
 # every command, and numpy/scipy/pyarrow must not slow each of them down.
 _WHERE = {
-    "ColumnDrift": "drift",
-    "Distribution": "drift",
-    "DriftReport": "drift",
-    "SkippedColumn": "drift",
-    "drift": "drift",
+    "ColumnDrift": "verdicts",
+    "Distribution": "verdicts",
+    "DriftReport": "verdicts",
+    "SkippedColumn": "verdicts",
+    "drift": "verdicts",
     "ColumnProfile": "profile",
     "Profile": "profile",
     "profile_table": "profile",

@@ -10,7 +10,7 @@ served data is tested against it, so the reference is never read again.
     categorical   value counts: the 1,000 most frequent values, the rest as one
                   "other" count (only a JS distance on a reference with more than
                   1,000 distinct values sees the difference)
-    text, other   named, not tested (see drift.py)
+    text, other   named, not tested (see verdicts.py)
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import html
 import math
 from collections.abc import Sequence
 
-from modelci.monitor.drift import ColumnDrift, Distribution, DriftReport
+from modelci.monitor.verdicts import ColumnDrift, Distribution, DriftReport
 
 __all__ = ["render_html"]
 

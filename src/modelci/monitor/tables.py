@@ -15,7 +15,7 @@ from a pandas frame, so the same data file gives the same kinds:
     integer with missing values     numeric (pandas reads it as float)
     boolean, dictionary (category)  categorical
     string                          text if more than half the values are distinct, else
-                                    categorical (text is not tested: see drift.py)
+                                    categorical (text is not tested: see verdicts.py)
     anything else (dates, lists)    not tested
 """
 

@@ -167,7 +167,7 @@ class Watcher:
         window: Window,
         after: int,
     ) -> Checked | None:
-        from modelci.monitor.drift import drift
+        from modelci.monitor.verdicts import drift
         from modelci.store import monitoring as store
 
         name = champion.name

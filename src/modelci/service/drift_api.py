@@ -99,7 +99,7 @@ def drift_routes(app: FastAPI, database: Database) -> None:
         dependencies=[Depends(predict_auth)],
     )
     def drift_page(name: str) -> HTMLResponse:
-        from modelci.monitor.drift import DriftReport
+        from modelci.monitor.verdicts import DriftReport
         from modelci.monitor.report import render_html
 
         found = _latest(database, name, HISTORY)
