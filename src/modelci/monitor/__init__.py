@@ -32,6 +32,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from modelci.monitor.profile import ColumnProfile, Profile, profile_table
+    from modelci.monitor.report import render_html
+    from modelci.monitor.settings import ColumnOverride, DriftSettings
+    from modelci.monitor.tables import TableCaps, read_table
     from modelci.monitor.verdicts import (
         ColumnDrift,
         Distribution,
@@ -39,10 +43,6 @@ if TYPE_CHECKING:
         SkippedColumn,
         drift,
     )
-    from modelci.monitor.profile import ColumnProfile, Profile, profile_table
-    from modelci.monitor.report import render_html
-    from modelci.monitor.settings import ColumnOverride, DriftSettings
-    from modelci.monitor.tables import TableCaps, read_table
 
 # Loaded on first use: modelci.yaml's monitoring: section (monitor.config) is read by
 # every command, and numpy/scipy/pyarrow must not slow each of them down.

@@ -99,8 +99,8 @@ def drift_routes(app: FastAPI, database: Database) -> None:
         dependencies=[Depends(predict_auth)],
     )
     def drift_page(name: str) -> HTMLResponse:
-        from modelci.monitor.verdicts import DriftReport
         from modelci.monitor.report import render_html
+        from modelci.monitor.verdicts import DriftReport
 
         found = _latest(database, name, HISTORY)
         report = DriftReport.from_json(found[0]["report"])
