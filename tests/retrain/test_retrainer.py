@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from modelci.deliver.delivery import Deliverer
+from modelci.monitor import Profile
 from modelci.retrain.result import RetrainResult
 from modelci.retrain.retrainer import NO_SCORING_REASON, Retrainer, drift_retrain, repository_key
 from modelci.settings import Settings
+from modelci.store import monitoring
 from modelci.store import retrains as store
 from modelci.store.db import Database, open_database
 from tests.conftest import commit_files, git
@@ -111,6 +113,15 @@ def test_1_the_first_champion_is_delivered_then_an_unchanged_retrain_is_skipped(
     version = state.deliverer.registry.get_version(NAME, 1)
     assert version.trigger == "merge"
     assert version.data_version == {}
+    # Registered with its drift reference: the scored rows' inputs and its predictions.
+    with state.deliverer.evaluator.database().session() as session:
+        reference = monitoring.get_profile(session, model_name=NAME, version=1)
+        assert reference is not None and reference.rows == 300
+        assert reference.source.startswith("data/holdout.csv at ")
+        profile = Profile.from_bytes(reference.profile)
+        assert reference.settings["window"] == 1000
+    assert [c.name for c in profile.columns][-1] == "prediction"
+    assert "label" not in [c.name for c in profile.columns]
 
     result = retrain(state)
     assert result.error is None, result.error
