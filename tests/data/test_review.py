@@ -100,6 +100,7 @@ def test_without_dvc_params_yaml_still_counts_and_nothing_else_shows(
     assert review(plain, tmp_path, cache=tmp_path / "none") == {
         "params_diff": [],
         "data_changes": [],
+        "data_drift": [],
         "data_notes": [],
     }
 
@@ -107,4 +108,4 @@ def test_without_dvc_params_yaml_still_counts_and_nothing_else_shows(
 def test_the_same_commit_has_nothing_to_show(tmp_path: Path) -> None:
     repo = dvc_repo(tmp_path / "same", str(tmp_path / "remote"), csv_rows(ones=1, zeros=1))
     found = review(repo, tmp_path, cache=repo / ".dvc" / "cache", base="HEAD")
-    assert found == {"params_diff": [], "data_changes": [], "data_notes": []}
+    assert found == {"params_diff": [], "data_changes": [], "data_drift": [], "data_notes": []}

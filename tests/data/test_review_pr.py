@@ -55,7 +55,14 @@ def test_a_data_change_pull_request_lists_the_new_data_and_the_changed_param(
     assert (change["old"]["rows"], change["new"]["rows"]) == (1000, 1500)
     assert change["old"]["md5"] != change["new"]["md5"]
 
+    # The new data against the old, with the tests served traffic gets: the label's
+    # share of ones went from 30% to 60%.
+    (drift,) = payload["data_drift"]
+    assert (drift["path"], drift["base_rows"], drift["head_rows"]) == ("data/data.csv", 1000, 1500)
+    assert drift["drifted"] and "label" in drift["drifted_columns"]
+
     comment = final_comment(result)
+    assert "#### Data drift" in comment and "| data/data.csv | drifts |" in comment
     assert "| params.yaml | train.lr | 0.01 | 0.05 |" in comment
     short = f"`{change['old']['md5'][:8]} → {change['new']['md5'][:8]}`"
     sizes = f"{len(old) / 1024:.1f} KB → {len(new) / 1024:.1f} KB"

@@ -12,6 +12,7 @@ bounded time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -50,14 +51,14 @@ class DvcCacheFiles:
         self.max_manifest_bytes = max_manifest_bytes
         self._rows: dict[tuple[str, bool], RowCount] = {}
 
+    def _paths(self, md5: str) -> tuple[Path, ...]:
+        if not _MD5.match(md5):
+            return ()
+        return (self.root / "files" / "md5" / md5[:2] / md5[2:], self.root / md5[:2] / md5[2:])
+
     def _open(self, md5: str) -> tuple[int, int] | None:
         """An open descriptor and the size of the object, None when it is not cached."""
-        if not _MD5.match(md5):
-            return None
-        for path in (
-            self.root / "files" / "md5" / md5[:2] / md5[2:],
-            self.root / md5[:2] / md5[2:],
-        ):
+        for path in self._paths(md5):
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
@@ -66,6 +67,14 @@ class DvcCacheFiles:
             if stat.S_ISREG(info.st_mode):
                 return fd, info.st_size
             os.close(fd)
+        return None
+
+    def object_path(self, md5: str) -> Path | None:
+        """Where a cached file is (a regular file, not a link), None when it is not cached."""
+        for path in self._paths(md5):
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    return path
         return None
 
     def manifest(self, md5: str) -> bytes | None:

@@ -26,6 +26,8 @@ from modelci import safeyaml
 from modelci.errors import ModelCIError
 
 __all__ = [
+    "NOT_CACHED",
+    "TABULAR",
     "CacheReader",
     "DataChange",
     "DataChanges",
@@ -44,7 +46,7 @@ MAX_CHANGES = 200
 MAX_POINTERS = 500  # each is two git reads (about 4 ms each)
 MAX_MANIFEST_ENTRIES = 1_000_000
 _MD5 = re.compile(r"^[0-9a-f]{32}(\.dir)?$")
-_TABULAR = (".csv", ".tsv", ".parquet", ".pq")
+TABULAR = (".csv", ".tsv", ".parquet", ".pq")
 NOT_CACHED = "not in modelci's DVC cache"
 
 
@@ -192,7 +194,7 @@ def _manifest(raw: bytes) -> dict[str, str]:
 
 
 def _tabular(path: str) -> bool:
-    return path.lower().endswith(_TABULAR)
+    return path.lower().endswith(TABULAR)
 
 
 def _rows(cache: CacheReader, md5: str | None, path: str) -> RowCount | None:

@@ -1,7 +1,7 @@
 """Params and data changes rendered beside the metrics: Markdown and rich tables.
 
 The JSON form is ``DataReview.as_json`` (``params_diff``, ``data_changes``,
-``data_notes``). Everything shown comes from the repository (file names,
+``data_drift``, ``data_notes``). Everything shown comes from the repository (file names,
 values), so Markdown cells are escaped and rich cells are plain ``Text``, never
 markup. The Markdown fits the ``limit`` it is given: rows that do not fit are
 counted in a closing line.
@@ -20,6 +20,7 @@ from modelci.data.changes import DataChange, FileVersion
 from modelci.data.params import ParamChange
 from modelci.data.review import DataReview
 from modelci.evaluate.report import escape_markdown
+from modelci.monitor.filedrift import FileDrift
 
 __all__ = ["review_markdown", "review_rich"]
 
@@ -165,10 +166,32 @@ def review_markdown(review: DataReview | None, *, limit: int = 12_000) -> str:
         if reasons := _unknown_rows(review.data.changes):
             table += f"\n\n{UNKNOWN} rows: " + escape_markdown("; ".join(reasons)[:300])
         parts.append(table)
+    if review.drift:
+        parts.append(
+            _markdown_table(
+                "Data drift (head against base, Evidently's default tests)",
+                ("data", "verdict", "columns drifted", "rows"),
+                "| --- | --- | --- | ---: |",
+                [_drift_cells(d) for d in review.drift],
+                limit - sum(len(p) for p in parts) - 400,
+            )
+        )
     if review.notes:
         notes = [f"- {escape_markdown(n[:300])}" for n in review.notes[:_MAX_NOTES]]
         parts.append("\n".join(notes))
     return "\n\n".join(p for p in parts if p)[:limit]
+
+
+def _drift_cells(found: FileDrift) -> list[str]:
+    verdict = "drifts" if found.drifted else "no drift"
+    share = f"{len(found.drifted_columns)} of {found.columns} ({found.share_drifted:.0%})"
+    named = ", ".join(found.drifted_columns[:8]) + ("…" if len(found.drifted_columns) > 8 else "")
+    return [
+        found.path,
+        verdict,
+        f"{share}: {named}" if named else share,
+        f"{found.base_rows:,} → {found.head_rows:,}",
+    ]
 
 
 def review_rich(review: DataReview | None) -> list[Table | Text]:
@@ -192,5 +215,12 @@ def review_rich(review: DataReview | None) -> list[Table | Text]:
         if reasons := _unknown_rows(review.data.changes):
             data.caption = Text(f"{UNKNOWN} rows: {'; '.join(reasons)}")
         out.append(data)
+    if review.drift:
+        drift = Table(title="Data drift (head against base)")
+        for column in ("data", "verdict", "columns drifted", "rows"):
+            drift.add_column(column, justify="right" if column == "rows" else "left")
+        for found in review.drift:
+            drift.add_row(*(Text(cell) for cell in _drift_cells(found)))
+        out.append(drift)
     out += [Text(note, style="yellow") for note in review.notes[:_MAX_NOTES]]
     return out
