@@ -47,6 +47,7 @@ SHIFTED = ("c3", "c7")
 # 0.1 Wasserstein threshold (at 1,000 rows it reaches it now and then).
 WINDOW, PER_REQUEST = 2000, 200
 T0 = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+clock = [T0]  # the watcher's now: the cooldown is judged by it
 CONFIG = MonitoringConfig(
     window=WINDOW,
     drift_share=0.15,  # two of the eleven columns (ten inputs, the output) drifting: drift
@@ -139,12 +140,13 @@ def watched(
     registry.add(name, 1, tmp_path, repository=REPO)
     registry.promote(name, 1)
     queue = Queue()
+    clock[0] = T0 + dt.timedelta(days=1)
     watcher = Watcher(
         sessions=database.session,
         registry=registry,
         alerts=GitHubAlerts(github=app_client, public_url="https://modelci.example.com"),
         retrains=QueueRetrains(database=database, queue=queue),
-        now=lambda: T0 + dt.timedelta(days=1),
+        now=lambda: clock[0],
     )
     return watcher, Traffic(database, name), queue, name
 
@@ -161,7 +163,7 @@ def test_two_shifted_columns_drift_alone_raise_one_issue_and_one_retrain(
     issues = github.state.repos[REPO].issues
 
     # Traffic from the reference's distribution: many windows, no drift, no issue.
-    traffic.serve(5)
+    traffic.serve(8)
     traffic.serve(0)
     both = [threading.Thread(target=watcher.check, args=(name,)) for _ in range(2)]
     for thread in both:
@@ -169,8 +171,8 @@ def test_two_shifted_columns_drift_alone_raise_one_issue_and_one_retrain(
     for thread in both:
         thread.join()
     clean = _reports(database, name)
-    assert len(clean) == 5  # two watchers at once: each window reported once
-    assert [r.drifted for r in clean] == [False] * 5 and not issues
+    assert len(clean) == 8  # two watchers at once: each window reported once
+    assert [r.drifted for r in clean] == [False] * 8 and not issues
 
     # Two columns shifted by one standard deviation: those two drift, nothing else.
     traffic.serve(3, shift=1.0)
@@ -198,6 +200,17 @@ def test_two_shifted_columns_drift_alone_raise_one_issue_and_one_retrain(
     with database.session() as session:
         state = monitoring.monitor_state(session, model_name=name)
         assert (state.alert_open, state.issue_number) == (False, None)
+
+    # Drift again a day later: a new issue, but no retrain within the 7-day cooldown;
+    # a week later, the next drifting window queues the next retrain.
+    clock[0] += dt.timedelta(days=1)
+    traffic.serve(1, shift=1.0)
+    watcher.check(name)
+    assert len(issues) == 2 and len(queue.retrains) == 1
+    clock[0] += dt.timedelta(days=7)
+    traffic.serve(1, shift=1.0)
+    watcher.check(name)
+    assert len(issues) == 2 and len(queue.retrains) == 2
 
 
 def test_feedback_labels_give_the_live_metric_and_the_report_renders_in_chromium(
