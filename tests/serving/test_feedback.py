@@ -75,12 +75,13 @@ def test_feedback_joins_the_logged_request_and_is_checked_against_its_rows(
         assert answer.status_code == 200, answer.text
         request_id = answer.json()["request_id"]
         assert len(request_id) == 32 and answer.headers["x-request-id"] == request_id
-        assert len(_logged(database, name, request_id)) == 2
-
+        # Sent at once, before the log's next write: it waits for the prediction, so the
+        # label count is still checked (two rows were predicted, one label sent).
         sent = client.post(f"/models/{name}/feedback", json={"request_id": request_id, "label": 1})
-        assert sent.status_code == 422, sent.text  # two rows were predicted, one label sent
+        assert sent.status_code == 422, sent.text
         detail = sent.json()["detail"][0]
         assert detail["loc"] == ["body", "labels"] and "predicted 2 rows" in detail["msg"]
+        assert len(_logged(database, name, request_id)) == 2
 
         ok = client.post(
             f"/models/{name}/feedback", json={"request_id": request_id, "labels": [1, 0]}
@@ -92,7 +93,7 @@ def test_feedback_joins_the_logged_request_and_is_checked_against_its_rows(
         )
         assert again.status_code == 200  # the latest feedback wins
 
-        # Feedback for a request not logged (yet) is kept, not lost.
+        # Feedback for a request that never reaches the log is kept, not lost.
         early = "f" * 32
         pending = client.post(f"/models/{name}/feedback", json={"request_id": early, "label": "x"})
         assert pending.status_code == 202 and pending.json()["matched"] is False

@@ -6,16 +6,18 @@ claim was fraud) the client posts it to ``POST /models/{name}/feedback``::
     {"request_id": "…", "label": 1}            # a one-row request
     {"request_id": "…", "labels": [1, 0, 1]}   # one label per row, in order
 
-The prediction log is written in batches off the request path, so feedback may
-arrive before its prediction is stored: it is kept anyway (``matched: false``)
-and joins the prediction once it is there. When the prediction is stored, the
-number of labels must equal its rows. The monitoring job joins labels with
+The prediction log is written in batches off the request path (every 0.5 s),
+so feedback sent right after predict waits up to two seconds for its
+prediction; then the number of labels must equal its rows. Feedback whose
+prediction never reaches the log (dropped while the log was full) is kept as
+sent (``matched: false``, 202). The monitoring job joins labels with
 predictions per window (``monitor.live``).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from modelci.errors import BadRequest
 __all__ = ["FEEDBACK_BODY", "Feedback", "parse_feedback", "record_feedback"]
 
 MAX_LABELS = 10_000
+LOG_WAIT_S = 2.0  # how long feedback waits for its prediction to reach the log
 _LABEL = {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]}
 # The body as OpenAPI describes it (the route parses it itself, as predict does).
 FEEDBACK_BODY: dict[str, Any] = {
@@ -101,26 +104,45 @@ def parse_feedback(body: bytes) -> Feedback:
     return Feedback(request_id, labels)
 
 
-def record_feedback(sessions: SessionFactory, model_name: str, feedback: Feedback) -> bool:
-    """Store it; True when its prediction is in the log (and the label count fits)."""
+def record_feedback(
+    sessions: SessionFactory,
+    model_name: str,
+    feedback: Feedback,
+    *,
+    wait_s: float = LOG_WAIT_S,
+) -> bool:
+    """Store it; True when its prediction is in the log (and the label count fits).
+
+    A prediction is logged within the log's flush interval (0.5 s), so feedback sent
+    right after predict waits up to ``wait_s`` for it: then its label count is checked
+    before anything is stored. One that never shows up (dropped when the log was full,
+    or older than the retention) is kept as sent."""
     from modelci.store import monitoring
 
-    with sessions() as session:
-        logged = monitoring.prediction_by_request(
-            session, model_name=model_name, request_id=feedback.request_id
-        )
-        if logged is not None:
-            rows = len(logged.outputs) if isinstance(logged.outputs, list) else 1
-            if rows != len(feedback.labels):
-                raise _problem(
-                    ["body", "labels"],
-                    f"request {feedback.request_id} predicted {rows} rows and this feedback "
-                    f"has {len(feedback.labels)} labels: send one label per row, in order",
+    deadline = time.monotonic() + wait_s
+    while True:
+        with sessions() as session:
+            logged = monitoring.prediction_by_request(
+                session, model_name=model_name, request_id=feedback.request_id
+            )
+            if logged is not None or time.monotonic() >= deadline:
+                if logged is not None:
+                    _check_rows(feedback, logged.outputs)
+                monitoring.save_feedback(
+                    session,
+                    model_name=model_name,
+                    request_id=feedback.request_id,
+                    labels=feedback.labels,
                 )
-        monitoring.save_feedback(
-            session,
-            model_name=model_name,
-            request_id=feedback.request_id,
-            labels=feedback.labels,
+                return logged is not None
+        time.sleep(0.1)
+
+
+def _check_rows(feedback: Feedback, outputs: Any) -> None:
+    rows = len(outputs) if isinstance(outputs, list) else 1
+    if rows != len(feedback.labels):
+        raise _problem(
+            ["body", "labels"],
+            f"request {feedback.request_id} predicted {rows} rows and this feedback "
+            f"has {len(feedback.labels)} labels: send one label per row, in order",
         )
-    return logged is not None
