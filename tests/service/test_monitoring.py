@@ -5,12 +5,14 @@ drift retrains, the JSON route, and the HTML report in Debian's chromium."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -18,7 +20,7 @@ from fastapi.testclient import TestClient
 from modelci.github import GitHubClient
 from modelci.monitor.config import MonitoringConfig
 from modelci.monitor.reference import profile_reference
-from modelci.monitor.watch import Watcher
+from modelci.monitor.watch import Checked, Watcher
 from modelci.service.api import ApiContext, create_app
 from modelci.service.monitoring import GitHubAlerts, QueueRetrains
 from modelci.service.pullrequests import RetrainJob
@@ -271,3 +273,35 @@ def _render_offline(html: str, tmp_path: Path) -> None:
     assert requested == []  # nothing fetched: no CDN, no fonts
     assert svgs >= 11  # a plot per column and the drift over time
     assert all(box is not None and box["width"] > 50 and box["height"] > 20 for box in boxes)
+
+
+def test_without_github_a_drifting_window_is_posted_to_the_webhook() -> None:
+    sent: list[Any] = []
+
+    def receive(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(204 if len(sent) == 1 else 500)
+
+    alerts = GitHubAlerts(
+        github=None,
+        public_url=None,
+        webhook_url="https://hooks.example.com/drift",
+        http=httpx.Client(transport=httpx.MockTransport(receive)),
+    )
+    checked = Checked(
+        model_name="churn",
+        version=3,
+        repository="/srv/repos/churn",  # a local repository: no GitHub issue
+        report_id=11,
+        drifted=True,
+        share_drifted=0.6,
+        drifted_columns=["age", "city"],
+        rows=1000,
+        window_start=T0,
+        window_end=T0 + dt.timedelta(hours=1),
+    )
+    assert alerts.drifting(checked, None) is None  # no issue, no error
+    assert sent[0]["model"] == "churn" and sent[0]["drifted_columns"] == ["age", "city"]
+    assert sent[0]["report_url"] is None and sent[0]["share_drifted"] == 0.6
+    alerts.drifting(checked, None)  # a failing webhook is logged, never raised
+    assert len(sent) == 2

@@ -594,9 +594,14 @@ def _explain(err: dict[str, Any], root: yaml.Node | None, source: str) -> str:
             "promotion": PromotionConfig,
             "retrain": RetrainConfig,
             "scoring": ScoringConfig,
+            "monitoring": MonitoringConfig,
         }
         if len(loc) >= 2 and loc[0] in sub:
             parent = sub[str(loc[0])]
+        if len(loc) >= 4 and loc[:2] == ("monitoring", "columns"):
+            from modelci.monitor.settings import ColumnOverride
+
+            parent = ColumnOverride
         if (len(loc) >= 2 and loc[0] == "gates") or loc[:2] == ("promotion", "gates"):
             parent = MetricConfig
         elif len(loc) >= 4 and loc[:2] == ("promotion", "floors"):
