@@ -20,7 +20,7 @@ import pytest
 
 from modelci.deliver.delivery import Deliverer
 from modelci.github import AppAuth, GitHubClient, GitHubError
-from modelci.retrain.proposal import PROPOSAL_TITLE, Proposer
+from modelci.retrain.proposal import PROPOSAL_TITLE
 from modelci.retrain.result import RetrainResult
 from modelci.retrain.retrainer import Retrainer
 from modelci.runner.checkout import Mirror
@@ -73,16 +73,18 @@ def refreshed(text: str, old: str, new: str) -> bytes:
 
 
 class RefreshedRetrainer(Retrainer):
-    """The real Retrainer, its import refresh (``result.refreshed``, filled by
-    ``data/imports.py`` in the full product) replaced by the pointers a test gives."""
+    """The real Retrainer, its import refresh (``dvc update`` of the sources, tested with
+    real DVC in tests/data/test_imports.py and tests/retrain/test_import_retrain.py)
+    replaced by the pointers a test gives: the sources here are not reachable."""
 
     def __init__(self, deliverer: Deliverer) -> None:
         super().__init__(deliverer=deliverer)
         self.refresh: dict[str, bytes] = {}
 
-    def _propose(self, result: RetrainResult, mirror: Mirror, proposer: Proposer, say: Any) -> None:
+    def _refresh(
+        self, result: RetrainResult, mirror: Mirror, cancel: threading.Event | None, say: Any
+    ) -> None:
         result.refreshed = dict(self.refresh)
-        super()._propose(result, mirror, proposer, say)
 
 
 @pytest.fixture

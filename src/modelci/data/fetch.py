@@ -271,7 +271,12 @@ class DataFetcher:
         if not pointers:
             return ImportRefresh({}, {}, {})
         plan = self.plan(workdir, repository, aliases)
-        assert plan is not None
+        if plan is None:
+            raise DataFetchError(
+                f"{pointers[0].path} imports data with DVC, but the commit has no .dvc "
+                "directory: DVC cannot update it",
+                hint="commit the .dvc directory (dvc init, then git add .dvc) with the imports",
+            )
         cache = self._cache(cache_key or repository)
         scratch = Path(tempfile.mkdtemp(prefix="imports-", dir=workdir.parent))
         try:
