@@ -113,3 +113,14 @@ def test_an_empty_report_does_not_drift() -> None:
         }
     )
     assert report.share_drifted == 0.0 and not report.dataset_drifted
+
+
+def test_served_values_that_are_not_single_values_are_a_clear_error() -> None:
+    rng = np.random.default_rng(0)
+    profile = profile_table({"x": rng.normal(size=2000), "prediction": rng.integers(0, 2, 2000)})
+    lists = {"x": list(rng.normal(size=100)), "prediction": [[0.1, 0.9]] * 100}
+    with pytest.raises(DatasetError, match="'prediction' holds list<item: double>") as caught:
+        drift(profile, lists)
+    assert "monitoring.columns.prediction.skip: true" in (caught.value.hint or "")
+    with pytest.raises(DatasetError, match="cannot be read as a table"):
+        drift(profile, {"x": [1.0, "a"] * 50, "prediction": [1] * 100})

@@ -132,7 +132,13 @@ def as_table(data: Any) -> Any:
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
     if isinstance(data, dict):
-        return pa.table(data)
+        try:
+            return pa.table(data)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise DatasetError(
+                f"the data cannot be read as a table: {str(exc).splitlines()[0]}",
+                hint="each column must hold one kind of value (numbers, strings or booleans)",
+            ) from None
     if hasattr(data, "columns") and hasattr(data, "dtypes"):  # a pandas DataFrame
         return pa.Table.from_pandas(data, preserve_index=False)
     raise TypeError(f"expected a pyarrow Table or a pandas DataFrame, got {type(data).__name__}")

@@ -165,9 +165,17 @@ def drift(
             hint="give data with the reference's columns, or skip those columns "
             "(monitoring.columns.NAME.skip: true)",
         )
+    current = {col.name: tables.column(table, col.name) for col in tested}
+    odd = [c for c in current.values() if c.arrow == "other"]
+    if odd:
+        raise DatasetError(
+            f"the current data's column {odd[0].name!r} holds {odd[0].type_name}, not "
+            "numbers, strings or booleans",
+            hint="test columns of single values (skip this one: "
+            f"monitoring.columns.{odd[0].name}.skip: true)",
+        )
     results = tuple(
-        _column_drift(col, tables.column(table, col.name), settings.column(col.name))
-        for col in tested
+        _column_drift(col, current[col.name], settings.column(col.name)) for col in tested
     )
     skipped = tuple(
         SkippedColumn(col.name, col.kind, col.reason or "skipped in the settings")

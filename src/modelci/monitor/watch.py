@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelci.deliver.modelspec import ModelRegistry, ModelVersion
+from modelci.errors import ModelCIError
 from modelci.monitor.config import MonitoringConfig
 from modelci.monitor.live import LiveMetric, live_metrics
 from modelci.monitor.windows import PREDICTION_COLUMN, Window, next_window
@@ -124,7 +125,18 @@ class Watcher:
                     with self.sessions() as session:
                         store.claim_window(session, model_name=name, after_id=after, last_id=mark)
                 return found
-            checked = self._test(champion, profile, config, window, after)
+            try:
+                checked = self._test(champion, profile, config, window, after)
+            except ModelCIError as exc:
+                # Served data that cannot be tested (e.g. outputs that are lists, not one
+                # value per row) is passed over, not retried every minute forever.
+                log.warning("window %s of %s not tested: %s", _label(window), name, exc)
+                with self.sessions() as session:
+                    store.claim_window(
+                        session, model_name=name, after_id=after, last_id=window.last_id
+                    )
+                after = window.last_id
+                continue
             if checked is None:
                 return found  # another worker took this window
             found.append(checked)
