@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from modelci.deliver.delivery import Deliverer
+from modelci.evaluate.report import escape_markdown
 from modelci.retrain.report import retrain_markdown
 from modelci.retrain.retrainer import Retrainer
 from tests.data.dvcrepos import csv_rows, import_url_repo
@@ -59,7 +60,8 @@ def test_a_retrain_refreshes_the_import_and_trains_on_the_new_data(
     version = deliverer.registry.get_version("churn", result.version or 0)
     assert version.metrics["rows"] == 20 and version.data_version == {"data/data.csv": new}
     body = retrain_markdown(result, history_plot_url=None, sparkline=None)
-    assert "Imports refreshed" in body and str(source / "data.csv") in body
+    # The path as Markdown shows it (a temporary directory's name may hold "_").
+    assert "Imports refreshed" in body and escape_markdown(str(source / "data.csv")) in body
     assert result.as_json()["refreshed"]["data/data.csv.dvc"]["new"] == new
 
     # The source unchanged since: the same refreshed data as that version's.

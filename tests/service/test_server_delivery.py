@@ -120,7 +120,9 @@ def test_merges_deliver_promote_serve_and_roll_back(
         ) from None
     answer = predict(service, x=7.0, color="red")
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"predictions": [1], "model": NAME, "version": 1}
+    body = answer.json()
+    assert len(body.pop("request_id")) == 32  # feedback names the request by it
+    assert body == {"predictions": [1], "model": NAME, "version": 1}
 
     # A merged pull request with a better model: the merge and its push are
     # both delivered by GitHub; the commit is delivered once and promoted.

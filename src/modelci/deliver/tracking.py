@@ -134,8 +134,11 @@ def _create_database(parts: urllib.parse.SplitResult, database: str) -> None:
             found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
             if found.fetchone() is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    except psycopg.errors.DuplicateDatabase:
-        pass  # created by a concurrent process
+    except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+        # Created by a concurrent process (or thread: the first drift check and the
+        # first delivery of a new server): two CREATE DATABASE at once collide on the
+        # catalog's unique index rather than report the duplicate.
+        pass
     except psycopg.Error as exc:
         raise StoreError(
             f"cannot create MLflow's database {database}: {str(exc).strip()}",

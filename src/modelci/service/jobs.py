@@ -140,7 +140,12 @@ class JobTimedOut(RunFailed):
     """An evaluation ran past ``MODELCI_JOB_TIMEOUT_S``."""
 
 
-HOUSEKEEPING_TASKS = (TASK_RETRY_STALLED, TASK_DISPATCH_RETRAINS, TASK_DISPATCH_IMPORT_CHECKS)
+HOUSEKEEPING_TASKS = (
+    TASK_RETRY_STALLED,
+    TASK_DISPATCH_RETRAINS,
+    TASK_DISPATCH_IMPORT_CHECKS,
+    TASK_CHECK_DRIFT,
+)
 JOB_STATUSES = tuple(status.value for status in Status)
 _PENDING = (Status.TODO.value, Status.DOING.value)
 # Failures that a retry would only repeat: a delivery GitHub will never send

@@ -27,12 +27,13 @@ import orjson
 
 from modelci.errors import BadRequest
 
-__all__ = ["FEEDBACK_BODY", "Feedback", "parse_feedback", "record_feedback"]
+__all__ = ["FEEDBACK_BODY", "FEEDBACK_RESPONSES", "Feedback", "parse_feedback", "record_feedback"]
 
 MAX_LABELS = 10_000
 LOG_WAIT_S = 2.0  # how long feedback waits for its prediction to reach the log
 _LABEL = {"oneOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]}
-# The body as OpenAPI describes it (the route parses it itself, as predict does).
+# The body as OpenAPI describes it (the route parses it itself, as predict does):
+# a request id and exactly one of label / labels.
 FEEDBACK_BODY: dict[str, Any] = {
     "required": True,
     "content": {
@@ -40,7 +41,6 @@ FEEDBACK_BODY: dict[str, Any] = {
             "schema": {
                 "type": "object",
                 "additionalProperties": False,
-                "required": ["request_id"],
                 "properties": {
                     "request_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
                     "label": _LABEL,
@@ -51,9 +51,21 @@ FEEDBACK_BODY: dict[str, Any] = {
                         "maxItems": MAX_LABELS,
                     },
                 },
+                "oneOf": [
+                    {"required": ["request_id", "label"]},
+                    {"required": ["request_id", "labels"]},
+                ],
             }
         }
     },
+}
+FEEDBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Stored, joined to its logged prediction"},
+    202: {"description": "Stored; its prediction is not in the log (dropped or expired)"},
+    404: {"description": "No served model has that name"},
+    409: {"description": "This server keeps no prediction log"},
+    413: {"description": "The body is over 1 MB"},
+    422: {"description": "The body is wrong: each problem with its field (loc)"},
 }
 _REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 SessionFactory = Callable[[], AbstractContextManager[Any]]

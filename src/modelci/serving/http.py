@@ -29,7 +29,12 @@ from starlette.routing import Route
 
 from modelci.errors import BadRequest, ModelCIError
 from modelci.service.api import predict_auth
-from modelci.serving.feedback import FEEDBACK_BODY, parse_feedback, record_feedback
+from modelci.serving.feedback import (
+    FEEDBACK_BODY,
+    FEEDBACK_RESPONSES,
+    parse_feedback,
+    record_feedback,
+)
 from modelci.serving.form import render_form
 from modelci.serving.manager import ServingManager
 from modelci.serving.openapi import ModelDoc, describe
@@ -150,6 +155,7 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
         summary="The true labels of a served request, for the live metric",
         dependencies=auth,
         openapi_extra={"requestBody": FEEDBACK_BODY},
+        responses=FEEDBACK_RESPONSES,
     )
     async def feedback(name: str, request: Request) -> Response:
         try:
