@@ -121,7 +121,8 @@ def test_merges_deliver_promote_serve_and_roll_back(
     answer = predict(service, x=7.0, color="red")
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert len(body.pop("request_id")) == 32  # feedback names the request by it
+    first_request = body.pop("request_id")
+    assert len(first_request) == 32  # feedback names the request by it
     assert body == {"predictions": [1], "model": NAME, "version": 1}
 
     # A merged pull request with a better model: the merge and its push are
@@ -159,11 +160,9 @@ def test_merges_deliver_promote_serve_and_roll_back(
     )
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
     wait_for(lambda: served(service).get("version") == 1, service, timeout=60)
-    assert predict(service, x=5.0, color="blue").json() == {
-        "predictions": [1],
-        "model": NAME,
-        "version": 1,
-    }
+    again = predict(service, x=5.0, color="blue").json()
+    assert again.pop("request_id") != first_request  # one per request
+    assert again == {"predictions": [1], "model": NAME, "version": 1}
 
     # Every prediction answered is logged, off the request path.
     url = service.env["MODELCI_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
