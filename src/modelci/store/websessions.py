@@ -66,16 +66,17 @@ def create_web_session(
 
 def get_web_session(session: Session, *, row_id: str) -> WebSession | None:
     """The session, unless it was deleted or has expired."""
-    row = session.scalar(
+    return session.scalar(
         select(WebSession).where(WebSession.id == row_id, WebSession.expires_at > _now())
     )
-    return row
 
 
 def delete_web_session(session: Session, *, row_id: str) -> bool:
-    return session.execute(delete(WebSession).where(WebSession.id == row_id)).rowcount > 0
+    result = session.execute(delete(WebSession).where(WebSession.id == row_id))
+    return bool(getattr(result, "rowcount", 0))
 
 
 def delete_web_sessions_of(session: Session, *, login: str) -> int:
     """Sign ``login`` out everywhere (e.g. GitHub refused their token)."""
-    return int(session.execute(delete(WebSession).where(WebSession.login == login)).rowcount)
+    result = session.execute(delete(WebSession).where(WebSession.login == login))
+    return int(getattr(result, "rowcount", 0) or 0)
