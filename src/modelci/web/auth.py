@@ -98,7 +98,9 @@ async def require_viewer(request: Request) -> Viewer:
     """The viewer; signed out, a 303 to ``/login?next=<this page>`` (401 for JSON)."""
     viewer = await current_viewer(request)
     if viewer is None:
-        if "text/html" in request.headers.get("accept", "text/html"):
+        accept = request.headers.get("accept", "")
+        # Pages redirect; a client that asks for JSON only (a script) gets a 401.
+        if "text/html" in accept or "application/json" not in accept:
             raise HTTPException(303, "sign in first", headers={"Location": _login_url(request)})
         raise HTTPException(401, "sign in first: /login, or send a bearer token")
     return viewer
@@ -280,12 +282,11 @@ def mount_auth(app: FastAPI, context: Any) -> None:
         signin.tokens = app.state.tokens  # one cache of valid tokens for API and pages
     app.state.signin = signin
     if signin.github is None and not list_tokens(context.database):
-        where = signin.public_url or "this server"
         log.warning(
-            "to sign in to the dashboard at %s/login, create an API token: "
+            "to sign in to the dashboard (%s/login), create an API token: "
             "`modelci tokens create NAME` (or set MODELCI_GITHUB_CLIENT_ID and "
             "MODELCI_GITHUB_CLIENT_SECRET_PATH for GitHub sign-in)",
-            where,
+            signin.public_url or "",
         )
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
