@@ -81,6 +81,21 @@ class Settings(BaseSettings):
     github_webhook_secret: SecretStr | None = None
     github_webhook_secret_path: Path | None = None
     github_token: SecretStr | None = None
+    # Signing in to the dashboard with GitHub (the App's OAuth web flow, README "Dashboard").
+    github_client_id: str | None = Field(
+        default=None,
+        description="the GitHub App's client ID (its settings page; not the App ID): turns on "
+        "'Sign in with GitHub' on the dashboard",
+    )
+    github_client_secret: SecretStr | None = None
+    github_client_secret_path: Path | None = Field(
+        default=None, description="a file holding a client secret generated on the App's page"
+    )
+    session_secret_path: Path | None = Field(
+        default=None,
+        description="the key dashboard sessions are signed with; unset: <data dir>/session.key, "
+        "made (0600) at first start",
+    )
     github_trigger_label: str = Field(
         default="evaluate",
         description="The pull-request label that starts an evaluation (exact, case-sensitive "
@@ -202,6 +217,18 @@ class Settings(BaseSettings):
             path = self.github_webhook_secret_path
             return _read_secret_file(path, "MODELCI_GITHUB_WEBHOOK_SECRET_PATH").strip().encode()
         return None
+
+    def read_client_secret(self) -> str | None:
+        if self.github_client_secret is not None:
+            return self.github_client_secret.get_secret_value()
+        if self.github_client_secret_path is not None:
+            path = self.github_client_secret_path
+            return _read_secret_file(path, "MODELCI_GITHUB_CLIENT_SECRET_PATH").strip()
+        return None
+
+    @property
+    def session_key_path(self) -> Path:
+        return self.session_secret_path or self.data_dir / "session.key"
 
     def gpu_device_paths(self) -> tuple[Path, ...]:
         """The device nodes MODELCI_GPU_DEVICES names that exist on this machine."""

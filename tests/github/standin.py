@@ -32,13 +32,14 @@ from starlette.routing import Route
 from tests.github.standin_endpoints import Endpoints, Reject
 from tests.github.standin_gitdata import GitDataEndpoints
 from tests.github.standin_issues import IssueEndpoints
+from tests.github.standin_oauth import OAuthEndpoints
 from tests.github.standin_state import Recorded, StandInState, Token
 
 # The versions GitHub's REST API accepts in X-GitHub-Api-Version.
 SUPPORTED_API_VERSIONS = ("2022-11-28", "2026-03-10")
 
 
-class StandIn(GitDataEndpoints, IssueEndpoints, Endpoints):
+class StandIn(OAuthEndpoints, GitDataEndpoints, IssueEndpoints, Endpoints):
     """The ASGI app plus the server thread; ``state`` is swapped for each test."""
 
     def __init__(self, state: StandInState) -> None:
@@ -82,6 +83,16 @@ class StandIn(GitDataEndpoints, IssueEndpoints, Endpoints):
             route("/app", self.get_app, "GET", "jwt"),
             route("/app/installations/{iid:int}/access_tokens", self.create_token, "POST", "jwt"),
             route("/user", self.get_user, "GET", "token"),
+            route("/user/installations", self.list_user_installations, "GET", "token"),
+            route(
+                "/user/installations/{iid:int}/repositories",
+                self.list_user_installation_repos,
+                "GET",
+                "token",
+            ),
+            # github.com's sign-in pages (the web host): no API headers, form bodies.
+            route("/login/oauth/authorize", self.oauth_authorize, "GET", "web"),
+            route("/login/oauth/access_token", self.oauth_access_token, "POST", "web"),
             route(repo + "/collaborators/{user}/permission", self.get_permission, "GET", "token"),
             route(repo + "/issues", self.create_issue, "POST", "token"),
             route(repo + "/issues/{n:int}", self.get_issue, "GET", "token"),
@@ -119,8 +130,8 @@ class StandIn(GitDataEndpoints, IssueEndpoints, Endpoints):
             st = self.state
             raw = await request.body()
             try:
-                # git's smart HTTP bodies are pack protocol, not JSON.
-                data = raw if auth == "git" else json.loads(raw) if raw else None
+                # git's smart HTTP bodies are pack protocol, sign-in bodies forms: not JSON.
+                data = raw if auth in ("git", "web") else json.loads(raw) if raw else None
             except json.JSONDecodeError:
                 return JSONResponse({"message": "Problems parsing JSON"}, status_code=400)
             headers = {k.lower(): v for k, v in request.headers.items()}
@@ -142,7 +153,7 @@ class StandIn(GitDataEndpoints, IssueEndpoints, Endpoints):
                 if fault is not None:
                     return JSONResponse(fault.body, status_code=fault.status, headers=fault.headers)
                 who: Any = None
-                if auth != "git":
+                if auth not in ("git", "web"):
                     self._check_headers(headers)
                 if auth == "jwt":
                     who = self._check_jwt(headers)
@@ -239,8 +250,11 @@ class StandIn(GitDataEndpoints, IssueEndpoints, Endpoints):
 
     def _check_repo(self, token: Token, full_name: str) -> None:
         repo = self.state.repos.get(full_name)
-        if repo is None or (
-            token.kind == "installation" and token.installation_id != repo.installation_id
+        if (
+            repo is None
+            or (token.kind == "installation" and token.installation_id != repo.installation_id)
+            # A user token reaches only what both the App and the person can.
+            or (token.kind == "user" and repo.roles.get(token.login, "none") == "none")
         ):
             raise Reject(404, "Not Found", "")
 

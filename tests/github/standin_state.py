@@ -57,7 +57,9 @@ class Recorded:
 @dataclass
 class Token:
     value: str
-    kind: str  # "installation", "classic" (ghp_) or "fine-grained" (github_pat_)
+    # "installation", "classic" (ghp_), "fine-grained" (github_pat_) or "user" (ghu_:
+    # a person signed in to the App, see standin_oauth)
+    kind: str
     login: str
     installation_id: int | None = None
     expires_at: float | None = None

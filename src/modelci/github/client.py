@@ -35,6 +35,7 @@ from modelci.github.models import (
     status_state,
     truncate,
 )
+from modelci.github.oauth import OAuthMixin
 from modelci.github.rest import RestClient, quote, repo_path
 
 __all__ = ["GitHubClient", "IssueEvent", "RateLimit"]
@@ -60,12 +61,13 @@ class RateLimit(NamedTuple):
     reset: float
 
 
-class GitHubClient(GitDataMixin, IssuesMixin, RestClient):
+class GitHubClient(OAuthMixin, GitDataMixin, IssuesMixin, RestClient):
     """The endpoints modelci calls; see :class:`RestClient` for the constructor.
 
     The Git Data API and pull request writes (proposal mode) are in
     :class:`~modelci.github.gitdata.GitDataMixin`; issues (drift alerts) in
-    :class:`~modelci.github.issues.IssuesMixin`.
+    :class:`~modelci.github.issues.IssuesMixin`; signing people in (the OAuth web
+    flow, their repositories) in :class:`~modelci.github.oauth.OAuthMixin`.
     """
 
     def get_collaborator_permission(

@@ -159,19 +159,21 @@ class RestClient:
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
         app_jwt: str | None = None,
+        user_token: str | None = None,
     ) -> httpx.Response:
         """Send one API request, retrying rate limits; raise GitHubError on failure.
 
-        ``app_jwt`` authenticates as the App itself instead of an installation.
+        ``app_jwt`` authenticates as the App itself instead of an installation;
+        ``user_token`` as a person who signed in (``github.oauth``), never renewed.
         A 304 is returned, not raised: conditional requests expect it.
         """
         installation = self._resolve(installation_id)
         url = self._url(path)
-        key: object = "app" if app_jwt else installation
+        key: object = "app" if app_jwt else "user" if user_token else installation
         rate_limited = 0
         renewed = False
         while True:
-            token = app_jwt or self.auth.token(installation, self)
+            token = app_jwt or user_token or self.auth.token(installation, self)
             request_headers = {
                 "Accept": "application/vnd.github+json",
                 "X-GitHub-Api-Version": API_VERSION,
@@ -197,7 +199,7 @@ class RestClient:
                         hint=f"check that {self.api_url} is reachable from this machine",
                     ) from exc
             status = response.status_code
-            if status == 401 and not app_jwt and self.auth.is_app and not renewed:
+            if status == 401 and not (app_jwt or user_token) and self.auth.is_app and not renewed:
                 # Revoked early, or our clock runs behind GitHub's: renew once.
                 self.auth.invalidate(installation, token)
                 renewed = True

@@ -79,6 +79,7 @@ class ApiContext:
     predict_auth: Literal["none", "token"] = "none"
     token_cache_s: float = 5.0  # a revoked token keeps working this long at most
     public_url: str | None = None
+    signin: Any = None  # web.signin.SignIn: the dashboard's sessions (web.auth.mount_auth)
 
 
 class DeliveryAccepted(BaseModel):
@@ -151,6 +152,14 @@ async def _authorize(request: Request) -> str:
     if verifier is None:  # an app without a token store: nothing can be verified
         raise Unauthorized("this server has no API tokens", hint="run it with `modelci serve`")
     header = request.headers.get("authorization")
+    # W1 (issue 14): without a bearer token, a dashboard session cookie signs in
+    # (web.auth.api_session checks its repository access and CSRF header).
+    if not header and getattr(request.app.state, "signin", None) is not None:
+        from modelci.web.auth import api_session
+
+        session_name = await api_session(request)
+        if session_name is not None:
+            return session_name
     name = verifier.cached(header)
     if name is None:
         name = await run_in_threadpool(verifier.verify, header)

@@ -422,6 +422,8 @@ def run_server(
                 worker = _worker_thread(
                     runtime, queues or [jobs.QUEUE_EVENTS, jobs.QUEUE_EVALUATIONS], workers, stop
                 )
+            from modelci.web.signin import SignIn
+
             # Without a secret every webhook is answered 503 "GitHub is not configured".
             app = create_app(
                 ApiContext(
@@ -430,6 +432,10 @@ def run_server(
                     secret or b"",
                     predict_auth=settings.predict_auth,
                     public_url=settings.public_url,
+                    # The dashboard's sign-in (mounted by web.auth.mount_auth).
+                    signin=SignIn.from_settings(
+                        settings, runtime.database, client=runtime.service.github
+                    ),
                 )
             )
             models = _serve_models(app, runtime, unsafe=unsafe)

@@ -643,7 +643,9 @@ def job_failures(session: Session, *, job_ids: list[int]) -> dict[int, JobFailur
 
 # Tables defined in modules of their own join Base's metadata when records is
 # imported, so the migrations are checked against every model.
+from modelci.store import audit as _audit  # noqa: E402, F401
 from modelci.store import importchecks as _importchecks  # noqa: E402, F401
 from modelci.store import monitoring as _monitoring  # noqa: E402, F401
 from modelci.store import retrains as _retrains  # noqa: E402, F401
 from modelci.store import schedules as _schedules  # noqa: E402, F401
+from modelci.store import websessions as _websessions  # noqa: E402, F401
