@@ -82,7 +82,9 @@ def history_series(versions: Sequence[Mapping[str, Any]], *, limit: int = 4) -> 
     names = [n for n in newest if _finite(newest[n]) is not None][:limit]
     series: dict[str, Any] = {}
     for name in names:
-        values, lows, highs = [], [], []
+        values: list[float | None] = []
+        lows: list[float | None] = []
+        highs: list[float | None] = []
         for row in versions:
             value = _finite((row.get("metrics") or {}).get(name))
             interval = (row.get("intervals") or {}).get(name) or {}

@@ -3,7 +3,7 @@ with cancel and retry for those who may write to the job's repository."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -115,7 +115,7 @@ def router(web: WebContext) -> APIRouter:
             filters={"repo": repo, "kind": kind, "status": status},
             repositories=known,
             kinds=KINDS,
-            statuses=Status.__args__,
+            statuses=get_args(Status),
             notice=outcome(done, id, new),
         )
 
