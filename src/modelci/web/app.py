@@ -60,7 +60,7 @@ class WebContext:
 
 def mount_web(app: FastAPI, context: Any) -> WebContext:
     """Add the dashboard to ``app``; answers the context, to set its later parts on."""
-    from modelci.web.views import jobs, models, overview
+    from modelci.web.views import evaluations, jobs, models, overview
 
     web = WebContext.of(context)
     app.state.web = web
@@ -72,7 +72,7 @@ def mount_web(app: FastAPI, context: Any) -> WebContext:
     def root() -> RedirectResponse:
         return RedirectResponse(f"{UI}/", status_code=307)
 
-    for module in (overview, jobs, models):
+    for module in (overview, jobs, evaluations, models):
         app.include_router(module.router(web))
     _html_errors(app)
     return web
