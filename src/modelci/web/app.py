@@ -60,7 +60,7 @@ class WebContext:
 
 def mount_web(app: FastAPI, context: Any) -> WebContext:
     """Add the dashboard to ``app``; answers the context, to set its later parts on."""
-    from modelci.web.views import evaluations, jobs, models, overview
+    from modelci.web.views import drift, evaluations, jobs, models, overview, settings
 
     web = WebContext.of(context)
     app.state.web = web
@@ -72,7 +72,8 @@ def mount_web(app: FastAPI, context: Any) -> WebContext:
     def root() -> RedirectResponse:
         return RedirectResponse(f"{UI}/", status_code=307)
 
-    for module in (overview, jobs, evaluations, models):
+    # drift before models: the model page's {name:path} would take NAME/drift.
+    for module in (overview, jobs, evaluations, drift, models, settings):
         app.include_router(module.router(web))
     _html_errors(app)
     return web
