@@ -9,6 +9,7 @@ bench's tens of thousands, one INSERT of rows shaped as Procrastinate writes the
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -25,7 +26,7 @@ METRICS = ("accuracy", "f1")
 
 
 def sha(n: int) -> str:
-    return f"{n:040x}"[-40:]
+    return hashlib.sha1(str(n).encode()).hexdigest()
 
 
 def report_json(accuracy: float, *, passed: bool) -> dict[str, Any]:

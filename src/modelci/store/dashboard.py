@@ -184,7 +184,8 @@ def list_jobs(
                    j.args, j.scheduled_at, j.abort_requested, f.error
               FROM procrastinate_jobs j
               LEFT JOIN job_failures f ON f.job_id = j.id
-             WHERE (CAST(:status AS text) IS NULL OR j.status::text = :status)
+             WHERE (CAST(:status AS text) IS NULL
+                    OR j.status = CAST(:status AS procrastinate_job_status))
                AND (CAST(:task AS text) IS NULL OR j.task_name = :task)
                AND (CAST(:before AS bigint) IS NULL OR j.id < :before)
                AND NOT j.task_name = ANY(CAST(:hidden AS text[]))
@@ -247,7 +248,13 @@ def model_repository(session: Session, *, model_name: str) -> str | None:
     return None if found is None else str(found[0] or "")
 
 
-def _event_row(event: ModelEvent) -> dict[str, Any]:
+# Pages read rows, not ORM objects: hundreds of events per page, and building an
+# object for each costs more than the query.
+_EVENTS = ModelEvent.__table__
+_RETRAINS = RetrainRecord.__table__
+
+
+def _event_row(event: Any) -> dict[str, Any]:
     return {
         "id": event.id,
         "model": event.model_name,
@@ -270,22 +277,22 @@ def latest_model_events(
 ) -> list[dict[str, Any]]:
     """The newest events of these kinds across the given models (None: all)."""
     query = (
-        select(ModelEvent)
+        select(_EVENTS)
         .where(ModelEvent.action.in_(list(actions)))
         .order_by(ModelEvent.id.desc())
         .limit(limit)
     )
     if models is not None:
         query = query.where(ModelEvent.model_name.in_(list(models)))
-    return [_event_row(e) for e in session.scalars(query)]
+    return [_event_row(e) for e in session.execute(query)]
 
 
 def model_events(session: Session, *, model_name: str, limit: int = 10_000) -> list[dict[str, Any]]:
     """A model's events, newest first (the champion stack needs them all)."""
     return [
         _event_row(e)
-        for e in session.scalars(
-            select(ModelEvent)
+        for e in session.execute(
+            select(_EVENTS)
             .where(ModelEvent.model_name == model_name)
             .order_by(ModelEvent.id.desc())
             .limit(limit)
@@ -293,7 +300,7 @@ def model_events(session: Session, *, model_name: str, limit: int = 10_000) -> l
     ]
 
 
-def _retrain_row(record: RetrainRecord) -> dict[str, Any]:
+def _retrain_row(record: Any) -> dict[str, Any]:
     return {
         "id": record.id,
         "repository": record.repository,
@@ -318,19 +325,19 @@ def latest_retrains(
     session: Session, *, limit: int = 10, overread: int = _RETRAIN_OVERREAD
 ) -> list[dict[str, Any]]:
     """The newest retrains (``limit * overread`` rows: the caller keeps the visible ones)."""
-    query = select(RetrainRecord).order_by(RetrainRecord.id.desc()).limit(limit * overread)
-    return [_retrain_row(r) for r in session.scalars(query)]
+    query = select(_RETRAINS).order_by(RetrainRecord.id.desc()).limit(limit * overread)
+    return [_retrain_row(r) for r in session.execute(query)]
 
 
 def model_retrains(session: Session, *, model_name: str, limit: int = 200) -> list[dict[str, Any]]:
     """A model's retrains, newest first."""
     query = (
-        select(RetrainRecord)
+        select(_RETRAINS)
         .where(RetrainRecord.model_name == model_name)
         .order_by(RetrainRecord.id.desc())
         .limit(limit)
     )
-    return [_retrain_row(r) for r in session.scalars(query)]
+    return [_retrain_row(r) for r in session.execute(query)]
 
 
 def serving_stats(

@@ -2,7 +2,8 @@
 
 Pure: dicts in, dicts out, no web framework and no database. A model's page is
 built from its events alone (each registration carries its metrics and commit,
-each retrain's decision its scores and intervals), so it never waits on MLflow.
+each retrain's decision its trigger, data version, scores and intervals), so it
+never waits on MLflow.
 """
 
 from __future__ import annotations
@@ -75,14 +76,15 @@ def _decisions(events_oldest_first: Sequence[Mapping[str, Any]]) -> dict[int, Ma
 
 def model_page(
     events_newest_first: Sequence[Mapping[str, Any]],
-    retrains_newest_first: Sequence[Mapping[str, Any]],
+    *,
+    shown: int = 30,
 ) -> dict[str, Any]:
-    """A model's versions (newest first), champion, repository and events in words."""
+    """A model's versions (newest first), champion, repository and the ``shown`` newest
+    events in words."""
     oldest_first = list(reversed(events_newest_first))
     changes = champion_changes(oldest_first)
     champion = changes[-1].version if changes else None
     decisions = _decisions(oldest_first)
-    by_version = {int(r["version"]): r for r in retrains_newest_first if r.get("version")}
     versions: list[dict[str, Any]] = []
     repository = ""
     for event in oldest_first:
@@ -91,7 +93,6 @@ def model_page(
         number = int(event["version"])
         details = event.get("details") or {}
         repository = repo_slug(details.get("repository")) or repository
-        retrain = by_version.get(number)
         decision = decisions.get(number) or {}
         decided = decision.get("details") or {}
         scores = decided.get("scores") or {}
@@ -102,10 +103,9 @@ def model_page(
                 "sha": event.get("sha"),
                 "at": event.get("at"),
                 "actor": event.get("actor"),
-                "trigger": retrain["trigger"] if retrain else decided.get("trigger", "merge"),
-                "data_version": (retrain or {}).get("data_version")
-                or decided.get("data_version")
-                or {},
+                # A retrain's decision names its trigger and data version; a merge's not.
+                "trigger": decided.get("trigger", "merge"),
+                "data_version": decided.get("data_version") or {},
                 "metrics": metrics,
                 "champion_scores": scores.get("champion") or {},
                 "intervals": decided.get("intervals") or {},
@@ -114,7 +114,7 @@ def model_page(
                 "champion": number == champion,
             }
         )
-    events = [{**e, "description": describe_event(e)} for e in events_newest_first]
+    events = [{**e, "description": describe_event(e)} for e in events_newest_first[:shown]]
     return {
         "repository": repository,
         "champion": champion,

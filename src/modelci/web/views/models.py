@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -30,6 +30,9 @@ __all__ = ["router"]
 
 STATS_WINDOW = dt.timedelta(minutes=5)  # serving rate and latency over this long
 EVENTS_SHOWN = 30
+# Versions listed unless all are asked for (the chart always has every one): a table
+# row costs more to render than anything else on the page.
+VERSIONS_SHOWN = 50
 Reason = Annotated[str, Form(min_length=1, max_length=1000)]
 
 
@@ -87,11 +90,11 @@ def _model_view(
     since = dt.datetime.now(dt.UTC) - STATS_WINDOW
     with web.database.session() as session:
         events = dashboard.model_events(session, model_name=name)
-        retrains = dashboard.model_retrains(session, model_name=name)
         stats = dashboard.serving_stats(session, model_name=name, since=since)
-    model = model_page(events, retrains)
+    model = model_page(events, shown=EVENTS_SHOWN)
     serving = _serving(web, name)
     status_code = extra.pop("status_code", 200)
+    every = extra.pop("all_versions", False)
     return page(
         request,
         "model.html",
@@ -100,7 +103,8 @@ def _model_view(
         name=name,
         repo=repo,
         model=model,
-        events=model["events"][:EVENTS_SHOWN],
+        events=model["events"],
+        versions=model["versions"] if every else model["versions"][:VERSIONS_SHOWN],
         writable=viewer.can_write(repo),
         can_change=web.deliverer is not None,
         serving=serving,
