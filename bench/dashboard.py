@@ -36,14 +36,15 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modelci.service import jobs  # noqa: E402
-from modelci.service.api import ApiContext, create_app  # noqa: E402
-from modelci.settings import Settings  # noqa: E402
-from modelci.store.db import open_database  # noqa: E402
-from modelci.web.app import WebContext, mount_web  # noqa: E402
-from modelci.web.auth import current_viewer, require_viewer  # noqa: E402
-from modelci.web.identity import Viewer  # noqa: E402
-from tests.web import seed  # noqa: E402
+from tests.web import seed
+
+from modelci.service import jobs
+from modelci.service.api import ApiContext, create_app
+from modelci.settings import Settings
+from modelci.store.db import open_database
+from modelci.web.app import WebContext, mount_web
+from modelci.web.auth import current_viewer, require_viewer
+from modelci.web.identity import Viewer
 
 BUDGET_MS = 50.0
 JOBS, EVALUATIONS, VERSIONS, WINDOWS = 10_000, 1_000, 200, 100
@@ -59,9 +60,12 @@ def _fill(database: Any, tmp: Path) -> int:
     last = 0
     for k in range(EVALUATIONS):
         last = seed.add_evaluation(
-            database, repo=REPOS[k % len(REPOS)], passed=k % 7 != 0, number=k,
+            database,
+            repo=REPOS[k % len(REPOS)],
+            passed=k % 7 != 0,
+            number=k,
             logs={"head": log},
-        )  # fmt: skip
+        )
     seed.add_model(database, name="big-model", repo=REPOS[0], versions=VERSIONS)
     seed.add_drift(database, name="big-model", windows=WINDOWS)
     with database.session() as session:

@@ -162,9 +162,12 @@ def add_model(
             retrain = version % retrain_every == 0 and champion is not None
             if retrain:
                 record = retrain_store.create_retrain(
-                    session, repository=f"https://github.com/{repo}.git", ref="main",
-                    trigger="schedule", actor="schedule",
-                )  # fmt: skip
+                    session,
+                    repository=f"https://github.com/{repo}.git",
+                    ref="main",
+                    trigger="schedule",
+                    actor="schedule",
+                )
                 champion_score = accuracy - 0.004
                 details.update(
                     trigger="schedule",
@@ -267,8 +270,11 @@ def bulk_jobs(database: Database, *, count: int, repos: list[str]) -> None:
     for k in range(count):
         task, queue = JOB_TASKS[k % len(JOB_TASKS)]
         repo = repos[k % len(repos)]
-        args = {"repo": repo, "number": k % 500, "head_sha": sha(k)} if queue != "default" else {
-            "timestamp": k}  # fmt: skip
+        args = (
+            {"repo": repo, "number": k % 500, "head_sha": sha(k)}
+            if queue != "default"
+            else {"timestamp": k}
+        )
         status = rng.choice(statuses) if queue != "default" else "succeeded"
         rows.append({"queue": queue, "task": task, "args": json.dumps(args), "status": status})
     with database.session() as session:

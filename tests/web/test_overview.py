@@ -34,3 +34,12 @@ def test_root_redirects_to_the_dashboard_and_signed_out_goes_to_sign_in(site: Si
     site.viewer = None
     answer = site.client.get("/ui/")
     assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
+
+
+def test_mounting_again_keeps_one_set_of_routes(site: Site) -> None:
+    from modelci.web.app import WebContext, mount_web
+
+    before = len(site.app.router.routes)
+    again = mount_web(site.app, WebContext(database=site.database))
+    assert again is site.web and len(site.app.router.routes) == before
+    assert site.web.settings is not None  # what the first mount knew is kept

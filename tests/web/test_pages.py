@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from modelci.store import records
 from modelci.service.pullrequests import RetrainJob
+from modelci.store import records
 from tests.web import seed
 from tests.web.browser import CHROMIUM, browser_page, served
 from tests.web.conftest import Site
@@ -55,9 +55,12 @@ def test_a_running_evaluations_log_streams_into_the_page(
         )
         with as_admin.database.session() as session:
             records.finish_evaluation(
-                session, evaluation_id=evaluation_id, status="succeeded", passed=True,
+                session,
+                evaluation_id=evaluation_id,
+                status="succeeded",
+                passed=True,
                 report={**seed.report_json(0.9, passed=True), "logs": {"head": str(log)}},
-            )  # fmt: skip
+            )
         # The stream ends with the evaluation and the page reloads with its comparison.
         page.wait_for_selector("table.comparison", timeout=10_000)
         assert "epoch 1 loss 0.42" in page.locator("#log-head").inner_text()
@@ -82,8 +85,14 @@ def test_the_model_chart_draws_and_nothing_loads_from_a_cdn(as_admin: Site, base
 
 def test_a_job_is_cancelled_from_the_jobs_page(as_admin: Site, base_url: str) -> None:
     job_id = as_admin.queue.enqueue_retrain(
-        RetrainJob(repo="acme/pw", ref=f"b{time.time_ns()}", clone_url="https://x/acme/pw.git",
-                   installation_id=None, trigger="manual", actor="t")  # fmt: skip
+        RetrainJob(
+            repo="acme/pw",
+            ref=f"b{time.time_ns()}",
+            clone_url="https://x/acme/pw.git",
+            installation_id=None,
+            trigger="manual",
+            actor="t",
+        )
     )
     assert job_id is not None
     with browser_page() as page:
@@ -92,4 +101,3 @@ def test_a_job_is_cancelled_from_the_jobs_page(as_admin: Site, base_url: str) ->
         page.wait_for_selector(".notice")
         assert f"Job {job_id} cancelled" in page.locator(".notice").inner_text()
     assert str(as_admin.queue.get_job(job_id).status) == "cancelled"
-

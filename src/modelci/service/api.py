@@ -474,4 +474,7 @@ def create_app(context: ApiContext) -> FastAPI:
     from modelci.service.drift_api import drift_routes  # it imports predict_auth from here
 
     drift_routes(app, context.database)
+    from modelci.web.app import mount_web  # the dashboard (issue 14): /ui/, / redirects there
+
+    mount_web(app, context)
     return app

@@ -63,6 +63,15 @@ def mount_web(app: FastAPI, context: Any) -> WebContext:
     from modelci.web.views import drift, evaluations, jobs, models, overview, settings
 
     web = WebContext.of(context)
+    mounted: WebContext | None = getattr(app.state, "web", None)
+    if mounted is not None:
+        # Mounted already (create_app does): the routes stay, the context gains what
+        # this one knows more.
+        for name in ("queue", "settings", "deliverer", "serving", "public_url"):
+            if getattr(web, name) is not None:
+                setattr(mounted, name, getattr(web, name))
+        mounted.database, mounted.github_url = web.database, web.github_url
+        return mounted
     app.state.web = web
     app.mount(
         STATIC_PREFIX, StaticFiles(directory=str(files("modelci.web") / "static")), name="ui-static"

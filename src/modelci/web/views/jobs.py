@@ -127,8 +127,14 @@ def router(web: WebContext) -> APIRouter:
             web.queue.cancel_job(job_id)
         except JobConflict as exc:
             raise HTTPException(409, str(exc)) from None
-        audit(web.database, viewer=viewer, action="job.cancel", target=f"job:{job_id}",
-              reason="", details={"repository": repo})  # fmt: skip
+        audit(
+            web.database,
+            viewer=viewer,
+            action="job.cancel",
+            target=f"job:{job_id}",
+            reason="",
+            details={"repository": repo},
+        )
         return back_to(f"{UI}/jobs", "cancelled", job_id)
 
     @routes.post("/{job_id}/retry", dependencies=[CsrfChecked])
@@ -139,8 +145,14 @@ def router(web: WebContext) -> APIRouter:
             again = web.queue.rerun_job(job_id)
         except JobConflict as exc:
             raise HTTPException(409, str(exc)) from None
-        audit(web.database, viewer=viewer, action="job.retry", target=f"job:{job_id}",
-              reason="", details={"repository": repo, "new_job": again.id})  # fmt: skip
+        audit(
+            web.database,
+            viewer=viewer,
+            action="job.retry",
+            target=f"job:{job_id}",
+            reason="",
+            details={"repository": repo, "new_job": again.id},
+        )
         return back_to(f"{UI}/jobs", "retried", job_id, again.id)
 
     return routes

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -141,8 +141,14 @@ def router(web: WebContext) -> APIRouter:
             web.deliverer.promote(name, version, actor=viewer.login, reason=reason)
         except ModelCIError as exc:
             raise HTTPException(409, _said(exc)) from None
-        audit(web.database, viewer=viewer, action="model.promote", target=f"model:{name}",
-              reason=reason, details={"version": version, "repository": repo})  # fmt: skip
+        audit(
+            web.database,
+            viewer=viewer,
+            action="model.promote",
+            target=f"model:{name}",
+            reason=reason,
+            details={"version": version, "repository": repo},
+        )
         if web.serving is not None:
             web.serving.refresh(name)
         return back_to(f"{UI}/models/{name}", "promoted", version)
@@ -155,8 +161,14 @@ def router(web: WebContext) -> APIRouter:
             chosen = web.deliverer.rollback(name, actor=viewer.login, reason=reason)
         except ModelCIError as exc:
             raise HTTPException(409, _said(exc)) from None
-        audit(web.database, viewer=viewer, action="model.rollback", target=f"model:{name}",
-              reason=reason, details={"version": chosen.version, "repository": repo})  # fmt: skip
+        audit(
+            web.database,
+            viewer=viewer,
+            action="model.rollback",
+            target=f"model:{name}",
+            reason=reason,
+            details={"version": chosen.version, "repository": repo},
+        )
         if web.serving is not None:
             web.serving.refresh(name)
         return back_to(f"{UI}/models/{name}", "rolled_back", chosen.version)
