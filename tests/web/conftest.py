@@ -2,7 +2,9 @@
 
 Each module gets a database of its own on the test PostgreSQL. Who is signed in
 is set by the test (``Site.viewer``): the sign-in dependencies are overridden,
-as the contract with the sign-in work allows; CSRF stays real.
+as the contract with the sign-in work allows. CSRF is checked against a fixed
+token the pages carry (sessions are the sign-in work's, tested there): a form
+posted without it is still refused.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
@@ -23,12 +25,14 @@ from modelci.service import jobs
 from modelci.service.api import ApiContext, create_app
 from modelci.settings import Settings
 from modelci.store.db import Database, open_database
+from modelci.web import render
 from modelci.web.app import WebContext, mount_web
-from modelci.web.auth import current_viewer, require_viewer
+from modelci.web.auth import current_viewer, require_csrf, require_viewer
 from modelci.web.identity import Viewer
 from tests.github.helpers import TEST_SECRET
 
 ADMIN = Viewer(login="token:admin", kind="token", all_access=True)
+TEST_CSRF = "csrf-token-of-the-test-session"
 
 
 @dataclass
@@ -63,6 +67,12 @@ def web_database_url(postgres_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def site(web_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(render, "csrf_token", lambda request: TEST_CSRF)
+        yield from _site(web_database_url, tmp_path_factory)
+
+
+def _site(web_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     data_dir = tmp_path_factory.mktemp("data")
     settings = Settings(data_dir=data_dir, database_url=web_database_url)
     database = open_database(settings)
@@ -83,8 +93,13 @@ def site(web_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         async def maybe_signed_in() -> Viewer | None:
             return holder["site"].viewer
 
+        async def csrf_checked(request: Request) -> None:
+            if (await request.form()).get("csrf") != TEST_CSRF:
+                raise HTTPException(403, "the form's CSRF token is missing or wrong")
+
         app.dependency_overrides[require_viewer] = signed_in
         app.dependency_overrides[current_viewer] = maybe_signed_in
+        app.dependency_overrides[require_csrf] = csrf_checked
         client = TestClient(app, follow_redirects=False)
         holder["site"] = Site(database, queue, app, web, client, data_dir)
         yield holder["site"]
