@@ -466,3 +466,75 @@ def test_an_unreadable_stored_base_result_is_trained_again(
     assert second.passed and second.base.metrics == first.base.metrics
     third = evaluate(evaluator, repo)  # the new result is whole, and reused
     assert third.base.reused_from == second.base.run_id and third.base.cache_miss is None
+
+
+# -- a server's job: stored while it runs (the dashboard's live log) -----------------------
+
+
+def test_a_jobs_evaluation_is_stored_while_it_runs_with_its_log_and_the_full_report(
+    evaluator: Evaluator, make_repo: GitRepo, settings: Settings
+) -> None:
+    from modelci.store import records as store
+
+    repo = model_repo(make_repo, skill=0.6)
+    train = "import time\nprint('TRAINING', flush=True)\ntime.sleep(1)\n" + TRAIN
+    commit_files(repo, {"params.json": json.dumps({"skill": 0.95}), "train.py": train})
+    seen: dict[str, object] = {}
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "logs" not in seen:
+            with evaluator.database().session() as session:
+                found = store.list_evaluations(session)
+                if found and found[0].status == "running":
+                    logs = (found[0].report or {}).get("logs") or {}
+                    log = Path(logs.get("head", "/nonexistent"))  # noted before it exists
+                    if log.is_file() and "TRAINING" in log.read_text():
+                        seen["logs"], seen["id"] = logs, found[0].id
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = evaluator.evaluate(
+            EvaluationRequest(repo=str(repo), base="HEAD~1", head="HEAD", job_id=4242)
+        )
+    finally:
+        seen.setdefault("logs", None)
+        watcher.join()
+    assert seen["logs"] is not None, "the running evaluation never showed its head log"
+    assert result.evaluation_id == seen["id"]
+    with evaluator.database().session() as session:
+        (stored,) = store.evaluations_for_job(session, job_id=4242)
+    assert stored["status"] == "succeeded" and stored["head_run_id"] == result.head.run_id
+    report = stored["report"]
+    accuracy = next(m for m in report["metrics"] if m["name"] == "accuracy")
+    assert accuracy["ci"]["low"] > 0  # the interval the page draws
+    assert report["sides"]["head"]["timings"]["train_s"] > 0
+    assert report["logs"]["head"] == seen["logs"]["head"]  # type: ignore[index]
+
+
+def test_a_jobs_evaluation_that_stops_early_is_not_left_running(
+    evaluator: Evaluator, make_repo: GitRepo
+) -> None:
+    from modelci.errors import ModelCIError
+    from modelci.store import records as store
+
+    repo = model_repo(make_repo)
+    with pytest.raises(ModelCIError):
+        evaluator.evaluate(
+            EvaluationRequest(repo=str(repo), base="no-such-ref", head="HEAD", job_id=4343)
+        )
+    with evaluator.database().session() as session:
+        assert store.evaluations_for_job(session, job_id=4343) == []  # stopped before its row
+    # A stop after the row exists ends it (the GPU move, a crash, a cancel).
+    with evaluator.database().session() as session:
+        repository = store.get_or_create_repository(session, url=str(repo), name="r")
+        store.create_evaluation(
+            session, repository_id=repository.id, base_sha="a", head_sha="b", job_id=4343
+        )
+        assert (
+            store.end_running_evaluations(session, job_id=4343, status="failed", error="moved") == 1
+        )
+        (ended,) = store.evaluations_for_job(session, job_id=4343)
+    assert ended["status"] == "failed" and ended["report"]["error"] == "moved"

@@ -27,7 +27,6 @@ from modelci.web.auth import (
     COOKIE,
     audit,
     csrf_token,
-    mount_auth,
     require_csrf,
     require_repo,
     require_viewer,
@@ -124,8 +123,7 @@ def make_dash(
         permissions=permissions,
         public_url=public_url,
     )
-    app = create_app(context)
-    mount_auth(app, context)
+    app = create_app(context)  # mounts the sign-in routes (web.auth.mount_auth)
     probe_routes(app, database)
     return Dash(app, TestClient(app), context.signin, database, oauth)
 

@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelci.errors import (
     ConfigError,
@@ -175,8 +175,26 @@ class Evaluator:
     def evaluate(
         self, request: EvaluationRequest, *, cancel: threading.Event | None = None
     ) -> EvaluationResult:
-        with ExitStack() as stack:  # the scoring dataset's private copy, until the end
-            return self._evaluate(request, cancel, stack)
+        try:
+            with ExitStack() as stack:  # the scoring dataset's private copy, until the end
+                return self._evaluate(request, cancel, stack)
+        except BaseException as exc:
+            if request.job_id is not None:  # a row left "running" would stream forever
+                self._abandon_record(request.job_id, exc, cancel)
+            raise
+
+    def _abandon_record(
+        self, job_id: int, exc: BaseException, cancel: threading.Event | None
+    ) -> None:
+        from modelci.store import records as store
+
+        status = "cancelled" if cancel is not None and cancel.is_set() else "failed"
+        message = exc.message if isinstance(exc, ModelCIError) else type(exc).__name__
+        try:
+            with self._database().session() as session:
+                store.end_running_evaluations(session, job_id=job_id, status=status, error=message)
+        except ModelCIError as error:
+            log.warning("job %s: its evaluation stays marked running: %s", job_id, error)
 
     def _evaluate(
         self, request: EvaluationRequest, cancel: threading.Event | None, stack: ExitStack
@@ -195,6 +213,11 @@ class Evaluator:
                 _refuse_gpu(_config_or_none(mirror, sha, request.overrides), sha)
         head = SideResult("head", request.head, head_sha, ref_repo=request.repo)
         base = SideResult("base", request.base, base_sha, ref_repo=request.repo)
+        if request.job_id is not None:
+            # A server's job: stored while it runs, so the dashboard shows it and its logs.
+            head.evaluation_id = base.evaluation_id = self._start_record(
+                mirror, request, head, base
+            )
         sides = [base, head]
         if _lacks_config(mirror, base_sha, request.overrides) and not _lacks_config(
             mirror, head_sha, request.overrides
@@ -264,29 +287,64 @@ class Evaluator:
         from modelci.store import records as store
 
         with self._database().session() as session:
-            evaluation = store.create_evaluation(
+            if head.evaluation_id is None:
+                evaluation = store.create_evaluation(
+                    session,
+                    repository_id=self._repository_id(session, mirror, request.repo),
+                    base_sha=base_sha,
+                    head_sha=head_sha,
+                    job_id=request.job_id,
+                )
+                result.evaluation_id = evaluation.id
+            else:
+                result.evaluation_id = head.evaluation_id
+            store.set_evaluation_runs(
                 session,
-                repository_id=self._repository_id(session, mirror, request.repo),
-                base_sha=base_sha,
-                head_sha=head_sha,
+                evaluation_id=result.evaluation_id,
                 base_run_id=base.run_id,
                 head_run_id=head.run_id,
-                job_id=request.job_id,
             )
             store.finish_evaluation(
                 session,
-                evaluation_id=evaluation.id,
+                evaluation_id=result.evaluation_id,
                 status="succeeded" if comparison is not None else "failed",
                 passed=None if comparison is None else comparison.passed,
-                report={
-                    "error": result.error,
-                    "head_only": base.skipped is not None,
-                    "cache_miss": base.cache_miss,
-                },
+                report=_stored_report(result),
                 seconds=result.seconds,
             )
-            result.evaluation_id = evaluation.id
         return result
+
+    def _start_record(
+        self, mirror: Mirror, request: EvaluationRequest, head: SideResult, base: SideResult
+    ) -> int:
+        from modelci.store import records as store
+
+        with self._database().session() as session:
+            return store.create_evaluation(
+                session,
+                repository_id=self._repository_id(session, mirror, request.repo),
+                base_sha=base.sha,
+                head_sha=head.sha,
+                job_id=request.job_id,
+                report={"logs": {}},
+            ).id
+
+    def _note_log(self, side: SideResult) -> None:
+        """Record a running side's log path on its evaluation (the live log reads it)."""
+        if side.evaluation_id is None or side.seed != 0 or side.log_path is None:
+            return
+        from modelci.store import records as store
+
+        try:
+            with self._database().session() as session:
+                store.note_evaluation_log(
+                    session,
+                    evaluation_id=side.evaluation_id,
+                    role=side.role,
+                    path=str(side.log_path),
+                )
+        except ModelCIError as exc:  # the run matters more than its live log
+            log.warning("evaluation %s: live log not recorded: %s", side.evaluation_id, exc)
 
     def _train_sides(
         self,
@@ -603,6 +661,7 @@ class Evaluator:
         side.log_path = (
             self.settings.logs_dir / f"{stamp}-{role}-{sha[:12]}-{uuid.uuid4().hex[:6]}.log"
         )
+        self._note_log(side)
         self.reporter.update(role, "building environment")
         env = self.environments.ensure(requirements)
         side.timings["env_s"] = env.seconds
@@ -818,3 +877,19 @@ def prepare_dirs(settings: Settings) -> None:
         path.chmod(mode)
     for path in (settings.logs_dir, settings.mirrors_dir, settings.data_dir / "outputs"):
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _stored_report(result: EvaluationResult) -> dict[str, Any]:
+    """What the store keeps of an evaluation: the comparison as the JSON report has it
+    (each metric's interval included), the sides' timings and logs, and the outcome."""
+    from modelci.evaluate.report import render_json
+
+    context = summary_json(result)
+    full = context if result.comparison is None else render_json(result.comparison, **context)
+    logs = {side.role: str(side.log_path) for side in (result.head, result.base) if side.log_path}
+    return {
+        **full,
+        "logs": logs,
+        "head_only": result.base.skipped is not None,
+        "cache_miss": result.base.cache_miss,
+    }

@@ -102,6 +102,9 @@ class SideResult:
     # Pointer files written over the checkout before its data is fetched (a retrain's
     # refreshed DVC imports: data.imports.write_overlay): .dvc path -> text.
     overlay: Mapping[str, bytes] = field(default_factory=dict)
+    # The stored evaluation this run belongs to, while it runs (a server's job): its
+    # log's path is recorded there as soon as it is known, for the live log.
+    evaluation_id: int | None = None
 
     def again(self, seed: int) -> SideResult:
         """A run of the same commit with another seed, kept in ``repeats``."""

@@ -25,6 +25,7 @@ pointers the refresh updated (``result.refreshed``) go to a ``Proposer``
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
@@ -328,6 +329,8 @@ class Retrainer:
                 "checks": list(checks or []),
                 "champion_before": champion.version if champion else None,
                 "scores": {"new": result.new_metrics, "champion": result.champion_metrics},
+                # new minus champion on the same rows: the dashboard's whiskers.
+                "intervals": _intervals(result),
                 "scored_on": result.scored_on,
                 "data_version": result.data_version,
             },
@@ -391,6 +394,23 @@ def _comparison(new: Scored, champion: Scored, config: RepoConfig) -> Comparison
         base_predictions=champion.predictions,
     )
     return mark_scored(comparison, frozenset(new.metrics))
+
+
+def _intervals(result: RetrainResult) -> dict[str, dict[str, float]]:
+    """Each compared metric's interval of new minus champion (paired, the same rows)."""
+    if result.comparison is None:
+        return {}
+    return {
+        m.name: {
+            "low": m.interval.low,
+            "high": m.interval.high,
+            "confidence": m.interval.confidence,
+        }
+        for m in result.comparison.metrics
+        if m.interval is not None
+        and math.isfinite(m.interval.low)
+        and math.isfinite(m.interval.high)
+    }
 
 
 def _score_tags(result: RetrainResult) -> dict[str, str]:

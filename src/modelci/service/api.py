@@ -483,4 +483,11 @@ def create_app(context: ApiContext) -> FastAPI:
     from modelci.service.drift_api import drift_routes  # it imports predict_auth from here
 
     drift_routes(app, context.database)
+    # The dashboard: its sign-in (/login, /oauth/callback, /logout), then its pages
+    # (/ui/, and / redirects there). Imported here: web/ imports predict_auth from here.
+    from modelci.web.app import mount_web
+    from modelci.web.auth import mount_auth
+
+    mount_auth(app, context)
+    mount_web(app, context)
     return app

@@ -104,6 +104,10 @@ def final_comment(result: EvaluationResult, *, logs_url: str | None = None) -> s
         ]
     )
     footer = f"\n\n<details><summary>Runs</summary>\n\n{runs}\n\n</details>\n"
+    if logs_url and result.evaluation_id is not None:
+        # The dashboard's page: the intervals drawn, the phases, both logs.
+        page = f"{logs_url.rstrip('/')}/ui/evaluations/{result.evaluation_id}"
+        footer += f"\n[Details in the dashboard]({page})\n"
     if result.comparison is None:
         # Bounded by construction (errors 20,000 characters, each tail TAIL_LINES
         # short lines), so a cut never splits a fence.

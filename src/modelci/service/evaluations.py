@@ -267,7 +267,8 @@ class PullRequestService:
                     head=job.head_sha,
                     merge_base=True,
                     git_env=git_env,
-                    job_id=None,
+                    # Stored while it runs (the dashboard's live log) under its job.
+                    job_id=getattr(cancel, "job_id", None),
                     gpu_allowed=job.gpu,
                 ),
                 cancel=cancel,

@@ -38,6 +38,7 @@ from modelci.store.db import Database, open_database
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from modelci.deliver.delivery import Deliverer
     from modelci.serving.manager import ServingManager
 
 __all__ = ["Runtime", "run_server", "run_workers", "server_runtime"]
@@ -54,6 +55,7 @@ class Runtime:
     service: PullRequestService
     delivery: DeliveryService
     retraining: RetrainingService
+    deliverer: Deliverer | None = None  # promote and roll back (the dashboard's forms)
 
 
 def configure_logging() -> None:
@@ -202,7 +204,16 @@ def server_runtime(
                     database=database,
                 )
             )
-            yield Runtime(settings, database, job_app, queue, service, delivery, retraining)
+            yield Runtime(
+                settings,
+                database,
+                job_app,
+                queue,
+                service,
+                delivery,
+                retraining,
+                deliverer=retrainer.deliverer,
+            )
     finally:
         github.close()
         database.close()
@@ -439,6 +450,10 @@ def run_server(
                 )
             )
             models = _serve_models(app, runtime, unsafe=unsafe)
+            # The dashboard's parts that exist only now (mount_web ran in create_app).
+            app.state.web.settings = settings
+            app.state.web.serving = models
+            app.state.web.deliverer = runtime.deliverer
             try:
                 server = uvicorn.Server(
                     uvicorn.Config(

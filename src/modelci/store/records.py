@@ -57,6 +57,7 @@ __all__ = [
     "create_evaluation",
     "create_run",
     "delete_predictions_before",
+    "end_running_evaluations",
     "evaluations_for_job",
     "find_api_token",
     "find_reusable_run",
@@ -77,10 +78,12 @@ __all__ = [
     "mark_delivery_failed",
     "mark_delivery_processed",
     "model_event_for_sha",
+    "note_evaluation_log",
     "record_delivery",
     "record_job_failure",
     "record_model_event",
     "revoke_api_token",
+    "set_evaluation_runs",
     "undispatched_deliveries",
     "warm_up",
 ]
@@ -159,6 +162,8 @@ class Run(Base):
 
 class Evaluation(Base):
     __tablename__ = "evaluations"
+    # A repository's evaluations newest first (the dashboard).
+    __table_args__ = (Index("ix_evaluations_repository_id_id", "repository_id", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
@@ -226,6 +231,11 @@ class ModelEvent(Base):
     """
 
     __tablename__ = "model_events"
+    # A model's events newest first, and each model's latest registration (the dashboard).
+    __table_args__ = (
+        Index("ix_model_events_model_name_id", "model_name", "id"),
+        Index("ix_model_events_action_model_name_id", "action", "model_name", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_name: Mapped[str] = mapped_column(String(300), index=True)
@@ -377,6 +387,7 @@ def create_evaluation(
     head_run_id: int | None = None,
     job_id: int | None = None,
     status: str = "running",
+    report: dict[str, Any] | None = None,
 ) -> Evaluation:
     evaluation = Evaluation(
         repository_id=repository_id,
@@ -386,10 +397,51 @@ def create_evaluation(
         head_run_id=head_run_id,
         job_id=job_id,
         status=status,
+        report=report,
     )
     session.add(evaluation)
     session.flush()
     return evaluation
+
+
+def set_evaluation_runs(
+    session: Session, *, evaluation_id: int, base_run_id: int | None, head_run_id: int | None
+) -> None:
+    evaluation = _get(session, Evaluation, evaluation_id)
+    evaluation.base_run_id, evaluation.head_run_id = base_run_id, head_run_id
+    session.flush()
+
+
+def note_evaluation_log(session: Session, *, evaluation_id: int, role: str, path: str) -> None:
+    """Record a running side's log path in the evaluation's report (``logs``).
+
+    Head and base start at once: the row is locked first, so neither side's path
+    overwrites the other's.
+    """
+    evaluation = session.scalars(
+        select(Evaluation).where(Evaluation.id == evaluation_id).with_for_update()
+    ).first()
+    if evaluation is None:
+        raise StoreError(f"no evaluations row with id {evaluation_id!r}")
+    report = dict(evaluation.report or {})
+    report["logs"] = {**(report.get("logs") or {}), role: path}
+    evaluation.report = report
+    session.flush()
+
+
+def end_running_evaluations(session: Session, *, job_id: int, status: str, error: str) -> int:
+    """End the job's evaluations still marked running (the job stopped before they
+    finished); how many there were."""
+    found = list(
+        session.scalars(
+            select(Evaluation).where(Evaluation.job_id == job_id, Evaluation.status == "running")
+        )
+    )
+    for evaluation in found:
+        evaluation.status, evaluation.finished_at = status, _now()
+        evaluation.report = {**(evaluation.report or {}), "error": error}
+    session.flush()
+    return len(found)
 
 
 def finish_evaluation(

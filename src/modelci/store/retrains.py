@@ -52,7 +52,10 @@ class RetrainRecord(Base):
     ``kept``, ``skipped`` or ``failed``."""
 
     __tablename__ = "retrains"
-    __table_args__ = (Index("ix_retrains_repository_id", "repository", "id"),)
+    __table_args__ = (
+        Index("ix_retrains_repository_id", "repository", "id"),
+        Index("ix_retrains_model_name_id", "model_name", "id"),  # a model's, newest first
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repository: Mapped[str] = mapped_column(Text)

@@ -280,7 +280,10 @@ def mount_auth(app: FastAPI, context: Any) -> None:
         log.warning("dashboard sessions use a key held in memory: they end at restart")
     if getattr(app.state, "tokens", None) is not None:
         signin.tokens = app.state.tokens  # one cache of valid tokens for API and pages
+    mounted = getattr(app.state, "signin", None) is not None
     app.state.signin = signin
+    if mounted:
+        return  # create_app mounted the routes already: they read app.state.signin
     if signin.github is None and not list_tokens(context.database):
         log.warning(
             "to sign in to the dashboard (%s/login), create an API token: "

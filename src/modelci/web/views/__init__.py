@@ -1,0 +1,1 @@
+"""The dashboard's route modules, one per page (FastAPI)."""
