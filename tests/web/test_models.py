@@ -208,3 +208,42 @@ def test_serving_stats_come_from_the_prediction_log(model_site: Any) -> None:
     site.viewer = Viewer(login="t", kind="token", all_access=True)
     html = site.client.get(f"/ui/models/{NAME}").text
     assert "p50 50.5 ms" in html and "p99 99.01 ms" in html and "(100)" in html
+
+
+def test_a_retrain_is_queued_from_the_model_page_with_a_reason(model_site: Any) -> None:
+    from modelci.service import jobs
+    from modelci.store import audit as audit_store
+    from modelci.store import schedules
+
+    site, _, _ = model_site
+    site.viewer = Viewer(login="erin", kind="github", repos={REPO: "write"})
+    csrf = site.csrf(f"/ui/models/{NAME}")
+    unknown = site.client.post(f"/ui/models/{NAME}/retrain", data={"csrf": csrf, "reason": "x"})
+    assert unknown.status_code == 409  # no push to its default branch seen yet
+    with site.database.session() as session:
+        schedules.upsert_repository(
+            session,
+            repository=REPO,
+            clone_url=f"https://example.invalid/{REPO}.git",
+            default_branch="main",
+            installation_id=7,
+        )
+    assert site.client.post(f"/ui/models/{NAME}/retrain", data={"reason": "x"}).status_code == 403
+    done = site.client.post(
+        f"/ui/models/{NAME}/retrain", data={"csrf": csrf, "reason": "new data arrived"}
+    )
+    assert done.status_code == 303, done.text
+    assert "Retrain queued" in site.client.get(done.headers["location"]).text
+    (job,) = [j for j in site.queue.list_jobs(limit=50) if j.task_name == jobs.TASK_RETRAIN]
+    assert (job.task_kwargs["repo"], job.task_kwargs["ref"], job.task_kwargs["actor"]) == (
+        REPO,
+        "main",
+        "erin",
+    )
+    with site.database.session() as session:
+        logged = audit_store.list_audit(session, limit=5)
+    assert any(e.action == "model.retrain" and e.reason == "new data arrived" for e in logged)
+    site.viewer = Viewer(login="fay", kind="github", repos={REPO: "read"})
+    assert "/retrain" not in site.client.get(f"/ui/models/{NAME}").text
+    forged = site.client.post(f"/ui/models/{NAME}/retrain", data={"csrf": csrf, "reason": "x"})
+    assert forged.status_code == 403

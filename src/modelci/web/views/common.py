@@ -59,6 +59,8 @@ OUTCOMES = {
     "retried": "Job {id} queued again as job {new}.",
     "promoted": "Version {id} is the champion now.",
     "rolled_back": "Rolled back: version {id} is the champion again.",
+    "retrain_queued": "Retrain queued (job {id}): its report comes on the retrained commit.",
+    "retrain_pending": "A retrain of this branch is queued already.",
 }
 
 
