@@ -2,7 +2,7 @@
 
 Run after train.py, it adds three counts to metrics.json: network endpoints it
 reached (the database service, an outside address, DNS), server secrets it could
-read (compose secrets, the pgpass file, PID 1's environment) and server variables
+read (compose secrets, the pgpass file, the container's PID 1 environment) and server variables
 it saw. In the sandbox all three must be 0. `--report` prints the same counts as
 JSON without touching metrics.json: run in the container itself, outside the
 sandbox, it must find them reachable, or the scenario could not fail.
@@ -19,8 +19,9 @@ SECRETS = [
     "/run/secrets/app_key",
     "/run/secrets/db_password",
     "/run/modelci/pgpass",
-    "/proc/1/environ",
 ]
+# The sandbox's own variables (its seed) are not the server's.
+OWN = {"MODELCI_SEED"}
 
 
 def probe() -> dict[str, int]:
@@ -47,7 +48,17 @@ def probe() -> dict[str, int]:
             print(f"probe: read {path}")
         except OSError as exc:
             print(f"probe: cannot read {path} ({exc.strerror})")
-    leaked = [k for k in os.environ if k.startswith(("MODELCI_", "PG", "POSTGRES"))]
+    # PID 1 of the container (tini) holds the server's environment; the sandbox's
+    # PID 1 is its own shell, with the sandbox's.
+    try:
+        with open("/proc/1/environ", "rb") as f:
+            if b"MODELCI_DATABASE_URL=" in f.read():
+                read += 1
+                print("probe: read the server's environment in /proc/1/environ")
+    except OSError as exc:
+        print(f"probe: cannot read /proc/1/environ ({exc.strerror})")
+    prefixes = ("MODELCI_", "PG", "POSTGRES")
+    leaked = [k for k in os.environ if k.startswith(prefixes) and k not in OWN]
     print(f"probe: server variables seen: {leaked}")
     return {"network_reached": reached, "secrets_read": read, "env_leaked": len(leaked)}
 

@@ -296,18 +296,13 @@ def step_sigterm() -> None:
 
 def dump_logs() -> None:
     for service in ("db", "serve", "worker"):
-        print(f"--- logs of {service} (last 40 lines) ---", file=sys.stderr)
-        print(
-            run(
-                "podman",
-                "logs",
-                "--tail",
-                "40",
-                container(service),
-                check=False,
-                stderr=subprocess.STDOUT,
-            ),
-            file=sys.stderr,
+        print(f"--- logs of {service} (last 40 lines) ---", file=sys.stderr, flush=True)
+        subprocess.run(
+            ["podman", "logs", "--tail", "40", container(service)],
+            stdout=sys.stderr,
+            stderr=sys.stderr,
+            check=False,
+            timeout=60,
         )
 
 
