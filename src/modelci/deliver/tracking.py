@@ -173,8 +173,8 @@ def _create_tables(uri: str) -> None:
             # Session-level, so MLflow's own transactions on other connections run inside it.
             connection.exec_driver_sql(f"SELECT pg_advisory_lock({_MLFLOW_TABLES_LOCK})")
             try:
-                if not utils._all_tables_exist(engine):
-                    utils._initialize_tables(engine)
+                if not utils._all_tables_exist(engine):  # type: ignore[no-untyped-call]
+                    utils._initialize_tables(engine)  # type: ignore[no-untyped-call]
             finally:
                 connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_MLFLOW_TABLES_LOCK})")
     except sqlalchemy.exc.SQLAlchemyError as exc:
