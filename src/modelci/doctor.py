@@ -24,6 +24,7 @@ __all__ = ["Check", "run_checks"]
 GITHUB = "GitHub"
 CREDENTIALS = "GitHub credentials"
 API = "GitHub API"
+CONTAINER = "container"
 WEBHOOK_SECRET = "webhook secret"  # noqa: S105  (a check name, not a secret)
 # A doctor answers within seconds: no rate-limit waits, no long timeouts.
 API_TIMEOUT_S = 10.0
@@ -191,13 +192,42 @@ def _api(settings: Settings) -> Check:
 
 def _sandbox(settings: Settings) -> Check:
     from modelci.runner.cgroups import describe_cgroups
+    from modelci.runner.container import container_engine
     from modelci.runner.sandbox import make_sandbox
 
     try:
         make_sandbox(uid_base=settings.sandbox_uid_base)
     except ModelCIError as exc:
+        if container_engine() is not None and exc.hint:
+            return Check("sandbox", False, f"{exc.message} (the container check says why)")
         return Check("sandbox", False, str(exc))
     return Check("sandbox", True, f"bubblewrap works; memory and processes: {describe_cgroups()}")
+
+
+def _container(settings: Settings) -> Check | None:
+    """Inside a container: the rights the sandbox needs, and where the database is.
+    None outside one."""
+    from modelci.runner.container import container_engine
+    from modelci.runner.sandbox import make_sandbox
+
+    engine = container_engine()
+    if engine is None:
+        return None
+    try:
+        make_sandbox(uid_base=settings.sandbox_uid_base)  # the probe is cached: no second run
+    except ModelCIError as exc:
+        return Check(CONTAINER, False, exc.hint or exc.message)
+    if not settings.database_url:
+        return Check(
+            CONTAINER,
+            False,
+            f"inside {engine} with no MODELCI_DATABASE_URL: modelci's image has no PostgreSQL "
+            "server to embed. How to fix: set MODELCI_DATABASE_URL to a PostgreSQL service "
+            "(compose.yaml's db)",
+        )
+    return Check(
+        CONTAINER, True, f"inside {engine}: the sandbox has the rights it needs (namespaces, /proc)"
+    )
 
 
 def _tools(settings: Settings) -> Check:
@@ -268,6 +298,9 @@ def run_checks(settings: Settings, *, online: bool = True) -> list[Check]:
         _database,
     ]
     results = [check(settings) for check in checks]
+    container = _container(settings)
+    if container is not None:
+        results.insert(results.index(next(c for c in results if c.name == "sandbox")), container)
     if not github:
         results.insert(
             0,

@@ -118,3 +118,55 @@ def test_built_model_loads_with_mlflow_pyfunc(data_dir: Path) -> None:
     assert model.metadata.get_input_schema().input_names() == ["x", "color"]
     assert (path / "input_example.json").is_file()
     assert (path / "requirements.txt").read_text().strip() == "scikit-learn==1.5.0"
+
+
+def test_processes_starting_together_on_a_new_database_make_mlflow_tables_once(
+    data_dir: Path, postgres_url: str
+) -> None:
+    """A server and a worker on a new database (compose's first start): MLflow's
+    tables are made under a lock, not by both at once (a UniqueViolation before)."""
+    import threading
+    import urllib.parse
+    import uuid
+
+    import psycopg
+
+    from modelci.deliver import tracking
+
+    name = f"race_{uuid.uuid4().hex[:8]}"
+    parts = urllib.parse.urlsplit(postgres_url)
+    url = urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+    settings = Settings(data_dir=data_dir, database_url=url)
+    tracking._create_database(parts, f"{name}_mlflow")  # as tracking_uri_for does first
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def first_use() -> None:
+        start.wait()
+        try:
+            # Each thread stands for its own process: no per-process memory of the tables.
+            tracking._create_tables.__wrapped__(_mlflow_uri(url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        registry = Registry(tracking_uri_for(settings, url), data_dir=data_dir)
+        assert registry.client.search_registered_models() == []
+    finally:
+        admin = urllib.parse.urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}_mlflow" WITH (FORCE)')
+
+
+def _mlflow_uri(url: str) -> str:
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    path = "/" + parts.path.lstrip("/") + "_mlflow"
+    return urllib.parse.urlunsplit(parts._replace(scheme="postgresql+psycopg", path=path))

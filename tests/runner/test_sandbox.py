@@ -478,11 +478,36 @@ def test_a_background_probe_that_fails_stops_the_first_run(
     )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    # On a machine, not in a container (this test may run in one).
+    monkeypatch.setattr("modelci.runner.sandbox.container_engine", lambda: None)
     box = make_sandbox(uid_base=UID_BASE, wait=False)  # returns before the answer
     with pytest.raises(SandboxUnavailable, match="Creating new namespace failed") as caught:
         run(box, workdir, "echo never")
     assert "apt-get install bubblewrap" in str(caught.value)
     assert not (workdir.with_suffix(".log")).exists()  # nothing ran
+    shutil.rmtree(fake.parent)
+
+
+def test_in_a_container_a_refused_sandbox_names_the_right_and_not_unsafe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bwrap refuses even bare namespaces (as under Docker's seccomp profile): the
+    fix is the container option, never --unsafe-no-sandbox."""
+    fake = Path(tempfile.mkdtemp(prefix="fake-bwrap-")) / "bwrap"
+    fake.parent.chmod(0o755)
+    fake.write_text(
+        "#!/bin/sh\necho 'bwrap: Creating new namespace failed: Operation not permitted' >&2\n"
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:/usr/bin:/bin")
+    monkeypatch.setattr("modelci.runner.sandbox.container_engine", lambda: "docker")
+    with pytest.raises(SandboxUnavailable, match="Creating new namespace failed") as caught:
+        make_sandbox(uid_base=UID_BASE + 7)  # another prefix: the probe's answer is cached
+    assert caught.value.hint is not None
+    assert "--security-opt seccomp=unconfined" in caught.value.hint
+    assert "this docker container" in caught.value.hint
+    assert "unsafe" not in str(caught.value)
     shutil.rmtree(fake.parent)
 
 

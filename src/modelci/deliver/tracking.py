@@ -116,7 +116,9 @@ def tracking_uri_for(settings: Settings, database_url: str) -> str:
         database = parts.path.lstrip("/") + "_mlflow"
         _create_database(parts, database)
         scheme = "postgresql+psycopg"
-        return urllib.parse.urlunsplit(parts._replace(scheme=scheme, path="/" + database))
+        uri = urllib.parse.urlunsplit(parts._replace(scheme=scheme, path="/" + database))
+        _create_tables(uri)
+        return uri
     raise StoreError(
         f"MLflow cannot share the database {parts.scheme}://…",
         hint="use PostgreSQL or SQLite for MODELCI_DATABASE_URL, or set "
@@ -145,6 +147,45 @@ def _create_database(parts: urllib.parse.SplitResult, database: str) -> None:
             hint="grant the database role CREATEDB, create the database by hand, or set "
             "MODELCI_MLFLOW_TRACKING_URI",
         ) from None
+
+
+# pg_advisory_lock key held while MLflow's tables are made (any constant of our own).
+_MLFLOW_TABLES_LOCK = 0x6D6C666C6F77  # "mlflow"
+
+
+@functools.cache
+def _create_tables(uri: str) -> None:
+    """Make MLflow's tables on a new database, under an advisory lock on that server.
+
+    MLflow makes them on first use without a lock PostgreSQL sees (its own lock is
+    a file in this machine's /tmp): a server and a worker starting together on a
+    new database, each in its own container, both ran CREATE TABLE and one failed
+    on the catalog's unique index. Once per process and URI: later, a look at the
+    table names."""
+    _import_mlflow()
+    import sqlalchemy
+    from mlflow.store.db import utils
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            # Session-level, so MLflow's own transactions on other connections run inside it.
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({_MLFLOW_TABLES_LOCK})")
+            try:
+                if not utils._all_tables_exist(engine):  # type: ignore[no-untyped-call]
+                    utils._initialize_tables(engine)  # type: ignore[no-untyped-call]
+            finally:
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({_MLFLOW_TABLES_LOCK})")
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise StoreError(
+            f"cannot make MLflow's tables: {reason[0] if reason else type(exc).__name__}",
+            hint="check that the database role may create tables in MLflow's database, or "
+            "set MODELCI_MLFLOW_TRACKING_URI to an MLflow server",
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def build_model_dir(

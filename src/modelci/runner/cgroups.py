@@ -328,9 +328,12 @@ class CgroupV2:
 
 def detect(root: Path = CGROUP_ROOT, self_cgroup: Path | None = None) -> CgroupDriver | None:
     """The driver for this machine: v1 where its memory or pids hierarchy is
-    mounted, else v2 where root is cgroup2 and writable (at root, else at this
+    mounted and writable, else v2 where root is cgroup2 and writable (at root, else at this
     process's own cgroup), else None (rlimits only)."""
-    if any(os.path.ismount(root / controller) for controller in CONTROLLERS):
+    # Writable too: a container's v1 hierarchies are mounted read-only, and a driver
+    # there would make no group and claim it did (doctor's line).
+    mounted = [root / c for c in CONTROLLERS if os.path.ismount(root / c)]
+    if any(os.access(hierarchy, os.W_OK) for hierarchy in mounted):
         return CgroupV1(root)
     if not (root / "cgroup.controllers").is_file():
         return None

@@ -53,6 +53,7 @@ from modelci.runner.cgroups import (
     job_cgroups,
     take_slot,
 )
+from modelci.runner.container import container_engine, diagnose, explain, read_evidence
 from modelci.runner.process import (
     INSTALL_HINT,
     SYSTEM_PATH,
@@ -430,9 +431,31 @@ class BubblewrapSandbox(_Runner):
             self._probe.join()
         error = probe_sandbox(prefix)  # cached: the background probe's answer
         if error is not None:
+            engine = container_engine()
+            if engine is not None:
+                # Not "install bubblewrap or go unsandboxed": the container lacks a right.
+                raise SandboxUnavailable(
+                    f"bubblewrap cannot create a sandbox here: {error}",
+                    hint=self.container_diagnosis(engine, error),
+                )
             raise SandboxUnavailable(
                 f"bubblewrap cannot create a sandbox here: {error}", hint=INSTALL_HINT
             )
+
+    def container_diagnosis(self, engine: str, error: str) -> str:
+        """Which container option bubblewrap lacks: namespaces alone (no /proc) probed
+        apart from the full sandbox, then the mount table and AppArmor read."""
+        drop = self._prefix(self._uid(0))[: -len(_ISOLATION) - len(_root_layout())]
+        bare = (*drop, "--unshare-all", "--unshare-user", "--ro-bind", "/", "/")
+        namespaces_ok = probe_sandbox(bare) is None
+        masked, apparmor, limit = read_evidence()
+        rights, other = diagnose(
+            namespaces_ok=namespaces_ok,
+            masked=masked,
+            apparmor=apparmor,
+            max_user_namespaces=limit,
+        )
+        return explain(engine, rights, other, error)
 
     def _ready(self) -> None:
         self.probe()
