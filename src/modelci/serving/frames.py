@@ -50,7 +50,8 @@ def encode_request(
     rows: int,
     method: str | None,
 ) -> bytes:
-    """A request frame: ``types`` is the model's (name, column type) in its order."""
+    """A whole request frame, its length included: ``types`` is the model's (name,
+    column type) in its order."""
     kinds: list[str] = []
     sizes: list[int] = []
     parts: list[bytes] = []
@@ -70,7 +71,9 @@ def encode_request(
     if method is not None:
         header["method"] = method
     encoded_header = orjson.dumps(header)
-    return b"".join([_LENGTH.pack(len(encoded_header)), encoded_header, *parts])
+    size = _LENGTH.size + len(encoded_header) + sum(map(len, parts))
+    # The frame's own length first: the pipe gets one write (one wake-up of the worker).
+    return b"".join([_LENGTH.pack(size), _LENGTH.pack(len(encoded_header)), encoded_header, *parts])
 
 
 def split(body: bytes) -> tuple[dict[str, Any], memoryview]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+import numpy as np
 import orjson
 
 from modelci.deliver.modelspec import Column
@@ -254,15 +255,17 @@ class Validator:
 
     def _column_ok(self, column: Column, values: list[Any]) -> bool:
         accepted = _FAST_TYPES.get(column.type)
-        if accepted is None or not all(type(value) in accepted for value in values):
+        # map(type, ...) runs in C: four times a generator's speed (bench/serving.py).
+        if accepted is None or not accepted.issuperset(map(type, values)):
             return False
         bounds = BOUNDS.get(column.type)
-        if (
-            bounds is not None
-            and values
-            and not bounds[0] <= min(values) <= max(values) <= bounds[1]
-        ):
-            return False
+        if bounds is not None and values:
+            try:
+                array = np.asarray(values, dtype=np.float64 if column.type == "float" else np.int64)
+            except OverflowError:  # an integer beyond 64 bits
+                return False
+            if not (bounds[0] <= array.min() and array.max() <= bounds[1]):
+                return False
         allowed = self._allowed[column.name]
         return allowed is None or allowed.issuperset(values)
 

@@ -120,14 +120,14 @@ class ModelWorker:
                 self._lock.release()
         return self._predictions(reply, rows)
 
-    def _send(self, body: bytes) -> None:
+    def _send(self, frame: bytes) -> None:
+        """Write a whole frame (``encode_request``'s: its length included)."""
         if self.dead:
             raise WorkerFailed("the model worker has stopped")
         try:
-            # Requests are small next to a pipe's buffer and the worker reads
-            # them at once, so a blocking write does not hold the loop up.
-            os.write(self._out, _HEADER.pack(len(body)))
-            view = memoryview(body)
+            # Requests are small next to the pipe's buffer (1 MiB) and the worker
+            # reads them at once, so a blocking write does not hold the loop up.
+            view = memoryview(frame)
             while view:
                 view = view[os.write(self._out, view) :]
         except OSError as exc:
