@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,7 @@ def ensure_venv(name: str, packages: tuple[str, ...]) -> Path:
 def modelci(
     name: str, base: Path, port: int, env: dict[str, str], src: Path | None = None
 ) -> Server:
-    data = base / name
-    data.mkdir()
+    data = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
     data.chmod(0o711)
     # This tree's modelci unless told otherwise (it may be installed from another).
     server_env = {**env, "PYTHONPATH": str(src or Path(__file__).parents[1] / "src")}
@@ -121,8 +121,8 @@ def modelci(
 
 def mlserver(name: str, base: Path, port: int, env: dict[str, str], ports: list[int]) -> Server:
     venv = ensure_venv("mlserver-1.7.1", MLSERVER)
-    root = base / name
-    (root / "bench").mkdir(parents=True)
+    root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+    (root / "bench").mkdir()
     (root / "bench" / "model.joblib").symlink_to(base / "modelci-model" / "model.joblib")
     (root / "bench" / "model-settings.json").write_text(
         json.dumps(
@@ -173,8 +173,7 @@ class Bench:
 
 def bentoml(name: str, base: Path, port: int, env: dict[str, str]) -> Server:
     venv = ensure_venv("bentoml-1.4.40", BENTOML)
-    root = base / name
-    root.mkdir()
+    root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
     (root / "service.py").write_text(textwrap.dedent(BENTO_SERVICE))
     server_env = {
         **env,

@@ -55,6 +55,14 @@ def encode_request(
     kinds: list[str] = []
     sizes: list[int] = []
     parts: list[bytes] = []
+    if all(_NUMERIC_TYPES.get(kind) == "f" for _, kind in types):
+        # Every column a float: one conversion for all (at 1 row, 30 calls to
+        # asarray cost more than the JSON they replace).
+        block = _array([columns[name] for name, _ in types], "f")
+        if block is not None and block.shape == (len(types), rows):
+            return _frame(
+                {"rows": rows, "kinds": "f" * len(types), "sizes": []}, method, [block.tobytes()]
+            )
     for name, kind in types:
         values = columns[name]
         letter = _NUMERIC_TYPES.get(kind, "j")
@@ -67,7 +75,10 @@ def encode_request(
         else:
             kinds.append(letter)
             parts.append(array.tobytes())
-    header: dict[str, Any] = {"rows": rows, "kinds": "".join(kinds), "sizes": sizes}
+    return _frame({"rows": rows, "kinds": "".join(kinds), "sizes": sizes}, method, parts)
+
+
+def _frame(header: dict[str, Any], method: str | None, parts: list[bytes]) -> bytes:
     if method is not None:
         header["method"] = method
     encoded_header = orjson.dumps(header)

@@ -65,6 +65,11 @@ def _columns(body: bytes, names: list[str], numpy: Any) -> tuple[dict[str, Any],
     sizes = iter(header["sizes"])
     columns: dict[str, Any] = {}
     view = memoryview(body)
+    if header["kinds"] == "f" * len(names):
+        # One block, a column after another: the matrix is its transposed view.
+        block = numpy.frombuffer(view[start:], dtype="<f8").reshape(len(names), rows)
+        header["block"] = block
+        return header, dict(zip(names, block, strict=True))
     for name, kind in zip(names, header["kinds"], strict=True):
         if kind == "j":
             end = start + int(next(sizes))
@@ -124,7 +129,9 @@ class _Model:
             hasattr(model, "feature_names_in_") or not all_numeric
         )
 
-    def predict(self, columns: dict[str, Any], rows: int, method: str | None = None) -> Any:
+    def predict(
+        self, columns: dict[str, Any], rows: int, method: str | None = None, block: Any = None
+    ) -> Any:
         """The model's output for one request: a numpy array when it gave one."""
         numpy = self.numpy
         if self.use_frame:
@@ -140,6 +147,8 @@ class _Model:
                     dtype = "float64"
                 data[column["name"]] = numpy.asarray(values, dtype=dtype or object)
             inputs: Any = self.pandas.DataFrame(data, columns=[c["name"] for c in self.columns])
+        elif block is not None and self.array_dtype == "float64":
+            inputs = block.T
         else:
             inputs = numpy.empty((rows, len(self.columns)), dtype=self.array_dtype)
             for index, column in enumerate(self.columns):
@@ -204,7 +213,9 @@ def main() -> int:
         raw = b""
         try:
             request, columns = _columns(body, names, model.numpy)
-            output = model.predict(columns, int(request["rows"]), request.get("method"))
+            output = model.predict(
+                columns, int(request["rows"]), request.get("method"), request.get("block")
+            )
             reply, raw = _reply(model, output)
         except Exception as exc:
             traceback.print_exc()
