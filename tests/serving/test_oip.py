@@ -5,11 +5,13 @@ protocol's published examples and by NVIDIA's own client (tritonclient)."""
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 import uv
@@ -117,6 +119,56 @@ def test_a_missing_column_an_unknown_output_or_a_bad_envelope_is_refused() -> No
     assert "field required" in str(_refused({"inputs": [{"name": "age", "data": [1]}]}))
     with pytest.raises(BadRequest, match="not valid JSON"):
         InferCall(b"{").batch(Validator(SPEC.columns), SPEC)
+
+
+def _binary_call(tensors: list[tuple[dict[str, Any], bytes]]) -> InferCall:
+    header = orjson.dumps({"inputs": [t for t, _ in tensors]})
+    return InferCall(header + b"".join(raw for _, raw in tensors), len(header))
+
+
+def _binary(name: str, datatype: str, rows: int, raw: bytes) -> tuple[dict[str, Any], bytes]:
+    tensor = {
+        "name": name,
+        "shape": [rows],
+        "datatype": datatype,
+        "parameters": {"binary_data_size": len(raw)},
+    }
+    return tensor, raw
+
+
+def test_binary_tensors_are_read_and_validated_as_json_ones() -> None:
+    ages = np.array([31, 47], dtype="<i8").tobytes()
+    incomes = np.array([1.5, 2.0], dtype="<f4").tobytes()
+    plans = b"".join(struct.pack("<I", len(p)) + p for p in (b"basic", b"pro"))
+    call = _binary_call(
+        [
+            _binary("age", "INT64", 2, ages),
+            _binary("income", "FP32", 2, incomes),
+            _binary("plan", "BYTES", 2, plans),
+        ]
+    )
+    batch = call.batch(Validator(SPEC.columns), SPEC)
+    assert batch.columns["age"] == [31, 47]
+    assert batch.columns["income"] == [1.5, 2.0]
+    assert batch.columns["plan"] == ["basic", "pro"]
+    # The same validation: a category outside the allowed values, found in bytes.
+    gold = b"".join(struct.pack("<I", len(p)) + p for p in (b"basic", b"gold"))
+    with pytest.raises(BadRequest, match="'gold' is not an allowed value"):
+        _binary_call(
+            [_binary("age", "INT64", 2, ages), _binary("income", "FP32", 2, incomes),
+             _binary("plan", "BYTES", 2, gold)]
+        ).batch(Validator(SPEC.columns), SPEC)  # fmt: skip
+    for tensors, words in (
+        ([_binary("age", "INT64", 3, ages)], "3 INT64 values take 24 bytes"),
+        ([_binary("income", "FP64", 1, np.array([np.inf]).tobytes())], "NaN or infinity"),
+        ([_binary("active", "BOOL", 1, b"\x07")], "neither 0 nor 1"),
+        ([_binary("plan", "BYTES", 1, b"\xff\x00\x00\x00x")], "runs past"),
+    ):
+        with pytest.raises(BadRequest, match=words):
+            _binary_call(tensors).batch(Validator(SPEC.columns), SPEC)
+    short = InferCall(orjson.dumps({"inputs": [_binary("age", "INT64", 2, ages)[0]]}) + b"x", 10**6)
+    with pytest.raises(BadRequest, match="Inference-Header-Content-Length"):
+        short.batch(Validator(SPEC.columns), SPEC)
 
 
 def test_output_types_and_metadata_follow_the_columns_and_the_predictions() -> None:
@@ -255,6 +307,8 @@ def test_nvidias_tritonclient_works_unchanged(
         expected = http.post("/models/churn/predict", json={"records": rows}).json()["predictions"]
     assert seen["predictions"] == expected
     assert seen["column_vector"] == expected
+    assert seen["binary"] == expected
+    assert "NaN or infinity" in seen["nan_refused"]
     assert seen["response"]["id"] == "client-7"
     assert seen["response"]["model_version"] == "1"
     assert seen["refused"]["status"] == "422"

@@ -41,6 +41,20 @@ def main() -> None:
         tensor.set_data_from_numpy(rows[:, index : index + 1].copy(), binary_data=False)
         column.append(tensor)
     seen["column_vector"] = client.infer(model, column).as_numpy("prediction").tolist()
+    # Triton's binary tensor data extension (the client's default): raw float64 bytes.
+    binary = []
+    for index, name in enumerate(columns):
+        tensor = httpclient.InferInput(name, [2], "FP64")
+        tensor.set_data_from_numpy(rows[:, index].copy())
+        binary.append(tensor)
+    seen["binary"] = client.infer(model, binary).as_numpy("prediction").tolist()
+    bad = httpclient.InferInput(columns[0], [2], "FP64")
+    bad.set_data_from_numpy(np.array([np.nan, 1.0]))
+    try:
+        client.infer(model, [bad, *binary[1:]])
+        seen["nan_refused"] = None
+    except InferenceServerException as exc:
+        seen["nan_refused"] = exc.message()
     wrong = httpclient.InferInput(columns[0], [2], "BYTES")
     wrong.set_data_from_numpy(np.array([b"a", b"b"], dtype=object), binary_data=False)
     try:

@@ -19,8 +19,10 @@ protocol's ``{"error": message}`` with the FastAPI-style list beside it
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
+import numpy as np
 import orjson
 
 from modelci.deliver.modelspec import Column, ServingSpec
@@ -53,6 +55,13 @@ DATATYPES = {
     "binary": "BYTES",
     "datetime": "BYTES",
 }
+# Little-endian element types of binary tensors (Triton's binary tensor data extension).
+_BINARY = {
+    "BOOL": "|b1", "UINT8": "|u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+    "INT8": "|i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
+    "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
+}  # fmt: skip
+_BYTES_LENGTH = struct.Struct("<I")
 _REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 _TENSOR_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 
@@ -85,8 +94,12 @@ class InferCall:
     """One infer request's body; ``batch(validator)`` decodes and validates it (in the
     event loop or a thread), then ``id`` and ``outputs`` say what to answer."""
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, header_length: int | None = None) -> None:
+        """``header_length``: the Inference-Header-Content-Length of a request with
+        binary tensors (Triton's binary tensor data extension): the JSON comes first,
+        the tensors' bytes after it, in the order of the inputs that say their size."""
         self.body = body
+        self.header_length = header_length
         self.id: str | None = None
         self.outputs: list[str] | None = None  # requested output names; None: all
         self.output_name = "prediction"
@@ -111,8 +124,9 @@ class InferCall:
         columns: dict[str, list[Any]] = {}
         errors: list[dict[str, Any]] = []
         kinds = {column.name: column for column in validator.columns}
+        binaries = self._binaries(inputs)
         for index, tensor in enumerate(inputs):
-            values = self._tensor(index, tensor, kinds, errors)
+            values = self._tensor(index, tensor, kinds, errors, binaries[index])
             if values is not None:
                 columns[tensor["name"]] = values
         if errors:
@@ -124,9 +138,50 @@ class InferCall:
         except BadRequest as exc:
             raise _refuse([_relocate(error) for error in exc.errors]) from None
 
+    def _binaries(self, inputs: list[Any]) -> list[memoryview | None]:
+        """Each input's binary data (None: given in JSON), by the sizes they declare."""
+        raw = memoryview(self.body)[self.header_length or len(self.body) :]
+        slices: list[memoryview | None] = []
+        offset = 0
+        for index, tensor in enumerate(inputs):
+            parameters = tensor.get("parameters") if type(tensor) is dict else None
+            size = parameters.get("binary_data_size") if type(parameters) is dict else None
+            if size is None:
+                slices.append(None)
+                continue
+            if type(size) is not int or size < 0 or offset + size > len(raw):
+                raise _refuse(
+                    [
+                        _problem(
+                            ["inputs", index, "parameters", "binary_data_size"],
+                            f"{size!r} bytes are not there: {len(raw) - offset} are left after "
+                            "the JSON (Inference-Header-Content-Length) and the tensors before",
+                            "value_error",
+                        )
+                    ]
+                )
+            slices.append(raw[offset : offset + size])
+            offset += size
+        if offset != len(raw):
+            raise _refuse(
+                [
+                    _problem(
+                        [], f"{len(raw) - offset} bytes follow the binary tensors", "value_error"
+                    )
+                ]
+            )
+        return slices
+
     def _payload(self) -> dict[str, Any]:
+        if self.header_length is not None and not 0 < self.header_length <= len(self.body):
+            raise BadRequest(
+                f"Inference-Header-Content-Length is {self.header_length}, the body "
+                f"{len(self.body)} bytes; it must give the length of the JSON part",
+                errors=[_problem([], "bad Inference-Header-Content-Length", "value_error")],
+                status=400,
+            )
         try:
-            payload = orjson.loads(self.body)
+            payload = orjson.loads(memoryview(self.body)[: self.header_length or len(self.body)])
         except orjson.JSONDecodeError as exc:
             raise BadRequest(
                 f"the request body is not valid JSON: {exc}",
@@ -173,6 +228,7 @@ class InferCall:
         tensor: Any,
         kinds: dict[str, Column],
         errors: list[dict[str, Any]],
+        binary: memoryview | None,
     ) -> list[Any] | None:
         """The flat values of one input tensor, or None after adding its problems."""
         loc: list[Any] = ["inputs", index]
@@ -182,7 +238,8 @@ class InferCall:
             return None
         name = tensor["name"]
         loc = ["inputs", name]
-        missing = [key for key in ("shape", "datatype", "data") if key not in tensor]
+        needed = ("shape", "datatype") if binary is not None else ("shape", "datatype", "data")
+        missing = [key for key in needed if key not in tensor]
         extra = [key for key in tensor if key not in _TENSOR_KEYS]
         if missing or extra:
             errors.extend(_problem([*loc, key], "field required", "missing") for key in missing)
@@ -193,7 +250,7 @@ class InferCall:
         column = kinds.get(name)
         if column is None:
             return []  # the validator reports the unknown column by name
-        datatype, shape, data = tensor["datatype"], tensor["shape"], tensor["data"]
+        datatype, shape, data = tensor["datatype"], tensor["shape"], tensor.get("data")
         if type(datatype) is not str or datatype not in _ACCEPTS[column.type]:
             accepted = ", ".join(sorted(_ACCEPTS[column.type]))
             errors.append(
@@ -220,6 +277,14 @@ class InferCall:
                 )
             )
             return None
+        if binary is not None:
+            decoded = _from_binary(binary, datatype, shape[0])
+            if isinstance(decoded, str):
+                errors.append(
+                    _problem([*loc, "parameters", "binary_data_size"], decoded, "value_error")
+                )
+                return None
+            return decoded
         if type(data) is not list:
             errors.append(_problem([*loc, "data"], "expected a list of values", "list_type"))
             return None
@@ -234,6 +299,37 @@ class InferCall:
             )
             return None
         return values
+
+
+def _from_binary(raw: memoryview, datatype: str, rows: int) -> list[Any] | str:
+    """A binary tensor's values (little-endian, row-major), or what is wrong with it."""
+    if datatype == "BYTES":
+        values: list[Any] = []
+        offset = 0
+        while offset < len(raw) and len(values) < rows:
+            (size,) = _BYTES_LENGTH.unpack_from(raw, offset) if offset + 4 <= len(raw) else (-1,)
+            if size < 0 or offset + 4 + size > len(raw):
+                return "a BYTES element's length runs past the tensor's data"
+            try:
+                values.append(str(raw[offset + 4 : offset + 4 + size], "utf-8"))
+            except UnicodeDecodeError:
+                return "a BYTES element is not UTF-8 text"
+            offset += 4 + size
+        if len(values) != rows or offset != len(raw):
+            return f"expected {rows} BYTES elements filling binary_data_size"
+        return values
+    dtype = np.dtype(_BINARY[datatype])
+    if len(raw) != rows * dtype.itemsize:
+        return (
+            f"{rows} {datatype} values take {rows * dtype.itemsize} bytes; "
+            f"binary_data_size says {len(raw)}"
+        )
+    array = np.frombuffer(raw, dtype=dtype)
+    if datatype == "BOOL" and array.view(np.uint8).max(initial=0) > 1:
+        return "a BOOL element is neither 0 nor 1"
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        return "NaN or infinity in the tensor: send finite numbers (JSON bodies cannot hold them)"
+    return array.tolist()  # type: ignore[no-any-return]
 
 
 def _relocate(error: dict[str, Any]) -> dict[str, Any]:

@@ -69,7 +69,13 @@ async def _infer(
         body = await read_body(request, MAX_BODY)
         if body is None:
             return too_large({"error": f"the body is over {MAX_BODY >> 20} MB; send fewer rows"})
-        call = InferCall(body)
+        declared = request.headers.get("inference-header-content-length")
+        if declared is not None and not declared.isdigit():
+            return json_response(
+                {"error": f"Inference-Header-Content-Length {declared!r} is not a byte count"},
+                400,
+            )
+        call = InferCall(body, int(declared) if declared is not None else None)
         result = await service.predict_async(body, call.batch)
     except ClientDisconnect:
         return json_response({"error": "the client closed the connection before its body"}, 400)
@@ -128,7 +134,9 @@ def mount_oip(
 
     @app.get(v2, tags=tags, summary="Server metadata")
     async def server_metadata() -> Response:
-        return json_response({"name": "modelci", "version": _server_version(), "extensions": []})
+        return json_response(
+            {"name": "modelci", "version": _server_version(), "extensions": ["binary_tensor_data"]}
+        )
 
     # The versioned paths first: {name:path} would take "NAME/versions/1" for a name.
     @app.post(
