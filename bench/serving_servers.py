@@ -3,8 +3,11 @@
 Every server serves the same fitted LogisticRegression (30 float features):
 
 - ``modelci``: ``create_serving_app`` under uvicorn, the model in a sandboxed
-  worker, validation and the prediction log (SQLite) on; ``modelci-base`` is the
-  same from another source tree (``--baseline-src``), for before/after in one run.
+  worker, validation and the prediction log (SQLite) on, fed records
+  (``{"records": [{...}, ...]}``); ``modelci-columns`` the same fed columns
+  (``{"columns": {...}}``), ``modelci-oip`` fed Open Inference Protocol requests
+  with one binary FP64 tensor per column; ``modelci-base`` is ``modelci`` from
+  another source tree (``--baseline-src``), for before/after in one run.
 - ``mlserver`` (inference in the server process, ``parallel_workers: 0``, its
   fastest) and ``mlserver-default`` (a separate inference process), MLServer
   1.7.1 with mlserver-sklearn, fed Open Inference Protocol requests (one
@@ -50,7 +53,8 @@ class Server:
     port: int = 0
 
 
-def body_for(name: str, rows: np.ndarray, features: list[str]) -> bytes:
+def body_for(name: str, rows: np.ndarray, features: list[str]) -> tuple[bytes, dict[str, str]]:
+    """The request body each server takes for these rows, and any header it needs."""
     values = rows.tolist()
     if name.startswith("mlserver"):
         tensor = {
@@ -59,12 +63,31 @@ def body_for(name: str, rows: np.ndarray, features: list[str]) -> bytes:
             "datatype": "FP64",
             "data": [v for row in values for v in row],
         }
-        return json.dumps({"inputs": [tensor]}).encode()
+        return json.dumps({"inputs": [tensor]}).encode(), {}
     if name.startswith("bentoml"):
-        return json.dumps({"input": values}).encode()
+        return json.dumps({"input": values}).encode(), {}
+    if name == "modelci-oip":
+        # One binary FP64 tensor per column (Triton's binary tensor data extension).
+        columns = [np.ascontiguousarray(rows[:, i], dtype="<f8") for i in range(rows.shape[1])]
+        tensors = [
+            {
+                "name": feature,
+                "shape": [len(rows)],
+                "datatype": "FP64",
+                "parameters": {"binary_data_size": column.nbytes},
+            }
+            for feature, column in zip(features, columns, strict=True)
+        ]
+        header = json.dumps({"inputs": tensors}).encode()
+        body = header + b"".join(column.tobytes() for column in columns)
+        return body, {"Inference-Header-Content-Length": str(len(header))}
+    if name == "modelci-columns":
+        return json.dumps(
+            {"columns": dict(zip(features, rows.T.tolist(), strict=True))}
+        ).encode(), {}
     records = [dict(zip(features, row, strict=True)) for row in values]
     key = "dataframe_records" if name == "mlflow" else "records"
-    return json.dumps({key: records}).encode()
+    return json.dumps({key: records}).encode(), {}
 
 
 def ensure_venv(name: str, packages: tuple[str, ...]) -> Path:
@@ -114,7 +137,7 @@ def modelci(
             str(data),
         ],
         "/readyz",
-        "/models/bench/predict",
+        "/v2/models/bench/infer" if name == "modelci-oip" else "/models/bench/predict",
         server_env,
     )
 
