@@ -105,7 +105,11 @@ def test_feedback_joins_the_logged_request_and_is_checked_against_its_rows(
         pairs = monitoring.labelled_predictions(session, model_name=name, first_id=0, last_id=2**62)
         assert [(p.request_id, f.labels) for p, f in pairs] == [(request_id, [0, 0])]
         kept = session.scalars(
-            select(monitoring.FeedbackRecord).where(monitoring.FeedbackRecord.request_id == early)
+            # By model too: the database outlives a run, and another run sent this id.
+            select(monitoring.FeedbackRecord).where(
+                monitoring.FeedbackRecord.model_name == name,
+                monitoring.FeedbackRecord.request_id == early,
+            )
         ).one()
         assert kept.model_name == name and kept.labels == ["x"]
 

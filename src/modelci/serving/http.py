@@ -36,62 +36,33 @@ from modelci.serving.feedback import (
     record_feedback,
 )
 from modelci.serving.form import render_form
+from modelci.serving.httpbody import MAX_BODY, json_response, read_body, too_large
 from modelci.serving.manager import ServingManager
+from modelci.serving.oiphttp import mount_oip
 from modelci.serving.openapi import ModelDoc, describe
 from modelci.serving.service import ModelService
 
 __all__ = ["create_serving_app", "mount_serving"]
 
-_MAX_BODY = 64 << 20  # bytes of a predict request
 _MAX_FEEDBACK_BODY = 1 << 20
 _DOCS_ASSETS = "/docs-assets"
 
 
-_RETRY_AFTER_S = "2"  # a worker restarts, or a champion loads, within seconds
-
-
-def _json(content: Any, status: int = 200) -> Response:
-    # A 503 here is always temporary: say when to come back.
-    headers = {"retry-after": _RETRY_AFTER_S} if status == 503 else None
-    return Response(
-        orjson.dumps(content), status_code=status, media_type="application/json", headers=headers
-    )
-
-
 def _error(exc: ModelCIError) -> Response:
     if isinstance(exc, BadRequest):
-        return _json({"detail": exc.errors}, exc.http_status)
-    return _json({"detail": str(exc)}, exc.http_status)
-
-
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it is over limit bytes (the rest is never read)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+        return json_response({"detail": exc.errors}, exc.http_status)
+    return json_response({"detail": str(exc)}, exc.http_status)
 
 
 async def _predict(service: ModelService, request: Request) -> Response:
     try:
-        body = await _read_body(request, _MAX_BODY)
+        body = await read_body(request, MAX_BODY)
     except ClientDisconnect:
-        return _json({"detail": "the client closed the connection before sending its body"}, 400)
-    if body is None:
-        response = _json(
-            {"detail": f"the body is over {_MAX_BODY >> 20} MB; send fewer rows per request"},
-            413,
+        return json_response(
+            {"detail": "the client closed the connection before sending its body"}, 400
         )
-        # Closing is the only way to stop the client sending the rest: a kept-alive
-        # connection would have to read (and discard) all of it first.
-        response.headers["connection"] = "close"
-        return response
+    if body is None:
+        return too_large({"detail": f"the body is over {MAX_BODY >> 20} MB; send fewer rows"})
     try:
         result = await service.predict_async(body)
     except ModelCIError as exc:
@@ -120,6 +91,8 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
     ``manager.close()``). All but readyz ask for a bearer token when the app's
     ``MODELCI_PREDICT_AUTH`` is token."""
     auth = [Depends(predict_auth)]
+    # First: its /v2/models/{name}/... routes must not reach /models/{name:path}'s.
+    mount_oip(app, manager, prefix=prefix, dependencies=auth)
     _describe_models(app, manager, prefix)
     _serve_docs_offline(app)
 
@@ -146,7 +119,7 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
         try:
             service = manager.only()
         except ModelCIError as exc:
-            return _json({"detail": str(exc)}, 409 if len(manager.services) > 1 else 404)
+            return json_response({"detail": str(exc)}, 409 if len(manager.services) > 1 else 404)
         return await _predict(service, request)
 
     @app.post(
@@ -160,18 +133,24 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
     async def feedback(name: str, request: Request) -> Response:
         try:
             manager.get(name)
-            body = await _read_body(request, _MAX_FEEDBACK_BODY)
+            body = await read_body(request, _MAX_FEEDBACK_BODY)
             if body is None:
-                return _json({"detail": "the body is over 1 MB: send one request's labels"}, 413)
+                return json_response(
+                    {"detail": "the body is over 1 MB: send one request's labels"}, 413
+                )
             parsed = parse_feedback(body)
             if manager.sessions is None:
-                return _json({"detail": "this server keeps no prediction log to attach it to"}, 409)
+                return json_response(
+                    {"detail": "this server keeps no prediction log to attach it to"}, 409
+                )
             matched = await run_in_threadpool(record_feedback, manager.sessions, name, parsed)
         except ClientDisconnect:
-            return _json({"detail": "the client closed the connection before its body"}, 400)
+            return json_response(
+                {"detail": "the client closed the connection before its body"}, 400
+            )
         except ModelCIError as exc:
             return _error(exc)
-        return _json(
+        return json_response(
             {"request_id": parsed.request_id, "labels": len(parsed.labels), "matched": matched},
             200 if matched else 202,
         )
@@ -189,7 +168,9 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
 
     @app.get(prefix + "/models", tags=["serving"], summary="Served models", dependencies=auth)
     async def list_models() -> Response:
-        return _json({"models": [manager.status(name) for name in sorted(manager.services)]})
+        return json_response(
+            {"models": [manager.status(name) for name in sorted(manager.services)]}
+        )
 
     @app.get(
         prefix + "/models/{name:path}/form",
@@ -205,7 +186,7 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
             return _error(exc)
         loaded = service.current
         if loaded is None:
-            return _json({"detail": service.status()["state"]}, 503)
+            return json_response({"detail": service.status()["state"]}, 503)
         example = loaded.spec.input_example[0] if loaded.spec.input_example else {}
         page = render_form(service.status(), example, f"{prefix}/models/{name}/predict")
         return HTMLResponse(page)
@@ -218,14 +199,14 @@ def mount_serving(app: FastAPI, manager: ServingManager, *, prefix: str = "") ->
     )
     async def show_model(name: str) -> Response:
         try:
-            return _json(manager.status(name))
+            return json_response(manager.status(name))
         except ModelCIError as exc:
             return _error(exc)
 
     @app.get(prefix + "/readyz", tags=["serving"], summary="Every served model is loaded")
     async def readyz() -> Response:
         readiness = manager.readiness()
-        return _json(readiness, 200 if readiness["ready"] else 503)
+        return json_response(readiness, 200 if readiness["ready"] else 503)
 
 
 def _describe_models(app: FastAPI, manager: ServingManager, prefix: str) -> None:
@@ -261,7 +242,9 @@ def _require_bearer(doc: dict[str, Any], prefix: str) -> None:
     schemes = doc.setdefault("components", {}).setdefault("securitySchemes", {})
     schemes.setdefault("HTTPBearer", {"type": "http", "scheme": "bearer"})
     for path, operations in doc.get("paths", {}).items():
-        if path == prefix + "/predict" or path.startswith(prefix + "/models"):
+        if path == prefix + "/predict" or path.startswith(
+            (prefix + "/models", prefix + "/v2/models")
+        ):
             for operation in operations.values():
                 operation["security"] = [{"HTTPBearer": []}]
 
@@ -329,7 +312,7 @@ def create_serving_app(manager: ServingManager, *, start: bool = True) -> FastAP
 
     @app.get("/healthz", tags=["serving"], summary="The server is up")
     async def healthz() -> Response:
-        return _json({"ok": True})
+        return json_response({"ok": True})
 
     mount_serving(app, manager)
     return app

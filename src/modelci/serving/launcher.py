@@ -131,7 +131,11 @@ class Launcher:
                 slot=slot,
             )
         )
-        worker = ModelWorker(process, request_timeout_s=self.request_timeout_s)
+        worker = ModelWorker(
+            process,
+            [(c.name, c.type) for c in spec.columns],
+            request_timeout_s=self.request_timeout_s,
+        )
         try:
             worker.wait_ready(self.start_timeout_s)
         except WorkerFailed as exc:

@@ -64,12 +64,13 @@ class _Entry:
     version: int
     latency_ms: float
     created_at: dt.datetime
-    payload: bytes  # JSON [inputs, outputs]
+    inputs: bytes  # JSON
+    outputs: bytes  # JSON
     request_id: str | None
 
     @property
     def size(self) -> int:
-        return len(self.payload) + _ENTRY_OVERHEAD
+        return len(self.inputs) + len(self.outputs) + _ENTRY_OVERHEAD
 
 
 class PredictionLog:
@@ -123,7 +124,8 @@ class PredictionLog:
         if self._sessions is None:
             return
         try:
-            payload = orjson.dumps([batch.columns, batch.predictions])
+            inputs = orjson.dumps(batch.columns)
+            outputs = orjson.dumps(batch.predictions)
         except TypeError:
             self._drop(batch.model_name, 1, "it cannot be encoded as JSON")
             return
@@ -132,7 +134,8 @@ class PredictionLog:
             batch.version,
             batch.latency_ms,
             batch.created_at,
-            payload,
+            inputs,
+            outputs,
             batch.request_id,
         )
         with self._cond:
@@ -352,12 +355,14 @@ def _trim_memory() -> None:
 
 
 def _row(entry: _Entry) -> dict[str, Any]:
-    inputs, outputs = orjson.loads(entry.payload)
+    # Already JSON: the store's serializer (orjson) writes a Fragment as it is, so
+    # the entry is neither decoded nor encoded again (a fifth of the writer's time,
+    # bench/serving.py at 100 rows, held the GIL the event loop needs).
     return {
         "model_name": entry.model_name,
         "version": entry.version,
-        "inputs": inputs,
-        "outputs": outputs,
+        "inputs": orjson.Fragment(entry.inputs),
+        "outputs": orjson.Fragment(entry.outputs),
         "latency_ms": entry.latency_ms,
         "created_at": entry.created_at,
         "request_id": entry.request_id,

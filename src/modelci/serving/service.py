@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ __all__ = ["Loaded", "ModelService", "Prediction", "StartWorker", "SwapFailure"]
 log = logging.getLogger(__name__)
 StartWorker = Callable[[str, int, Any, ServingSpec], ModelWorker]
 RecordEvent = Callable[..., None]
+Decode = Callable[[Validator, ServingSpec], Batch]
 PARSE_IN_THREAD_BYTES = 256 << 10
 
 
@@ -46,6 +48,8 @@ class Loaded:
     validator: Validator
     worker: ModelWorker
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    # The smoke test's answer: what the model returns (the OIP metadata's output type).
+    example_output: list[Any] | None = None
     inflight: int = 0
     retired: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -129,16 +133,22 @@ class ModelService:
         finally:
             loaded.release()
 
-    async def predict_async(self, body: bytes) -> Prediction:
+    async def predict_async(self, body: bytes, decode: Decode | None = None) -> Prediction:
         """``predict`` for the event loop. A small body is validated in the loop (a
         thread hop would cost more); a big one in a thread, so that parsing megabytes
-        does not hold up every other request meanwhile."""
+        does not hold up every other request meanwhile. ``decode`` reads another
+        protocol's body (the Open Inference Protocol's) with the served version's
+        validator and spec."""
         loaded = self._acquire()
         try:
-            if len(body) > PARSE_IN_THREAD_BYTES:
-                batch = await asyncio.to_thread(loaded.validator.parse, body)
+            if decode is None:
+                parse = functools.partial(loaded.validator.parse, body)
             else:
-                batch = loaded.validator.parse(body)
+                parse = functools.partial(decode, loaded.validator, loaded.spec)
+            if len(body) > PARSE_IN_THREAD_BYTES:
+                batch = await asyncio.to_thread(parse)
+            else:
+                batch = parse()
             started = time.perf_counter()
             try:
                 outputs = await loaded.worker.predict_async(batch.columns, batch.rows)
@@ -260,7 +270,7 @@ class ModelService:
         if not loaded.spec.input_example:
             raise ValueError("the model has no input example to check it with")
         batch = loaded.validator.validate({"records": loaded.spec.input_example})
-        loaded.worker.predict(batch.columns, batch.rows)
+        loaded.example_output = loaded.worker.predict(batch.columns, batch.rows)
 
     def _failed(self, version: ModelVersion, reason: str) -> None:
         self.last_failure = SwapFailure(version.version, reason, dt.datetime.now(dt.UTC))

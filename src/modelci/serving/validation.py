@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+import numpy as np
 import orjson
 
 from modelci.deliver.modelspec import Column
@@ -205,6 +206,10 @@ class Validator:
             return self._columns(value)
         return self._split(value)
 
+    def validate_columns(self, given: dict[str, list[Any]]) -> Batch:
+        """A batch from ``{column: [values]}`` (the Open Inference Protocol's tensors)."""
+        return self._columns(given)
+
     def _fail(self, errors: list[dict[str, Any]]) -> BadRequest:
         first = errors[0]
         where = ".".join(str(part) for part in first["loc"][1:]) or "body"
@@ -250,15 +255,17 @@ class Validator:
 
     def _column_ok(self, column: Column, values: list[Any]) -> bool:
         accepted = _FAST_TYPES.get(column.type)
-        if accepted is None or not all(type(value) in accepted for value in values):
+        # map(type, ...) runs in C: four times a generator's speed (bench/serving.py).
+        if accepted is None or not accepted.issuperset(map(type, values)):
             return False
         bounds = BOUNDS.get(column.type)
-        if (
-            bounds is not None
-            and values
-            and not bounds[0] <= min(values) <= max(values) <= bounds[1]
-        ):
-            return False
+        if bounds is not None and values:
+            try:
+                array = np.asarray(values, dtype=np.float64 if column.type == "float" else np.int64)
+            except OverflowError:  # an integer beyond 64 bits
+                return False
+            if not (bounds[0] <= array.min() and array.max() <= bounds[1]):
+                return False
         allowed = self._allowed[column.name]
         return allowed is None or allowed.issuperset(values)
 
@@ -320,6 +327,9 @@ class Validator:
             elif not isinstance(values, list):
                 errors.append(_error(["columns", column.name], "expected a list", "list_type"))
                 continue
+            columns[column.name] = values
+            if self._column_ok(column, values):
+                continue  # the usual case: no value by value check
             allowed = self._allowed[column.name]
             for index, value in enumerate(values):
                 if len(errors) >= _MAX_ERRORS:
@@ -327,7 +337,6 @@ class Validator:
                 problem = _check(column, value, allowed)
                 if problem is not None:
                     errors.append(_error(["columns", column.name, index], *problem))
-            columns[column.name] = values
         if errors:
             raise self._fail(errors)
         self._size(rows, ["columns"])

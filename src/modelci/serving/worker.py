@@ -1,31 +1,40 @@
-"""The host's side of one sandboxed model worker: framed JSON over its pipes.
+"""The host's side of one sandboxed model worker: columnar frames over its pipes.
 
 A worker answers one request at a time, so calls are serialised by a lock.
-What the worker sends is untrusted: frames are size-capped, parsed as JSON
-only, and a worker that stalls past the timeout or breaks the protocol is
-killed (it is restarted by its service).
+Frames (``serving/frames.py``) carry numeric columns and predictions as raw
+buffers and the rest as JSON. What the worker sends is untrusted: frames are
+size-capped, headers parsed as JSON only, buffers checked against their shape,
+and a worker that stalls past the timeout or breaks the protocol is killed (it
+is restarted by its service).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import select
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
-
-import orjson
 
 from modelci.errors import PredictionFailed, WorkerFailed
 from modelci.runner.sandbox import SandboxProcess
+from modelci.serving.frames import decode_reply, encode_request, split
 
 __all__ = ["ModelWorker"]
 
 _HEADER = struct.Struct(">I")
 _MAX_REPLY = 64 << 20
+# A pipe holds 64 KiB by default: a 100-row request would not fit, and writing it
+# would wait, in the event loop, for the worker to read. 1 MiB is Linux's default
+# cap for an unprivileged process (/proc/sys/fs/pipe-max-size).
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = 1031
+Reply = tuple[dict[str, Any], memoryview]
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -36,12 +45,23 @@ def _wake(future: asyncio.Future[None]) -> None:
 class ModelWorker:
     """A started worker process; ``wait_ready`` before ``predict``."""
 
-    def __init__(self, process: SandboxProcess, *, request_timeout_s: float = 30) -> None:
+    def __init__(
+        self,
+        process: SandboxProcess,
+        columns: Sequence[tuple[str, str]],
+        *,
+        request_timeout_s: float = 30,
+    ) -> None:
+        """``columns``: the model's (name, type) in its order, as the worker has them."""
         self.process = process
+        self.columns = tuple(columns)
         self.request_timeout_s = request_timeout_s
         self._lock = threading.Lock()
         self._out = process.stdin.fileno()
         self._in = process.stdout.fileno()
+        for fd in (self._out, self._in):
+            with contextlib.suppress(OSError):  # not Linux, or over the cap: 64 KiB
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_BYTES)
         self.dead = False
         self.uses_frame = False
         self._async_lock: asyncio.Lock | None = None
@@ -60,7 +80,7 @@ class ModelWorker:
 
     def wait_ready(self, timeout_s: float) -> None:
         with self._lock:
-            reply = self._receive(time.monotonic() + timeout_s, "loading the model")
+            reply, _ = self._receive(time.monotonic() + timeout_s, "loading the model")
         if not reply.get("ok"):
             self.stop()
             raise WorkerFailed(f"the model worker could not load the model: {reply.get('error')}")
@@ -73,10 +93,7 @@ class ModelWorker:
 
         ``method`` calls another method of the model than its spec's (scoring asks
         for predict_proba)."""
-        request: dict[str, Any] = {"columns": columns, "rows": rows}
-        if method is not None:
-            request["method"] = method
-        body = orjson.dumps(request)
+        body = encode_request(columns, self.columns, rows, method)
         with self._lock:
             self._send(body)
             reply = self._receive(time.monotonic() + self.request_timeout_s, "predicting")
@@ -91,7 +108,7 @@ class ModelWorker:
             if not self._lock.acquire(blocking=False):  # a thread is using it (rare)
                 return await asyncio.to_thread(self.predict, columns, rows)
             try:
-                self._send(orjson.dumps({"columns": columns, "rows": rows}))
+                self._send(encode_request(columns, self.columns, rows, None))
                 try:
                     reply = await asyncio.wait_for(
                         self._receive_async(), timeout=self.request_timeout_s
@@ -103,24 +120,29 @@ class ModelWorker:
                 self._lock.release()
         return self._predictions(reply, rows)
 
-    def _send(self, body: bytes) -> None:
+    def _send(self, frame: bytes) -> None:
+        """Write a whole frame (``encode_request``'s: its length included)."""
         if self.dead:
             raise WorkerFailed("the model worker has stopped")
         try:
-            # Requests are small next to a pipe's buffer and the worker reads
-            # them at once, so a blocking write does not hold the loop up.
-            os.write(self._out, _HEADER.pack(len(body)))
-            view = memoryview(body)
+            # Requests are small next to the pipe's buffer (1 MiB) and the worker
+            # reads them at once, so a blocking write does not hold the loop up.
+            view = memoryview(frame)
             while view:
                 view = view[os.write(self._out, view) :]
         except OSError as exc:
             self._die()
             raise WorkerFailed(f"the model worker is gone ({exc.strerror})") from None
 
-    def _predictions(self, reply: dict[str, Any], rows: int) -> list[Any]:
-        if not reply.get("ok"):
-            raise PredictionFailed(f"the model raised on this input: {reply.get('error')}")
-        predictions = reply.get("predictions")
+    def _predictions(self, reply: Reply, rows: int) -> list[Any]:
+        header, raw = reply
+        if not header.get("ok"):
+            raise PredictionFailed(f"the model raised on this input: {header.get('error')}")
+        try:
+            predictions = decode_reply(header, raw)
+        except WorkerFailed:
+            self._die()
+            raise
         if not isinstance(predictions, list) or len(predictions) != rows:
             raise PredictionFailed(
                 f"the model returned {type(predictions).__name__} "
@@ -129,11 +151,11 @@ class ModelWorker:
             )
         return predictions
 
-    def _receive(self, deadline: float, doing: str) -> dict[str, Any]:
+    def _receive(self, deadline: float, doing: str) -> Reply:
         header = self._read(_HEADER.size, deadline, doing)
         return self._parse(self._read(self._size(header, doing), deadline, doing), doing)
 
-    async def _receive_async(self) -> dict[str, Any]:
+    async def _receive_async(self) -> Reply:
         header = await self._read_async(_HEADER.size)
         return self._parse(await self._read_async(self._size(header, "predicting")), "predicting")
 
@@ -144,16 +166,12 @@ class ModelWorker:
             raise WorkerFailed(f"the model worker sent a {size}-byte reply while {doing}")
         return int(size)
 
-    def _parse(self, body: bytes, doing: str) -> dict[str, Any]:
+    def _parse(self, body: bytes, doing: str) -> Reply:
         try:
-            reply = orjson.loads(body)
-        except orjson.JSONDecodeError:
+            return split(body)
+        except WorkerFailed as exc:
             self._die()
-            raise WorkerFailed(f"the model worker sent invalid JSON while {doing}") from None
-        if not isinstance(reply, dict):
-            self._die()
-            raise WorkerFailed(f"the model worker sent a malformed reply while {doing}")
-        return reply
+            raise WorkerFailed(f"{exc.message} while {doing}") from None
 
     def _read(self, size: int, deadline: float, doing: str) -> bytes:
         chunks, missing = [], size
