@@ -366,8 +366,9 @@ def next_steps(settings: Settings, name: str) -> list[tuple[str, str]]:
         ),
         (
             modelci_command(settings, "serve"),
-            "the champion at /models/NAME/predict, a form at /models/NAME/form, the jobs API "
-            "(`modelci tokens create` for a token); GitHub settings add the pull-request loop",
+            "the dashboard at /ui/, the champion at /models/NAME/predict (and /v2, the Open "
+            "Inference Protocol), the jobs API (`modelci tokens create` makes a token to sign "
+            "in with); GitHub settings add the pull-request loop",
         ),
         (
             modelci_command(settings, "mlflow-ui"),
