@@ -43,7 +43,6 @@ from modelci.github.sansio import SIGNATURE_HEADER
 from modelci.runner.config import CronSchedule, TimeZoneName
 from modelci.service.intake import submit_delivery
 from modelci.service.jobs import JobConflict, JobNotFound, ProcrastinateQueue
-from modelci.service.pullrequests import RetrainJob
 from modelci.service.retrains import plot_png
 from modelci.service.tokens import TokenVerifier
 from modelci.store import records as store
@@ -388,19 +387,18 @@ def _retrain_router(context: ApiContext) -> APIRouter:
         owner: RepoPart, name: RepoPart, request: RetrainRequest | None = None
     ) -> dict[str, Any]:
         """Queue a retrain of the repository's default branch (or ``ref``)."""
+        from modelci.service.retrains import known_retrain
+
         repository = f"{owner}/{name}"
-        with context.database.session() as session:
-            row = schedules.get_schedule(session, repository=repository)
-            if row is None:
-                raise HTTPException(404, f"modelci does not know {repository}: {unknown}")
-            job = RetrainJob(
-                repo=repository,
-                ref=(request.ref if request else None) or row.default_branch,
-                clone_url=row.clone_url,
-                installation_id=row.installation_id,
-                trigger="manual",
-                actor="api",
-            )
+        job = known_retrain(
+            context.database,
+            repository,
+            trigger="manual",
+            actor="api",
+            ref=request.ref if request else None,
+        )
+        if job is None:
+            raise HTTPException(404, f"modelci does not know {repository}: {unknown}")
         job_id = context.queue.enqueue_retrain(job)
         if job_id is None:
             raise HTTPException(409, f"a retrain of {repository} at {job.ref} is queued already")

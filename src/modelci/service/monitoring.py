@@ -24,7 +24,7 @@ import httpx
 from modelci.github import GitHubClient, GitHubError
 from modelci.monitor.watch import Checked, Watcher
 from modelci.service.pullrequests import RetrainJob
-from modelci.store import schedules
+from modelci.service.retrains import known_retrain
 from modelci.store.db import Database
 
 __all__ = ["GitHubAlerts", "QueueRetrains", "check_drift", "drift_issue_body"]
@@ -163,18 +163,17 @@ class QueueRetrains:
         self.queue = queue
 
     def retrain(self, checked: Checked, *, reason: str) -> None:
-        with self.database.session() as session:
-            known = (
-                schedules.get_schedule(session, repository=checked.repository)
-                if checked.repository
-                else None
+        job = (
+            known_retrain(
+                self.database,
+                checked.repository,
+                trigger="drift",
+                actor=f"modelci drift monitor: {reason}",
             )
-            found = (
-                (known.repository, known.default_branch, known.clone_url, known.installation_id)
-                if known is not None
-                else None
-            )
-        if found is None:
+            if checked.repository
+            else None
+        )
+        if job is None:
             log.warning(
                 "drift in %s calls for a retrain, but modelci has not seen a push to %s's "
                 "default branch: retrain it with `modelci retrain`",
@@ -182,17 +181,7 @@ class QueueRetrains:
                 checked.repository,
             )
             return
-        repo, branch, clone_url, installation_id = found
-        self.queue.enqueue_retrain(
-            RetrainJob(
-                repo=repo,
-                ref=branch,
-                clone_url=clone_url,
-                installation_id=installation_id,
-                trigger="drift",
-                actor=f"modelci drift monitor: {reason}"[:300],
-            )
-        )
+        self.queue.enqueue_retrain(job)
 
 
 def check_drift(

@@ -47,6 +47,7 @@ __all__ = [
     "RetrainJob",
     "RetrainingService",
     "dispatch_due",
+    "known_retrain",
     "new_plot_token",
     "plot_png",
 ]
@@ -85,6 +86,26 @@ class RetrainerLike(Protocol):
         gpu_allowed: bool = True,
         proposer: Any = None,
     ) -> RetrainResult: ...
+
+
+def known_retrain(
+    database: Database, repository: str, *, trigger: str, actor: str, ref: str | None = None
+) -> RetrainJob | None:
+    """A retrain of ``repository`` (its default branch unless ``ref``), from what modelci
+    keeps of it (``store.schedules``: where to clone it, its installation); None for a
+    repository it has not seen a push to the default branch of."""
+    with database.session() as session:
+        row = schedules.get_schedule(session, repository=repository)
+        if row is None:
+            return None
+        return RetrainJob(
+            repo=row.repository,
+            ref=ref or row.default_branch,
+            clone_url=row.clone_url,
+            installation_id=row.installation_id,
+            trigger=trigger,
+            actor=actor[:300],
+        )
 
 
 def new_plot_token() -> str:

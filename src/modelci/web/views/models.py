@@ -177,42 +177,25 @@ def router(web: WebContext) -> APIRouter:
     def retrain(name: str, viewer: SignedIn, reason: Reason) -> RedirectResponse:
         """Queue a retrain of the model's repository's default branch (trigger manual),
         as ``POST /api/repositories/{owner}/{name}/retrain`` does."""
-        from modelci.service.pullrequests import RetrainJob
-        from modelci.store import schedules
+        from modelci.service.retrains import known_retrain
 
         repo = model_repository(web, viewer, name)
         require_repo(viewer, repo, write=True)
-        with web.database.session() as session:
-            known = schedules.get_schedule(session, repository=repo)
-            found = (
-                None
-                if known is None
-                else (known.clone_url, known.default_branch, known.installation_id)
-            )
-        if found is None or web.queue is None:
+        job = known_retrain(web.database, repo, trigger="manual", actor=viewer.login)
+        if job is None or web.queue is None:
             raise HTTPException(
                 409,
                 f"modelci has not seen a push to {repo}'s default branch, so it does not know "
                 f"where to clone it from: retrain it with `modelci retrain` instead",
             )
-        clone_url, branch, installation_id = found
-        job_id = web.queue.enqueue_retrain(
-            RetrainJob(
-                repo=repo,
-                ref=branch,
-                clone_url=clone_url,
-                installation_id=installation_id,
-                trigger="manual",
-                actor=viewer.login,
-            )
-        )
+        job_id = web.queue.enqueue_retrain(job)
         audit(
             web.database,
             viewer=viewer,
             action="model.retrain",
             target=f"model:{name}",
             reason=reason,
-            details={"repository": repo, "ref": branch, "job_id": job_id},
+            details={"repository": repo, "ref": job.ref, "job_id": job_id},
         )
         if job_id is None:
             return back_to(f"{UI}/models/{name}", "retrain_pending", 0)
