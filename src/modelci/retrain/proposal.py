@@ -15,11 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import yaml
-
-from modelci import safeyaml
 from modelci.data.changes import pointer_outs
-from modelci.errors import ConfigError
+from modelci.data.imports import import_pointer
+from modelci.errors import ConfigError, DataFetchError
 
 if TYPE_CHECKING:
     from modelci.retrain.result import RetrainResult
@@ -92,20 +90,14 @@ def no_proposer_error() -> ConfigError:
 
 
 def import_source(text: bytes) -> str | None:
-    """Where an import's data comes from, as its ``.dvc`` file says: the URL of
-    ``dvc import-url``, or ``<repo url>:<path>`` of ``dvc import``; None if not an import."""
+    """Where an import's data comes from, as its ``.dvc`` file says (read as
+    ``data.imports`` reads it): the URL of ``dvc import-url``, or ``<repo url>:<path>`` of
+    ``dvc import``; None if it is not an import or cannot be read."""
     try:
-        document = safeyaml.load(text)
-    except (yaml.YAMLError, RecursionError):  # an unreadable pointer names no source
+        pointer = import_pointer("import.dvc", text)
+    except DataFetchError:
         return None
-    deps = document.get("deps") if isinstance(document, dict) else None
-    dep = deps[0] if isinstance(deps, list) and deps and isinstance(deps[0], dict) else None
-    if dep is None or not isinstance(dep.get("path"), str):
-        return None
-    repo = dep.get("repo")
-    if isinstance(repo, dict) and isinstance(repo.get("url"), str):
-        return f"{repo['url']}:{dep['path']}"
-    return str(dep["path"])
+    return pointer.source if pointer is not None else None
 
 
 def _hashes(path: str, text: bytes | None) -> dict[str, str | None]:
