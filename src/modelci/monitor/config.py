@@ -23,19 +23,15 @@ watched.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator
 
 from modelci.errors import ConfigError
 from modelci.monitor.settings import DriftSettings
-from modelci.monitor.windows import WindowSize, parse_window
+from modelci.monitor.windows import WindowSize, parse_span, parse_window
 
 __all__ = ["MonitoringConfig"]
-
-_SPAN = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
-_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 class MonitoringConfig(DriftSettings):
@@ -99,7 +95,7 @@ class MonitoringConfig(DriftSettings):
 
 
 def _span(value: str) -> dt.timedelta:
-    match = _SPAN.match(value)
-    if not match:
+    span = parse_span(value)
+    if span is None:
         raise ValueError(f"{value!r} is not a span of time: write 30m, 12h, 7d or 2w")
-    return dt.timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)])
+    return span

@@ -19,7 +19,14 @@ from typing import Any, Protocol
 
 from modelci.errors import ConfigError
 
-__all__ = ["PREDICTION_COLUMN", "Window", "WindowSize", "next_window", "parse_window"]
+__all__ = [
+    "PREDICTION_COLUMN",
+    "Window",
+    "WindowSize",
+    "next_window",
+    "parse_span",
+    "parse_window",
+]
 
 PREDICTION_COLUMN = "prediction"  # the model's output, tested like an input column
 _SPAN = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$")
@@ -49,13 +56,21 @@ def parse_window(value: int | str) -> WindowSize:
                 hint=f"use at least {MIN_ROWS} rows (1000 is a good start) or a span such as 1h",
             )
         return WindowSize(rows=value)
-    match = _SPAN.match(str(value))
-    if not match or int(match.group(1)) == 0:
+    span = parse_span(str(value))
+    if not span:  # not a span, or a span of nothing
         raise ConfigError(
             f"monitoring.window {value!r} is neither a row count nor a span of time",
             hint="write a number of rows (window: 1000) or a span (window: 1h, 1d, 1w)",
         )
-    return WindowSize(span=dt.timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)]))
+    return WindowSize(span=span)
+
+
+def parse_span(text: str) -> dt.timedelta | None:
+    """``30m``, ``12h``, ``7d``, ``2w`` as a duration; None when it is none of those."""
+    match = _SPAN.match(text)
+    if not match:
+        return None
+    return dt.timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)])
 
 
 class Logged(Protocol):
