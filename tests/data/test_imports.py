@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,22 +15,13 @@ from modelci.runner.cgroups import acquire_slot
 from modelci.settings import Settings
 from tests.conftest import git
 from tests.data.dvcrepos import CountingSandbox, csv_rows, data_fetcher, import_url_repo
+from tests.data.test_fetch import place
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+__all__ = ["place"]  # the fixture: a 0755 directory the sandbox's uid reaches
 
 if shutil.which("bwrap") is None or os.geteuid() != 0:
     pytest.skip("needs bubblewrap and root (scripts/setup installs it)", allow_module_level=True)
-
-
-@pytest.fixture
-def place() -> Iterator[Path]:
-    # Not under pytest's tmp_path (0700): the sandbox's uid reaches the source and data dir.
-    root = Path(tempfile.mkdtemp(prefix="modelci-imports-test-", dir="/var/tmp"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
